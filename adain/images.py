@@ -1,0 +1,137 @@
+"""Image reading, resizing and writing.
+
+Images travel as float tensors (3, H, W) in [0, 1]. Reading checks the pixel
+count from the header before decoding, and decodes fully so that truncated
+files fail here rather than later.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from .errors import ImageError
+
+#: Formats accepted on input (by content, not by file name).
+INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+#: Output format -> PIL format name and MIME type.
+OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with a clear message
+
+
+def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
+               mode: str | None = "RGB") -> Image.Image:
+    """Decode an image file or bytes into a fully loaded PIL image of ``mode`` (None: as stored)."""
+    label = name or (str(source) if not isinstance(source, bytes) else "image")
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot open ({exc.strerror or exc})") from None
+    with fp:
+        try:
+            img = Image.open(fp, formats=INPUT_FORMATS)
+        except UnidentifiedImageError:
+            raise ImageError(f"{label}: not an image in a supported format "
+                             f"({', '.join(f.lower() for f in INPUT_FORMATS)})") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(f"{label}: unreadable image ({exc})") from None
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError(f"{label}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
+        if w == 0 or h == 0:
+            raise ImageError(f"{label}: empty image ({w}x{h})")
+        try:
+            img.load()
+            if mode is not None and img.mode != mode:
+                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                    if mode == "RGB":  # flatten transparency onto white
+                        rgba = img.convert("RGBA")
+                        img = Image.new("RGB", rgba.size, (255, 255, 255))
+                        img.paste(rgba, mask=rgba.getchannel("A"))
+                img = img.convert(mode)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"{label}: truncated or corrupt image ({exc})") from None
+    return img
+
+
+def to_tensor(img: Image.Image | Tensor) -> Tensor:
+    """PIL image or uint8/float tensor -> float tensor (3, H, W) in [0, 1]."""
+    if isinstance(img, Image.Image):
+        t = TF.pil_to_tensor(img.convert("RGB"))
+    else:
+        t = img
+    if t.dtype == torch.uint8:
+        return t.float().div_(255)
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise ImageError(f"expected an image tensor of shape (3, H, W), got {tuple(t.shape)}")
+    return t.float()
+
+
+def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Tensor:
+    """Read an image as float (3, H, W) in [0, 1]."""
+    return to_tensor(open_image(source, max_pixels, name))
+
+
+def resize_shorter(img: Tensor, size: int) -> Tensor:
+    """Resize so that the shorter side is ``size`` (0 keeps the image as it is)."""
+    if size <= 0 or min(img.shape[-2:]) == size:
+        return img
+    return TF.resize(img, [size], antialias=True).clamp_(0, 1)
+
+
+def center_crop(img: Tensor, size: int) -> Tensor:
+    """Central ``size`` x ``size`` square (or the shorter side when ``size`` is 0)."""
+    size = size or min(img.shape[-2:])
+    return TF.center_crop(img, [size, size])
+
+
+def prepare(img: Tensor, size: int, crop: bool) -> Tensor:
+    """Resize by the shorter side, then optionally center-crop to a square."""
+    img = resize_shorter(img, size)
+    return center_crop(img, size) if crop else img
+
+
+def to_uint8(img: Tensor) -> Tensor:
+    """Quantise like torchvision's save_image: clamp to [0,1], x255, +0.5, truncate."""
+    return img.detach().float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8).cpu()
+
+
+def to_pil(img: Tensor) -> Image.Image:
+    """Float (3, H, W) in [0, 1] -> 8-bit RGB PIL image."""
+    return Image.fromarray(to_uint8(img).permute(1, 2, 0).numpy())
+
+
+def output_format(path_or_format: str | Path) -> str:
+    """'png' | 'jpeg' | 'webp' from a file name or a format name."""
+    s = str(path_or_format).lower()
+    ext = s.rsplit(".", 1)[-1]
+    fmt = {"jpg": "jpeg"}.get(ext, ext)
+    if fmt not in OUTPUT_FORMATS:
+        raise ImageError(f"{path_or_format}: unsupported output format (use .png, .jpg or .webp)")
+    return fmt
+
+
+def encode_image(img: Tensor, fmt: str = "png", quality: int = 95) -> bytes:
+    """Encode float (3, H, W) as PNG, JPEG or WebP bytes."""
+    pil_format, _ = OUTPUT_FORMATS[fmt]
+    buf = io.BytesIO()
+    kwargs = {"quality": quality} if fmt in ("jpeg", "webp") else {}
+    to_pil(img).save(buf, format=pil_format, **kwargs)
+    return buf.getvalue()
+
+
+def save_image(img: Tensor, path: str | Path, quality: int = 95) -> None:
+    """Write ``img`` to ``path`` atomically, format from the extension."""
+    path = Path(path)
+    data = encode_image(img, output_format(path), quality)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,87 @@
+"""Spatial control: masks that assign regions of the content to styles.
+
+A mask is kept as soft weights ``(K, H, W)`` that sum to one at every pixel,
+one channel per style. It can be given as
+
+* one label image: 8-bit grey or palette values ``0..K-1`` name the style of
+  each pixel; with two styles, any grey image works too (black = first style,
+  white = second, grey in between blends them);
+* K grey images, one per style, whose intensities are the weights (normalised
+  per pixel; where all are zero the styles share equally).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import InputError
+from .images import DEFAULT_MAX_PIXELS, open_image, prepare
+
+
+def labels_to_masks(labels: Tensor, n_styles: int) -> Tensor:
+    """Integer label map (H, W) -> one-hot masks (K, H, W)."""
+    bad = labels.max().item()
+    if bad >= n_styles or labels.min().item() < 0:
+        raise InputError(f"mask has label {bad}, but there are only {n_styles} styles (labels 0..{n_styles - 1})")
+    return F.one_hot(labels.long(), n_styles).permute(2, 0, 1).float()
+
+
+def normalise(weights: Tensor) -> Tensor:
+    """Soft masks (K, H, W) >= 0 -> weights summing to one per pixel."""
+    total = weights.sum(0, keepdim=True)
+    even = torch.full_like(weights, 1.0 / weights.shape[0])
+    return torch.where(total > 0, weights / total.clamp_min(1e-12), even)
+
+
+def masks_from_images(images: Sequence[Tensor], n_styles: int) -> Tensor:
+    """uint8 grey images (H, W) -> soft masks (K, H, W); see the module doc."""
+    if len(images) == 1:
+        grey = images[0]
+        if int(grey.max()) < n_styles:
+            return labels_to_masks(grey, n_styles)
+        if n_styles == 2:
+            w = grey.float() / 255
+            return torch.stack([1 - w, w])
+        values = sorted(set(torch.unique(grey).tolist()))[:8]
+        raise InputError(
+            f"mask values {values}... do not name {n_styles} styles: use labels 0..{n_styles - 1} "
+            f"or give one grey mask per style"
+        )
+    if len(images) != n_styles:
+        raise InputError(f"{len(images)} masks given for {n_styles} styles: give one label image or one mask per style")
+    shapes = {tuple(m.shape) for m in images}
+    if len(shapes) != 1:
+        raise InputError(f"the per-style masks differ in size: {sorted(shapes)}")
+    return normalise(torch.stack([m.float() / 255 for m in images]))
+
+
+def read_masks(sources: Sequence[str | Path | bytes], n_styles: int,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Read one label image or one grey mask per style into soft masks (K, H, W)."""
+    images = []
+    for i, src in enumerate(sources):
+        img = open_image(src, max_pixels, name=f"mask {i + 1}" if isinstance(src, bytes) else None, mode=None)
+        if img.mode != "P":  # palette images keep their indices as labels
+            img = img.convert("L")
+        images.append(torch.from_numpy(np.asarray(img).copy()))
+    return masks_from_images(images, n_styles)
+
+
+def fit_masks(masks: Tensor, content_hw: tuple[int, int], size: int, crop: bool) -> Tensor:
+    """Resize and crop masks (K, H, W) exactly like the content image they belong to."""
+    if tuple(masks.shape[-2:]) != tuple(content_hw):
+        raise InputError(f"mask is {masks.shape[-1]}x{masks.shape[-2]} but the content image is "
+                         f"{content_hw[1]}x{content_hw[0]}; they must be the same size")
+    return prepare(masks, size, crop) if size or crop else masks
+
+
+def feature_masks(masks: Tensor, feat_hw: tuple[int, int]) -> Tensor:
+    """Average masks (K, H, W) down to the feature grid: (K, h, w)."""
+    return F.adaptive_avg_pool2d(masks[None], feat_hw)[0]
+

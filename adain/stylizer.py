@@ -1,0 +1,259 @@
+"""``Stylizer``: load the networks once, stylize many images.
+
+    from adain import Stylizer
+    st = Stylizer.from_files("vgg_normalised.pth", "decoder.pth", arch="vgg19")
+    out = st.stylize(content_img, [style_a, style_b], weights=[0.7, 0.3], alpha=0.8)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import ops
+from .errors import InputError
+from .images import prepare, to_tensor
+from .masks import feature_masks, fit_masks
+from .net import Arch, Decoder, Encoder
+from .weights_io import build_decoder, build_encoder, read_arch
+
+ColorMode = Literal["none", "coral", "luminance"]
+COLOR_MODES: tuple[str, ...] = ("none", "coral", "luminance")
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+ImageLike = Image.Image | Tensor
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA device is available")
+    return dev
+
+
+def check_weights(weights: Sequence[float] | None, n_styles: int) -> Tensor:
+    """Validate style weights and normalise them to sum to one (equal when None)."""
+    if n_styles < 1:
+        raise InputError("at least one style is needed")
+    if weights is None:
+        return torch.full((n_styles,), 1.0 / n_styles, dtype=torch.float64)
+    w = [float(x) for x in weights]
+    if len(w) != n_styles:
+        raise InputError(f"{len(w)} weights given for {n_styles} styles")
+    if any(not math.isfinite(x) for x in w):
+        raise InputError(f"weights must be finite numbers, got {w}")
+    if any(x < 0 for x in w):
+        raise InputError(f"weights must not be negative, got {w}")
+    total = sum(w)
+    if total <= 0:
+        raise InputError("the weights are all zero")
+    return torch.tensor(w, dtype=torch.float64) / total
+
+
+def check_alpha(alpha: float) -> float:
+    """alpha must lie in [0, 1]."""
+    alpha = float(alpha)
+    if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
+    return alpha
+
+
+def tensor_digest(t: Tensor) -> str:
+    """Content hash of a tensor's values and shape."""
+    h = hashlib.blake2b(str(tuple(t.shape)).encode() + str(t.dtype).encode(), digest_size=16)
+    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class StatsCache:
+    """Thread-safe LRU of style statistics, keyed by strings."""
+
+    def __init__(self, max_items: int = 512) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[str, ops.Stats] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> ops.Stats | None:
+        with self._lock:
+            stats = self._items.get(key)
+            if stats is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return stats
+
+    def put(self, key: str, stats: ops.Stats) -> None:
+        with self._lock:
+            self._items[key] = stats
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Target:
+    """What one content image is to become: style stats (S, C) mixed by weights or by masks."""
+
+    stats: ops.Stats
+    weights: Tensor
+    alpha: float = 1.0
+    masks: Tensor | None = None  # (S, H, W) soft masks at image resolution
+
+
+class Stylizer:
+    """Encoder + decoder on a device, with a style-statistics cache."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
+                 precision: Precision = "fp32", cache_size: int = 512) -> None:
+        if encoder.arch != decoder.arch:
+            raise InputError(f"encoder is {encoder.arch} but decoder is {decoder.arch}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise InputError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        self.arch: Arch = encoder.arch
+        self.precision = precision
+        fmt = torch.channels_last
+        self.encoder = encoder.to(self.device, memory_format=fmt).eval()
+        self.decoder = decoder.to(self.device, memory_format=fmt).eval().requires_grad_(False)
+        self.cache = StatsCache(cache_size)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    @classmethod
+    def from_files(cls, encoder_path: str | Path, decoder_path: str | Path, arch: Arch | None = None,
+                   **kwargs) -> Stylizer:
+        """Build from weight files (.pth or .safetensors); ``arch`` defaults to the file's own, else vgg19."""
+        arch = arch or read_arch(encoder_path) or read_arch(decoder_path) or "vgg19"
+        return cls(build_encoder(encoder_path, arch), build_decoder(decoder_path, arch), **kwargs)
+
+    # ---- building blocks ------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    def _to_device(self, img: Tensor) -> Tensor:
+        if img.ndim == 3:
+            img = img[None]
+        return img.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def encode(self, images: Tensor) -> Tensor:
+        """relu4_1 features of (N, 3, H, W) images."""
+        with self._autocast():
+            return self.encoder(self._to_device(images))
+
+    @torch.inference_mode()
+    def compute_stats(self, style: Tensor) -> ops.Stats:
+        """relu4_1 channel stats of one prepared style image (3, H, W), each (C,), on the device."""
+        s = ops.channel_stats(self.encode(style))
+        return ops.Stats(s.mean[0], s.std[0])
+
+    @torch.inference_mode()
+    def render(self, contents: Tensor, targets: Sequence[Target]) -> Tensor:
+        """Stylize a batch of prepared contents (N, 3, H, W) -> (N, 3, H, W) in [0, 1]."""
+        if contents.ndim == 3:
+            contents = contents[None]
+        if len(targets) != contents.shape[0]:
+            raise InputError("one target per content image is needed")
+        size = tuple(contents.shape[-2:])
+        with self._autocast():
+            feats = self.encoder(self._to_device(contents))
+            mixed = []
+            for i, t in enumerate(targets):
+                f = feats[i : i + 1]
+                stats = ops.Stats(t.stats.mean.to(self.device), t.stats.std.to(self.device))
+                if t.masks is None:
+                    mix = ops.blend_stats(stats, t.weights)
+                    out = ops.adain(f, ops.Stats(mix.mean[None], mix.std[None]))
+                else:
+                    m = feature_masks(t.masks.to(self.device, torch.float32), tuple(f.shape[-2:]))
+                    out = ops.masked_adain(f, m[None], stats)
+                if t.alpha < 1.0:
+                    out = t.alpha * out + (1.0 - t.alpha) * f
+                mixed.append(out)
+            result = self.decoder(torch.cat(mixed), size)
+        return result.float().clamp_(0, 1)
+
+    # ---- the whole pipeline ----------------------------------------------
+
+    def stylize(
+        self,
+        content: ImageLike,
+        styles: Sequence[ImageLike],
+        weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_color: ColorMode = "none",
+        mask: Tensor | None = None,
+        content_size: int = 0,
+        style_size: int = 0,
+        crop: bool = False,
+    ) -> Tensor:
+        """Stylize one content image with one or more styles; returns (3, H, W) in [0, 1] on the CPU.
+
+        ``mask`` (S, H, W) assigns regions of the content (at its original size)
+        to the styles; then ``weights`` must be None.
+        """
+        if preserve_color not in COLOR_MODES:
+            raise InputError(f"preserve_color must be one of {', '.join(COLOR_MODES)}, got {preserve_color!r}")
+        if mask is not None and weights is not None:
+            raise InputError("weights and a mask cannot be combined: the mask decides where each style goes")
+        w = check_weights(weights, len(styles))
+        alpha = check_alpha(alpha)
+        raw = to_tensor(content)
+        c = prepare(raw, content_size, crop)
+        masks = None
+        if mask is not None:
+            if mask.shape[0] != len(styles):
+                raise InputError(f"the mask has {mask.shape[0]} regions for {len(styles)} styles")
+            masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop)
+        c_in = ops.luminance(c) if preserve_color == "luminance" else c
+        stats = [self.style_stats(s, preserve_color, c, style_size, crop) for s in styles]
+        target = Target(ops.Stats(torch.stack([s.mean for s in stats]), torch.stack([s.std for s in stats])),
+                        w, alpha, masks)
+        out = self.render(c_in, [target])[0].cpu()
+        if preserve_color == "luminance":
+            out = ops.with_chroma_of(out, c).clamp_(0, 1)
+        return out
+
+    def style_stats(self, style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
+                    style_size: int = 0, crop: bool = False) -> ops.Stats:
+        """Stats of a style image as it will be used; cached by its pixels, size and colour mode.
+
+        ``content`` (the prepared content image) is needed for ``coral``.
+        """
+        raw = to_tensor(style)
+        content_key = tensor_digest(content) if preserve_color == "coral" else ""
+        key = f"{tensor_digest(raw)}:{style_size}:{int(crop)}:{preserve_color}:{content_key}"
+        stats = self.cache.get(key)
+        if stats is None:
+            s = prepare(raw, style_size, crop)
+            if preserve_color == "coral":
+                s = ops.coral(s, content)
+            elif preserve_color == "luminance":
+                s = ops.luminance(s)
+            stats = self.compute_stats(s)
+            self.cache.put(key, stats)
+        return stats

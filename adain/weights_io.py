@@ -1,0 +1,106 @@
+"""Reading and writing network weights in the canonical layouts.
+
+Two file formats hold the same flat ``"<index>.weight"`` keys:
+the original release's ``.pth`` (a pickled state dict, loaded with
+``weights_only=True``) and safetensors (ours; the architecture is kept in the
+metadata under ``"arch"``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .errors import WeightsError
+from .net import Arch, Decoder, Encoder
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".st")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a flat state dict from a ``.pth`` or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weight file not found")
+    try:
+        if path.suffix in SAFETENSORS_SUFFIXES:
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable weight file ({first_line})") from None
+    if isinstance(state, nn.Module):  # pragma: no cover - weights_only forbids modules
+        state = state.state_dict()
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a flat state dict of tensors")
+    return state
+
+
+def read_arch(path: str | Path) -> str | None:
+    """The architecture recorded in a safetensors file's metadata, if any."""
+    path = Path(path)
+    if path.suffix not in SAFETENSORS_SUFFIXES:
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("arch")
+    except (SafetensorError, OSError):
+        return None
+
+
+def load_into(module: Encoder | Decoder, path: str | Path) -> None:
+    """Load canonical weights into ``module``; extra trailing keys are ignored.
+
+    The original ``vgg_normalised.pth`` holds all of VGG19; only the layers up to
+    relu4_1 are taken. Missing keys and shape mismatches raise ``WeightsError``.
+    """
+    state = read_state_dict(path)
+    what = type(module).__name__.lower()
+    expected = module.canonical_keys()
+    for key, shape in expected.items():
+        if key not in state:
+            raise WeightsError(f"{path}: missing key {key!r} for a {module.arch} {what}")
+        if state[key].shape != shape:
+            raise WeightsError(
+                f"{path}: key {key!r} has shape {tuple(state[key].shape)}, "
+                f"a {module.arch} {what} needs {tuple(shape)}"
+            )
+        if not torch.isfinite(state[key]).all():
+            raise WeightsError(f"{path}: key {key!r} holds NaN or infinite values")
+    if isinstance(module, Decoder) and len(state) != len(expected):
+        extra = sorted(set(state) - set(expected))[:3]
+        raise WeightsError(f"{path}: unexpected keys {extra} for a {module.arch} decoder")
+    module.layers.load_state_dict(
+        {k: state[k].float() for k in expected}, strict=True
+    )
+
+
+def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: torch.dtype | None = None,
+                     metadata: dict[str, str] | None = None) -> None:
+    """Write ``module`` (an Encoder/Decoder or its ``layers``) as canonical safetensors."""
+    layers = getattr(module, "layers", module)
+    state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in layers.state_dict().items()}
+    save_file(state, str(path), metadata={"arch": arch, **(metadata or {})})
+
+
+def build_encoder(path: str | Path, arch: Arch) -> Encoder:
+    """An Encoder of ``arch`` with the weights from ``path``."""
+    enc = Encoder(arch)
+    load_into(enc, path)
+    return enc
+
+
+def build_decoder(path: str | Path, arch: Arch) -> Decoder:
+    """A Decoder of ``arch`` with the weights from ``path``."""
+    dec = Decoder(arch)
+    load_into(dec, path)
+    return dec

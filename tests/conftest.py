@@ -1,0 +1,79 @@
+"""Shared fixtures: small random weight files in the canonical layouts, and real images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from adain.net import Decoder, Encoder
+from adain.weights_io import save_safetensors
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not DATA.is_dir():  # a checkout elsewhere: ../shared beside the repository
+    DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data with content/ and style/."""
+    if not (DATA / "content").is_dir():
+        pytest.fail(f"test data not found at {DATA}")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def content_paths(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "content").glob("*.jpg"))[:8]
+
+
+@pytest.fixture(scope="session")
+def style_paths(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "style").glob("*.jpg"))[:8]
+
+
+def random_networks(arch: str, seed: int = 0) -> tuple[Encoder, Decoder]:
+    """Encoder/decoder with random weights scaled so activations stay O(1) and outputs land in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    enc, dec = Encoder(arch), Decoder(arch)
+    for net in (enc, dec):
+        for m in net.layers:
+            if isinstance(m, torch.nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5
+                m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.05
+    last = [m for m in dec.layers if isinstance(m, torch.nn.Conv2d)][-1]
+    last.weight.data *= 0.25
+    last.bias.data.fill_(0.5)
+    return enc, dec
+
+
+@pytest.fixture(scope="session")
+def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st"}}: random weights on disk.
+
+    The .pth files are stored as the original release stores them (a flat state dict;
+    the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
+    """
+    root = tmp_path_factory.mktemp("weights")
+    files: dict[str, dict[str, Path]] = {}
+    for arch in ("vgg19", "vgg16"):
+        enc, dec = random_networks(arch)
+        state = dict(enc.layers.state_dict())
+        if arch == "vgg19":  # the rest of VGG19, as in vgg_normalised.pth
+            for idx, cin in ((32, 512), (35, 512), (38, 512), (42, 512), (45, 512), (48, 512), (51, 512)):
+                state[f"{idx}.weight"] = torch.randn(512, cin, 3, 3) * 0.01
+                state[f"{idx}.bias"] = torch.zeros(512)
+        paths = {
+            "encoder_pth": root / f"{arch}_vgg_normalised.pth",
+            "decoder_pth": root / f"{arch}_decoder.pth",
+            "encoder_st": root / f"{arch}_encoder.safetensors",
+            "decoder_st": root / f"{arch}_decoder.safetensors",
+        }
+        torch.save(state, paths["encoder_pth"])
+        torch.save(dec.layers.state_dict(), paths["decoder_pth"])
+        save_safetensors(enc, paths["encoder_st"], arch)
+        save_safetensors(dec, paths["decoder_st"], arch)
+        files[arch] = paths
+    return files
