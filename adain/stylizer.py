@@ -25,7 +25,7 @@ from . import ops
 from .errors import InputError
 from .images import prepare, to_tensor
 from .masks import feature_masks, fit_masks
-from .net import Arch, Decoder, Encoder
+from .net import MIN_SIDE, Arch, Decoder, Encoder
 from .weights_io import build_decoder, build_encoder, read_arch
 
 ColorMode = Literal["none", "coral", "luminance"]
@@ -39,9 +39,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA device is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"no CUDA device {dev.index}: there are {torch.cuda.device_count()}")
     return dev
 
 
@@ -70,6 +75,52 @@ def check_alpha(alpha: float) -> float:
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be between 0 and 1, got {alpha}")
     return alpha
+
+
+def prepare_content(content: ImageLike, n_styles: int, weights: Sequence[float] | None = None,
+                    preserve_color: ColorMode = "none", mask: Tensor | None = None, content_size: int = 0,
+                    crop: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Check the stylize arguments; returns the prepared content (3, H, W), the normalised weights (S,)
+    and the mask fitted to the prepared content (S, H, W), or None."""
+    if preserve_color not in COLOR_MODES:
+        raise InputError(f"preserve_color must be one of {', '.join(COLOR_MODES)}, got {preserve_color!r}")
+    if mask is not None and weights is not None:
+        raise InputError("weights and a mask cannot be combined: the mask decides where each style goes")
+    w = check_weights(weights, n_styles)
+    raw = to_tensor(content)
+    masks = None
+    if mask is not None:
+        if mask.shape[0] != n_styles:
+            raise InputError(f"the mask has {mask.shape[0]} regions for {n_styles} styles")
+        masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop)
+    return prepare(raw, content_size, crop), w, masks
+
+
+def prepare_style(style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
+                  style_size: int = 0, crop: bool = False) -> Tensor:
+    """A style image (3, H, W) as the encoder sees it: resized, then matched to the prepared ``content``'s
+    colours (coral) or made grey (luminance)."""
+    s = prepare(to_tensor(style), style_size, crop)
+    if preserve_color == "coral":
+        return ops.coral(s, content)
+    if preserve_color == "luminance":
+        return ops.luminance(s)
+    return s
+
+
+def model_input(content: Tensor, preserve_color: ColorMode = "none") -> Tensor:
+    """What the encoder sees of the prepared content: the content itself, or its luminance."""
+    return ops.luminance(content) if preserve_color == "luminance" else content
+
+
+def finish(out: Tensor, content: Tensor, preserve_color: ColorMode = "none") -> Tensor:
+    """The decoded image as delivered: for ``luminance``, with the prepared content's colours put back."""
+    return ops.with_chroma_of(out, content).clamp_(0, 1) if preserve_color == "luminance" else out
+
+
+def stack_stats(stats: Sequence[ops.Stats]) -> ops.Stats:
+    """Per-style stats, each (C,), stacked into (S, C) for a :class:`Target`."""
+    return ops.Stats(torch.stack([s.mean for s in stats]), torch.stack([s.std for s in stats]))
 
 
 def tensor_digest(t: Tensor) -> str:
@@ -119,6 +170,19 @@ class Target:
     masks: Tensor | None = None  # (S, H, W) soft masks at image resolution
 
 
+def _check_target(t: Target, size: tuple[int, int]) -> None:
+    """A Target must agree with itself and with the content size it is rendered at."""
+    n = t.stats.mean.shape[0]
+    if t.stats.mean.ndim != 2 or t.stats.std.shape != t.stats.mean.shape:
+        raise InputError(f"target stats must be (S, C) means and stds, got {tuple(t.stats.mean.shape)} "
+                         f"and {tuple(t.stats.std.shape)}")
+    if tuple(t.weights.shape) != (n,):
+        raise InputError(f"target has {tuple(t.weights.shape)} weights for {n} styles")
+    if t.masks is not None and tuple(t.masks.shape) != (n, *size):
+        raise InputError(f"target masks are {tuple(t.masks.shape)}, expected {(n, *size)}")
+    check_alpha(t.alpha)
+
+
 class Stylizer:
     """Encoder + decoder on a device, with a style-statistics cache."""
 
@@ -154,16 +218,19 @@ class Stylizer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
 
-    def _to_device(self, img: Tensor) -> Tensor:
+    def _to_device(self, img: Tensor, what: str) -> Tensor:
         if img.ndim == 3:
             img = img[None]
+        h, w = img.shape[-2:]
+        if min(h, w) < MIN_SIDE:
+            raise InputError(f"the {what} is {w}x{h} pixels as prepared; each side needs at least {MIN_SIDE}")
         return img.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def encode(self, images: Tensor) -> Tensor:
         """relu4_1 features of (N, 3, H, W) images."""
         with self._autocast():
-            return self.encoder(self._to_device(images))
+            return self.encoder(self._to_device(images, "style image"))
 
     @torch.inference_mode()
     def compute_stats(self, style: Tensor) -> ops.Stats:
@@ -179,8 +246,10 @@ class Stylizer:
         if len(targets) != contents.shape[0]:
             raise InputError("one target per content image is needed")
         size = tuple(contents.shape[-2:])
+        for t in targets:
+            _check_target(t, size)
         with self._autocast():
-            feats = self.encoder(self._to_device(contents))
+            feats = self.encoder(self._to_device(contents, "content image"))
             mixed = []
             for i, t in enumerate(targets):
                 f = feats[i : i + 1]
@@ -216,27 +285,11 @@ class Stylizer:
         ``mask`` (S, H, W) assigns regions of the content (at its original size)
         to the styles; then ``weights`` must be None.
         """
-        if preserve_color not in COLOR_MODES:
-            raise InputError(f"preserve_color must be one of {', '.join(COLOR_MODES)}, got {preserve_color!r}")
-        if mask is not None and weights is not None:
-            raise InputError("weights and a mask cannot be combined: the mask decides where each style goes")
-        w = check_weights(weights, len(styles))
+        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop)
         alpha = check_alpha(alpha)
-        raw = to_tensor(content)
-        c = prepare(raw, content_size, crop)
-        masks = None
-        if mask is not None:
-            if mask.shape[0] != len(styles):
-                raise InputError(f"the mask has {mask.shape[0]} regions for {len(styles)} styles")
-            masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop)
-        c_in = ops.luminance(c) if preserve_color == "luminance" else c
-        stats = [self.style_stats(s, preserve_color, c, style_size, crop) for s in styles]
-        target = Target(ops.Stats(torch.stack([s.mean for s in stats]), torch.stack([s.std for s in stats])),
-                        w, alpha, masks)
-        out = self.render(c_in, [target])[0].cpu()
-        if preserve_color == "luminance":
-            out = ops.with_chroma_of(out, c).clamp_(0, 1)
-        return out
+        stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop) for s in styles])
+        out = self.render(model_input(c, preserve_color), [Target(stats, w, alpha, masks)])[0].cpu()
+        return finish(out, c, preserve_color)
 
     def style_stats(self, style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
                     style_size: int = 0, crop: bool = False) -> ops.Stats:
@@ -249,11 +302,6 @@ class Stylizer:
         key = f"{tensor_digest(raw)}:{style_size}:{int(crop)}:{preserve_color}:{content_key}"
         stats = self.cache.get(key)
         if stats is None:
-            s = prepare(raw, style_size, crop)
-            if preserve_color == "coral":
-                s = ops.coral(s, content)
-            elif preserve_color == "luminance":
-                s = ops.luminance(s)
-            stats = self.compute_stats(s)
+            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop))
             self.cache.put(key, stats)
         return stats

@@ -3,33 +3,57 @@
     adain train --content-dir photos/ --style-dir paintings/ --output-dir runs/a
     adain train --output-dir runs/a --resume            # continue where it stopped
     adain train export runs/a -o weights/decoder.safetensors
+
+The run folder holds ``ckpt-<step>.pt`` checkpoints (the last ``--keep``),
+``metrics.jsonl`` (training losses averaged over each ``--log-every`` interval,
+and held-out losses every ``--eval-every`` steps), ``sample-<step>.png`` grids
+(content | style | output on fixed held-out pairs) and ``tb/`` when TensorBoard
+is installed. SIGINT/SIGTERM save a checkpoint and exit with 128 + signal;
+``--resume`` then continues exactly where the run stopped.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
 import sys
-import time
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from . import ops
-from .data import PairDataset, StreamSampler, list_images, seeded_crops, split
-from .losses import content_loss, style_losses
+from .data import PairDataset, Pairs, StreamSampler, Unreadable, collate, fixed_pairs, list_images, split
+from .errors import AdainError, InputError
+from .losses import content_loss, held_out_losses, style_losses
 from .net import Decoder, Encoder
+from .runs import (
+    MetricsLog,
+    TrainingDiverged,
+    checkpoints,
+    latest_checkpoint,
+    remove_stale_tmp,
+    save_checkpoint,
+    trim_metrics,
+)
 
-CHECKPOINT_GLOB = "ckpt-*.pt"
+LOCK = ".lock"
+SAMPLE_PAIRS = 4  # rows of the sample grids
+HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
+# Arguments that define the run: a resumed run must keep them (the data split, the optimisation).
+FIXED_ON_RESUME = ("content_dir", "style_dir", "batch_size", "lr", "lr_decay", "style_weight", "resize", "crop",
+                   "holdout_content", "holdout_style", "seed")
+NOT_INHERITED = ("output_dir", "resume", "no_progress")  # everything else defaults to the checkpoint's value
+PATH_ARGS = ("content_dir", "style_dir", "encoder", "output_dir")
 
 
 @dataclass
@@ -38,6 +62,18 @@ class Models:
 
     encoder: Encoder
     decoder: Decoder
+
+
+def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None) -> tuple[Models, dict]:
+    """The encoder (a bundle's or a file) and a fresh decoder whose initial weights depend only on ``seed``.
+
+    Seeds the global torch RNG. Returns the encoder description stored in checkpoints and model cards.
+    """
+    from .bundles import resolve_encoder
+
+    torch.manual_seed(seed)
+    enc, info = resolve_encoder(model=model, encoder=encoder, arch=arch)
+    return Models(enc, Decoder(enc.arch)), info
 
 
 def compute_losses(models: Models, content: Tensor, style: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
@@ -57,221 +93,293 @@ def lr_at(step: int, base_lr: float, decay: float) -> float:
     return base_lr / (1.0 + decay * step)
 
 
-# ---- checkpoints ---------------------------------------------------------
-
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary name, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
+    """The fixed validation pairs of a run: its first held-out files, crops seeded by :data:`HELD_OUT_SEED`."""
+    return fixed_pairs([Path(p) for p in data["content"]["held_out"]], [Path(p) for p in data["style"]["held_out"]],
+                       n, resize, crop, HELD_OUT_SEED)
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's checkpoints, oldest first."""
-    return sorted(run_dir.glob(CHECKPOINT_GLOB))
+def note_unreadable(data: dict, found: Iterable[Unreadable]) -> None:
+    """Record files that failed to decode after the scan: warn once, count them as skipped."""
+    for kind, path in found:
+        known = data[kind].setdefault("unreadable", [])
+        if path not in known:
+            known.append(path)
+            data[kind]["skipped"] += 1
+            warnings.warn(f"skipping unreadable {kind} image {path}", stacklevel=2)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint written by :func:`atomic_save`."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+# ---- arguments -----------------------------------------------------------------
 
+def count_arg(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
 
-def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
-    """Write ``ckpt-<step>.pt`` and drop all but the newest ``keep``."""
-    path = run_dir / f"ckpt-{state['step']:08d}.pt"
-    atomic_save(state, path)
-    for old in checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
 
-
-# ---- the loop --------------------------------------------------------------
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM so the loop can save and leave cleanly."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        self.signum = signum
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``adain train``."""
-    p = argparse.ArgumentParser(prog="adain train", description="Train an AdaIN decoder for a fixed encoder.")
+    p = argparse.ArgumentParser(prog="adain train", description="Train an AdaIN decoder for a fixed encoder. "
+                                "`adain train export --help` for turning a run into a decoder file.")
     p.add_argument("--content-dir", type=Path, help="folder of content photos (searched recursively)")
     p.add_argument("--style-dir", type=Path, help="folder of style images (searched recursively)")
     p.add_argument("--output-dir", type=Path, required=True, help="run folder: checkpoints, logs, samples")
     p.add_argument("--model", default=None, help="bundle whose encoder to use (default: vgg16-hed)")
     p.add_argument("--encoder", type=Path, help="encoder weight file instead of a bundle")
     p.add_argument("--arch", choices=("vgg19", "vgg16"), help="architecture of --encoder")
-    p.add_argument("--steps", type=int, default=160_000)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
+    p.add_argument("--batch-size", type=count_arg(1), default=8)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--lr-decay", type=float, default=5e-5)
+    p.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + lr_decay * step)")
     p.add_argument("--style-weight", type=float, default=10.0)
-    p.add_argument("--resize", type=int, default=512, help="shorter side before cropping")
-    p.add_argument("--crop", type=int, default=256, help="random crop size")
-    p.add_argument("--holdout-content", type=int, default=50, help="content images held out for validation")
-    p.add_argument("--holdout-style", type=int, default=20, help="style images held out for validation")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    p.add_argument("--device", default="auto")
+    p.add_argument("--resize", type=count_arg(0), default=512, help="shorter side before cropping (0: keep)")
+    p.add_argument("--crop", type=count_arg(16), default=256, help="random crop size")
+    p.add_argument("--holdout-content", type=count_arg(0), default=50, help="content images held out for validation")
+    p.add_argument("--holdout-style", type=count_arg(0), default=20, help="style images held out for validation")
+    p.add_argument("--workers", type=count_arg(0), default=min(4, os.cpu_count() or 1), help="DataLoader workers")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="default: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decoder and encoder")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the loss computation")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=1000)
-    p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--sample-every", type=int, default=1000)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    p.add_argument("--checkpoint-every", type=count_arg(1), default=1000)
+    p.add_argument("--keep", type=count_arg(1), default=3, help="checkpoints to keep")
+    p.add_argument("--log-every", type=count_arg(1), default=50)
+    p.add_argument("--sample-every", type=count_arg(0), default=1000, help="sample grid every N steps (0: never)")
+    p.add_argument("--eval-every", type=count_arg(0), default=5000, help="held-out losses every N steps (0: never)")
+    p.add_argument("--eval-pairs", type=count_arg(1), default=16, help="held-out pairs for --eval-every")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --output-dir, with its arguments as defaults")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _resolve_encoder(args: argparse.Namespace) -> tuple[Encoder, dict]:
-    from .bundles import resolve_encoder
+def _as_paths(args: argparse.Namespace) -> None:
+    for key in PATH_ARGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(args, key, Path(value))
 
-    return resolve_encoder(model=args.model, encoder=args.encoder, arch=args.arch)
+
+def _same(key: str, a: object, b: object) -> bool:
+    if key in PATH_ARGS and a is not None and b is not None:
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
 
 
-def _scan(args: argparse.Namespace) -> dict:
+def resume_args(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace
+                ) -> tuple[argparse.Namespace, dict]:
+    """Re-parse ``argv`` over the newest checkpoint's arguments; refuse changes to :data:`FIXED_ON_RESUME`."""
+    path, state = latest_checkpoint(args.output_dir)
+    saved = {k: v for k, v in state["args"].items() if k not in NOT_INHERITED}
+    merged = parser.parse_args(argv, namespace=argparse.Namespace(**saved))
+    _as_paths(merged)
+    for key in FIXED_ON_RESUME:
+        if key in saved and not _same(key, getattr(merged, key), saved[key]):
+            raise InputError(f"--{key.replace('_', '-')} cannot change on --resume ({path} has {saved[key]!r})")
+    print(f"resuming {path} at step {state['step']}", file=sys.stderr)
+    return merged, state
+
+
+# ---- setup -----------------------------------------------------------------------
+
+def scan_data(args: argparse.Namespace) -> dict:
     """Find the images, split off the held-out set; the result is stored in every checkpoint."""
     data: dict = {}
     for kind, root, n_hold in (("content", args.content_dir, args.holdout_content),
                                ("style", args.style_dir, args.holdout_style)):
         if root is None or not root.is_dir():
-            raise SystemExit(f"adain train: --{kind}-dir {root} is not a folder")
+            raise InputError(f"--{kind}-dir {root} is not a folder")
         good, bad = list_images(root)
         if len(good) <= n_hold:
-            raise SystemExit(f"adain train: {root} has {len(good)} readable images, need more than {n_hold}")
+            raise InputError(f"{root} has {len(good)} readable images, need more than {n_hold} (--holdout-{kind})")
         train, held = split(good, n_hold, args.seed)
         data[kind] = {"root": str(root), "train": [str(p) for p in train], "held_out": [str(p) for p in held],
                       "skipped": len(bad)}
     return data
 
 
-def train(args: argparse.Namespace) -> int:
-    """Run (or resume) training; returns the process exit code."""
-    run_dir: Path = args.output_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume_state = None
-    if args.resume:
-        found = checkpoints(run_dir)
-        if not found:
-            raise SystemExit(f"adain train: --resume, but {run_dir} has no checkpoint")
-        resume_state = load_checkpoint(found[-1])
-        saved = resume_state["args"]
-        for key in ("content_dir", "style_dir", "model", "encoder", "arch", "batch_size", "lr", "lr_decay",
-                    "style_weight", "resize", "crop", "seed"):
-            setattr(args, key, saved[key])
-        print(f"resuming {found[-1]} at step {resume_state['step']}", file=sys.stderr)
+def _check_encoder(resume: dict, arch: str, info: dict) -> None:
+    if resume["arch"] != arch or resume["encoder"].get("sha256") != info["sha256"]:
+        raise InputError(f"the encoder ({arch}, sha256 {info['sha256'][:12]}...) is not the one the checkpoint was "
+                         f"trained with ({resume['arch']}, sha256 {str(resume['encoder'].get('sha256'))[:12]}...)")
 
+
+def _ignore_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops them after saving."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def make_loader(args: argparse.Namespace, data: dict, step: int, device: torch.device) -> DataLoader:
+    """Batches of samples ``step * batch`` ... ``steps * batch``: the stream an uninterrupted run would see."""
+    dataset = PairDataset([Path(p) for p in data["content"]["train"]], [Path(p) for p in data["style"]["train"]],
+                          args.resize, args.crop, args.seed)
+    sampler = StreamSampler(step * args.batch_size, args.steps * args.batch_size)
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                      collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True,
+                      worker_init_fn=_ignore_signals if args.workers else None,
+                      generator=torch.Generator().manual_seed(args.seed))
+
+
+# ---- the loop ---------------------------------------------------------------------
+
+class StopFlag:
+    """While active, SIGINT/SIGTERM only set ``signum`` so the loop can save and leave; a second one aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopFlag:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+@torch.no_grad()
+def write_samples(models: Models, content: Tensor, style: Tensor, path: Path) -> None:
+    """A grid with one row per pair: content | style | output."""
+    device = next(models.encoder.parameters()).device
+    was_training = models.decoder.training
+    models.decoder.eval()
+    c, s = content.to(device), style.to(device)
+    t = ops.adain(models.encoder(c), ops.channel_stats(models.encoder(s)))
+    out = models.decoder(t, tuple(c.shape[-2:])).float().clamp(0, 1)
+    models.decoder.train(was_training)
+    rows = torch.stack([c, s, out], 1).flatten(0, 1).cpu()
+    save_image(make_grid(rows, nrow=3, padding=2), path)
+
+
+@dataclass
+class Run:
+    """Everything a training process holds: settings, networks, optimizer, data and position."""
+
+    args: argparse.Namespace
+    device: torch.device
+    precision: str
+    models: Models
+    encoder_info: dict
+    optimizer: torch.optim.Optimizer
+    data: dict
+    step: int
+
+    def state(self) -> dict:
+        """The checkpoint: everything an exact resume needs, and what a model card describes."""
+        if not all(torch.isfinite(p).all() for p in self.models.decoder.parameters()):
+            raise TrainingDiverged(f"the decoder holds NaN or infinite weights at step {self.step}: not saving them; "
+                                   "resume from an earlier checkpoint with a lower --lr, or use --precision fp32")
+        return {"step": self.step, "decoder": {k: v.cpu() for k, v in self.models.decoder.layers.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()},
+                "arch": self.models.encoder.arch, "encoder": self.encoder_info, "data": self.data,
+                "precision": self.precision, "device": str(self.device),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+
+
+def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
+    """Build a fresh run (scanning the data), or restore one from the checkpoint ``resume``."""
     from .stylizer import resolve_device
 
     device = resolve_device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    torch.manual_seed(args.seed)
+    data = resume["data"] if resume else scan_data(args)  # before the encoder: bad folders fail fast
+    models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch)
     random.seed(args.seed)
-    encoder, encoder_info = _resolve_encoder(args)
-    decoder = Decoder(encoder.arch)
-    data = resume_state["data"] if resume_state else _scan(args)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=args.lr)
-    step = 0
-    if resume_state:
-        decoder.layers.load_state_dict(resume_state["decoder"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        step = resume_state["step"]
-        torch.set_rng_state(resume_state["rng"]["torch"])
-        random.setstate(resume_state["rng"]["python"])
+    if resume:
+        _check_encoder(resume, models.encoder.arch, encoder_info)
+        models.decoder.layers.load_state_dict(resume["decoder"])
     fmt = torch.channels_last
-    models = Models(encoder.to(device, memory_format=fmt), decoder.to(device, memory_format=fmt).train())
-    for group in optimizer.state.values():
-        for k, v in group.items():
-            if isinstance(v, Tensor) and k != "step":
-                group[k] = v.to(device)
+    models.encoder.to(device, memory_format=fmt)
+    models.decoder.to(device, memory_format=fmt).train()
+    optimizer = torch.optim.Adam(models.decoder.parameters(), lr=args.lr)
+    if not resume:
+        return Run(args, device, precision, models, encoder_info, optimizer, data, 0)
+    optimizer.load_state_dict(resume["optimizer"])  # moves the state to the parameters' device
+    torch.set_rng_state(resume["rng"]["torch"])
+    random.setstate(resume["rng"]["python"])
+    trim_metrics(args.output_dir, resume["step"])
+    return Run(args, device, precision, models, encoder_info, optimizer, data, resume["step"])
+
+
+def train(args: argparse.Namespace, resume: dict | None = None) -> int:
+    """Run (or, with ``resume`` = a checkpoint, continue) training; returns the process exit code."""
+    run = prepare(args, resume)
+    run_dir: Path = args.output_dir
+    models, optimizer, device = run.models, run.optimizer, run.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     loss_fn = torch.compile(compute_losses) if args.compile else compute_losses
-
-    dataset = PairDataset([Path(p) for p in data["content"]["train"]], [Path(p) for p in data["style"]["train"]],
-                          args.resize, args.crop, args.seed)
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=StreamSampler(step * args.batch_size,
-                        args.steps * args.batch_size), num_workers=args.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False, drop_last=True)
-    val_c = seeded_crops([Path(p) for p in data["content"]["held_out"][:4]], args.resize, args.crop, 1)
-    val_s = seeded_crops([Path(p) for p in data["style"]["held_out"][:4]], args.resize, args.crop, 2)
-
-    def state() -> dict:
-        return {"step": step, "decoder": {k: v.cpu() for k, v in decoder.layers.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                              for k, v in vars(args).items()},
-                "arch": encoder.arch, "encoder": encoder_info, "data": data, "precision": precision,
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
-
-    writer = _tensorboard(run_dir)
-    stop = StopFlag()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, unit="it", dynamic_ncols=True)
-    t0, t_step = time.time(), step
-    with (run_dir / "metrics.jsonl").open("a") as log:
-        for content, style in loader:
-            content = content.to(device, non_blocking=True).contiguous(memory_format=fmt)
-            style = style.to(device, non_blocking=True).contiguous(memory_format=fmt)
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, args.lr, args.lr_decay)
-            with autocast:
-                lc, ls_layers, _ = loss_fn(models, content, style)
-                ls = torch.stack(ls_layers).sum()
-                loss = lc + args.style_weight * ls
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            if step % args.log_every == 0 or step == args.steps:
-                rate = (step - t_step) / max(time.time() - t0, 1e-9)
-                rec = {"step": step, "loss": loss.item(), "content": lc.item(), "style": ls.item(),
-                       "lr": optimizer.param_groups[0]["lr"], "it_s": rate, "time": time.time()}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", c=f"{rec['content']:.3f}", s=f"{rec['style']:.3f}")
-                if writer:
-                    for k in ("loss", "content", "style", "lr"):
-                        writer.add_scalar(k, rec[k], step)
-            if step % args.sample_every == 0 or step == args.steps:
-                write_samples(models, val_c, val_s, run_dir / f"sample-{step:08d}.png", device)
-            if step % args.checkpoint_every == 0 or step == args.steps or stop.signum:
-                save_checkpoint(run_dir, state(), args.keep)
-            if stop.signum:
-                bar.close()
-                print(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {run_dir}", file=sys.stderr)
-                return 128 + stop.signum
-    bar.close()
-    if not checkpoints(run_dir) or load_checkpoint(checkpoints(run_dir)[-1])["step"] != step:
-        save_checkpoint(run_dir, state(), args.keep)
-    return 0
-
-
-def _tensorboard(run_dir: Path):
+    n_pairs = max(SAMPLE_PAIRS if args.sample_every else 0, args.eval_pairs if args.eval_every else 0)
+    pairs = held_out_pairs(run.data, args.resize, args.crop, n_pairs)
+    note_unreadable(run.data, pairs.unreadable)
+    loader = make_loader(args, run.data, run.step, device)
+    if run.step >= args.steps:
+        print(f"already at step {run.step} >= --steps {args.steps}; nothing to do", file=sys.stderr)
+    saved_step = run.step if resume else -1
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
+    log = MetricsLog(run_dir, args.style_weight)
+    bar = tqdm(total=args.steps, initial=run.step, disable=args.no_progress, unit="it", dynamic_ncols=True)
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-@torch.no_grad()
-def write_samples(models: Models, contents: Tensor, styles: Tensor, path: Path, device: torch.device) -> None:
-    """A grid with one row per pair: content | style | output."""
-    was_training = models.decoder.training
-    models.decoder.eval()
-    c, s = contents.to(device), styles.to(device)
-    t = ops.adain(models.encoder(c), ops.channel_stats(models.encoder(s)))
-    out = models.decoder(t, tuple(c.shape[-2:])).float().clamp(0, 1)
-    rows = torch.stack([c, s, out], 1).flatten(0, 1).cpu()
-    save_image(make_grid(rows, nrow=3, padding=2), path)
-    models.decoder.train(was_training)
+        with StopFlag() as stop:
+            for batch in loader:
+                note_unreadable(run.data, batch.unreadable)
+                content = batch.content.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                style = batch.style.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(run.step, args.lr, args.lr_decay)
+                with autocast:
+                    lc, ls_layers, _ = loss_fn(models, content, style)
+                    loss = lc + args.style_weight * torch.stack(ls_layers).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                run.step += 1
+                step, last = run.step, run.step == args.steps
+                bar.update(1)
+                log.add(lc, ls_layers)
+                if step % args.log_every == 0 or last:
+                    rec = log.log_train(step, optimizer.param_groups[0]["lr"])
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", c=f"{rec['content']:.3f}", s=f"{rec['style']:.3f}")
+                if len(pairs) and args.eval_every and (step % args.eval_every == 0 or last):
+                    result = held_out_losses(models.encoder, {"decoder": models.decoder}, pairs.content, pairs.style,
+                                             args.batch_size)
+                    log.log_held_out(step, result.pairs, result.decoders["decoder"])
+                if len(pairs) and args.sample_every and (step % args.sample_every == 0 or last):
+                    write_samples(models, pairs.content[:SAMPLE_PAIRS], pairs.style[:SAMPLE_PAIRS],
+                                  run_dir / f"sample-{step:08d}.png")
+                if step % args.checkpoint_every == 0 or stop.signum:
+                    save_checkpoint(run_dir, run.state(), args.keep)
+                    saved_step = step
+                if stop.signum:
+                    print(f"\nstopped by signal {stop.signum} at step {step}; checkpoint saved in {run_dir}",
+                          file=sys.stderr)
+                    return 128 + stop.signum
+        if saved_step != run.step:
+            save_checkpoint(run_dir, run.state(), args.keep)
+    finally:
+        bar.close()
+        log.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,12 +389,36 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
 
         return export_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.resume and (args.content_dir is None or args.style_dir is None):
-        build_parser().error("--content-dir and --style-dir are required (unless --resume)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        return train(args)
+        parser.error("--content-dir and --style-dir are required (unless --resume)")
+    run_dir: Path = args.output_dir
+    try:
+        if args.resume and not run_dir.is_dir():
+            raise InputError(f"--resume: {run_dir} is not a run folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(run_dir / LOCK), timeout=0), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            remove_stale_tmp(run_dir)
+            if args.resume:
+                args, resume = resume_args(parser, argv, args)
+                return train(args, resume)
+            if checkpoints(run_dir):
+                raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or use a new --output-dir")
+            for key in ("content_dir", "style_dir", "encoder"):  # absolute, so a resume works from anywhere
+                if getattr(args, key) is not None:
+                    setattr(args, key, getattr(args, key).resolve())
+            return train(args)
+    except Timeout:
+        print(f"adain train: error: another process is training in {run_dir}", file=sys.stderr)
+        return 2
+    except AdainError as exc:
+        print(f"adain train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adain train: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

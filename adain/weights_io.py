@@ -9,7 +9,7 @@ metadata under ``"arch"``).
 from __future__ import annotations
 
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,23 +24,34 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a flat state dict from a ``.pth`` or ``.safetensors`` file."""
+    """Read a flat state dict from a ``.pth`` or safetensors file (told apart by content, not by name)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weight file not found")
     try:
-        if path.suffix in SAFETENSORS_SUFFIXES:
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: not a readable weight file ({first_line})") from None
-    if isinstance(state, nn.Module):  # pragma: no cover - weights_only forbids modules
-        state = state.state_dict()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols before it fails
+            if _looks_like_safetensors(path):
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{path}: not a readable weight file (not a PyTorch file of plain tensors, which "
+                           f"is all that is loaded, with weights_only=True)") from None
+    except Exception as exc:  # a damaged file can fail in many ways inside torch or safetensors
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable weight file ({detail})") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a flat state dict of tensors")
     return state
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors files start with an 8-byte header length and then a JSON object; .pth files do not."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{"
 
 
 def read_arch(path: str | Path) -> str | None:

@@ -1,0 +1,60 @@
+"""Encoder and decoder passes over overlapping tiles, for images too large to run whole.
+
+Tiles start on multiples of 8 pixels so that the max-pool and upsampling grids
+line up with the untiled pass; each tile carries a halo wider than the half
+receptive field of the network, and only its core is kept. AdaIN statistics
+are taken by the caller over the whole feature map, never per tile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+SCALE = 8  # relu4_1 is 1/8 of the image size (ceil)
+ENCODER_HALO = 96  # pixels; > half the receptive field of relu4_1 in VGG19 (~76 px)
+DECODER_HALO = 6  # feature pixels; > the decoder's reach (~2.3 feature pixels)
+
+
+def _spans(length: int, core: int, halo: int) -> Iterator[tuple[int, int, int, int]]:
+    """(read_start, read_end, keep_start, keep_end) windows covering [0, length)."""
+    for start in range(0, length, core):
+        end = min(start + core, length)
+        yield max(0, start - halo), min(length, end + halo), start, end
+
+
+def _tiled(fn: Callable[[Tensor], Tensor], x: Tensor, core: int, halo: int, to_out: Callable[[int], int],
+           out_channels: int, out_hw: tuple[int, int]) -> Tensor:
+    """Apply ``fn`` tile by tile over the last two dims of ``x`` and assemble the tile cores.
+
+    ``to_out`` maps an input coordinate to the output coordinate (x/8 rounded up, or 8x).
+    """
+    out = torch.empty(x.shape[0], out_channels, *out_hw, dtype=x.dtype, device=x.device)
+    for r0, r1, k0, k1 in _spans(x.shape[-2], core, halo):
+        for c0, c1, j0, j1 in _spans(x.shape[-1], core, halo):
+            y = fn(x[..., r0:r1, c0:c1])
+            top, left = to_out(k0 - r0), to_out(j0 - c0)
+            h, w = to_out(k1) - to_out(k0), to_out(j1) - to_out(j0)
+            out[..., to_out(k0): to_out(k0) + h, to_out(j0): to_out(j0) + w] = y[..., top: top + h, left: left + w]
+    return out
+
+
+def encode_tiled(encoder: Callable[[Tensor], Tensor], images: Tensor, tile: int, channels: int = 512) -> Tensor:
+    """relu4_1 of (N, 3, H, W) computed in tiles of ``tile`` pixels (a multiple of 8)."""
+    if tile % SCALE:
+        raise ValueError(f"tile size must be a multiple of {SCALE}, got {tile}")
+    h, w = images.shape[-2:]
+    out_hw = (math.ceil(h / SCALE), math.ceil(w / SCALE))
+    return _tiled(encoder, images, tile, ENCODER_HALO, lambda v: -(-v // SCALE), channels, out_hw)
+
+
+def decode_tiled(decoder: Callable[[Tensor], Tensor], feats: Tensor, size: tuple[int, int], tile: int) -> Tensor:
+    """Decode (N, C, h, w) features in tiles of ``tile`` output pixels; crop to ``size``."""
+    if tile % SCALE:
+        raise ValueError(f"tile size must be a multiple of {SCALE}, got {tile}")
+    full = (feats.shape[-2] * SCALE, feats.shape[-1] * SCALE)
+    out = _tiled(decoder, feats, tile // SCALE, DECODER_HALO, lambda v: v * SCALE, 3, full)
+    return out[..., : size[0], : size[1]]
