@@ -1,0 +1,169 @@
+"""The engine: the workers (one per device, or several), dispatch to the shortest queue, readiness.
+
+``Engine.load(settings)`` loads the model on every device; ``start()`` starts
+the workers and warms each up in the background (``ready`` turns true when all
+are warm); ``run(work, timeout)`` queues work and awaits it, turning the ways it
+can fail into HTTP errors; ``stop()`` finishes what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import torch
+
+from adain.bundles import resolve
+from adain.download import sha256_file
+from adain.errors import InputError
+from adain.stylizer import ColorMode, Stylizer, prepare_content, resolve_device
+
+from .errors import ServiceError
+from .jobs import DeadlineExceeded, OutOfDeviceMemory, RenderJob, StatsJob, StyleRef, Ticket, WorkerFailed
+from .metrics import Metrics
+from .settings import Settings
+from .worker import Worker
+
+log = logging.getLogger("adain.service")
+
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def devices(spec: str) -> list[torch.device]:
+    """'auto' (every visible GPU, else the CPU) or a comma-separated list such as 'cuda:0,cuda:1'."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return [torch.device("cpu")]
+    found = [resolve_device(name.strip()) for name in spec.split(",") if name.strip()]
+    if not found:
+        raise InputError(f"--device {spec!r} names no device")
+    return found
+
+
+class Engine:
+    """Every worker of the process, and the way requests reach them."""
+
+    def __init__(self, stylizers: Sequence[Stylizer], settings: Settings, fingerprint: str) -> None:
+        self.settings = settings
+        self.fingerprint = fingerprint  # identifies the encoder: stored statistics are valid for it only
+        self.metrics = Metrics()
+        per_device: Counter[str] = Counter()
+        self.workers: list[Worker] = []
+        for st in stylizers:
+            name = f"{st.device}#{per_device[str(st.device)]}"  # cpu#0, cpu#1, cuda:0#0...
+            per_device[str(st.device)] += 1
+            self.workers.append(Worker(name, st, self.metrics, settings.batch_size, settings.batch_window_ms / 1000,
+                                       settings.queue_size, on_death=lambda worker: self._fatal()))
+        self.on_fatal: Callable[[], None] = lambda: None
+        self.failed = False
+        self.closing = False
+        self._warm = False
+        self._warm_up_task: asyncio.Task | None = None
+        self.metrics.watch(self)
+
+    @classmethod
+    def load(cls, settings: Settings) -> Engine:
+        """Resolve the weights (bundle or files) and load one model per worker."""
+        found = resolve(settings.model, settings.encoder, settings.decoder, settings.arch)
+        arch = settings.arch or found.arch
+        stylizers = [Stylizer.from_files(found.encoder, found.decoder, arch=arch, device=dev,
+                                         precision=settings.precision, cache_size=settings.style_cache)
+                     for dev in devices(settings.device) for _ in range(settings.workers)]
+        return cls(stylizers, settings, f"{arch}-{settings.precision}-{sha256_file(found.encoder)[:16]}")
+
+    @property
+    def state(self) -> str:
+        """'ready', 'warming up', 'failed' (a worker died: the process is going down) or 'shutting down'."""
+        if self.closing:
+            return "shutting down"
+        if self.failed:
+            return "failed"
+        if not self._warm:
+            return "warming up"
+        return "ready" if all(w.alive for w in self.workers) else "failed"
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, warmed up, every worker alive, not shutting down."""
+        return self.state == "ready"
+
+    def stats_key(self, style_size: int, mode: ColorMode) -> str:
+        """Key of stored style statistics: they depend on the encoder, the style size and the colour mode."""
+        return f"{self.fingerprint}/{style_size}/{mode}"
+
+    # ---- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker; warm them up in the background."""
+        for w in self.workers:
+            w.start()
+        self._warm_up_task = asyncio.create_task(self._warm_up())
+
+    async def stop(self) -> None:
+        """Refuse new work, finish what is queued, stop the workers."""
+        self.closing = True
+        await self._warm_up_task
+        for w in self.workers:
+            await w.stop()
+
+    async def _warm_up(self) -> None:
+        """One small stylization per worker, so that the first request does not pay for lazy initialisation."""
+        loop = asyncio.get_running_loop()
+        try:
+            for w in self.workers:
+                content, weights, _ = prepare_content(torch.rand(3, 64, 64), 1)
+                job = RenderJob(content, [StyleRef(image=torch.rand(3, 64, 64))], weights, 1.0, None, "none", 64)
+                ticket = Ticket(job, loop.create_future(), loop.time(), math.inf)
+                w.submit(ticket)
+                await ticket.future
+            self._warm = True
+            log.info("ready: %d worker(s) on %s", len(self.workers), ", ".join(w.name for w in self.workers))
+        except Exception as exc:
+            log.critical("warm-up failed: %s", exc)
+            self._fatal()
+
+    def _fatal(self) -> None:
+        if not self.failed:
+            self.failed = True
+            self.on_fatal()
+
+    # ---- requests -------------------------------------------------------------------
+
+    async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
+        """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
+        if self.closing:
+            raise ServiceError(503, "shutting_down", "the service is shutting down", RETRY_AFTER)
+        if not self.ready:
+            raise ServiceError(503, "not_ready", f"not ready: {self.state}", RETRY_AFTER)
+        if timeout <= 0:
+            raise ServiceError(504, "deadline_exceeded", "the request ran out of time before reaching the model")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ticket = Ticket(work, loop.create_future(), now, now + timeout)
+        for w in sorted(self.workers, key=lambda w: w.load):
+            try:
+                w.submit(ticket)
+                break
+            except asyncio.QueueFull:
+                continue
+        else:
+            raise ServiceError(503, "overloaded", "every queue is full; retry later", RETRY_AFTER)
+        try:
+            async with asyncio.timeout(timeout):
+                await ticket.future
+        except (TimeoutError, DeadlineExceeded):
+            raise ServiceError(504, "deadline_exceeded", f"no result within {timeout:g} s; the work was dropped "
+                               "if it had not started") from None
+        except OutOfDeviceMemory as exc:
+            raise ServiceError(413, "too_large_for_device",
+                               f"the request needs more memory than {exc.device} has: {exc.pixels} pixels; "
+                               f"ask for a smaller content_size/style_size (images may have up to "
+                               f"{self.settings.max_pixels} pixels, but not every size fits this device)") from None
+        except WorkerFailed:
+            raise ServiceError(503, "worker_failed", "the worker failed; the service is restarting",
+                               RETRY_AFTER) from None
+        return ticket

@@ -1,0 +1,52 @@
+"""POST /v1/stylize."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Response
+
+from adain.images import OUTPUT_FORMATS
+
+from . import media, prepare
+from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
+from .errors import ErrorResponse
+from .forms import StylizeForm, stylize_form
+
+router = APIRouter(tags=["stylize"])
+
+ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in (
+    (413, "body, image (pixels) or request too large for the device"), (415, "not an image in an accepted format"),
+    (422, "invalid arguments or unknown style_id"), (503, "queue full or not ready (see Retry-After)"),
+    (504, "deadline exceeded; the work was dropped"))}
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """A Server-Timing header value from stage durations in seconds."""
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in timings.items())
+
+
+@router.post("/v1/stylize", summary="Stylize an image", response_class=Response,
+             responses={200: {"description": "The stylized image; headers X-Request-ID and Server-Timing "
+                              "(decode, queue, model, encode).",
+                              "content": {mime: {} for _, mime in OUTPUT_FORMATS.values()}}, **ERRORS})
+async def stylize(form: Annotated[StylizeForm, Depends(stylize_form)], settings: SettingsDep, engine: EngineDep,
+                  store: StoreDep, pool: PoolDep, timeout: TimeoutDep,
+                  accept: Annotated[str | None, Header()] = None) -> Response:
+    """Stylize `content` with one or more styles (uploaded files and/or stored style ids), as `adain stylize` does."""
+    t0 = time.perf_counter()
+    content = await form.content.read()
+    styles = [await f.read() for f in form.styles]
+    masks = [await f.read() for f in form.masks]
+    job = await in_pool(pool, prepare.render_job, form, content, styles, masks, settings, store, engine.stats_key)
+    decode_s = time.perf_counter() - t0
+    ticket = await engine.run(job, timeout - decode_s)
+    t1 = time.perf_counter()
+    fmt = form.format or media.negotiate(accept)
+    data = await in_pool(pool, media.encode_result, ticket.future.result(), job, fmt, form.quality)
+    timings = {"decode": decode_s, "queue": ticket.queue_s, "model": ticket.model_s, "encode": time.perf_counter() - t1}
+    for stage, seconds in timings.items():
+        engine.metrics.stage.labels(stage).observe(seconds)
+    return Response(data, media_type=media.media_type(fmt),
+                    headers={"Server-Timing": server_timing(timings), "Cache-Control": "no-store"})

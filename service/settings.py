@@ -1,0 +1,176 @@
+"""Service settings: one table of options, read from command-line flags and ``ADAIN_*`` environment variables.
+
+Each option ``some_name`` has the flag ``--some-name`` and the variable
+``ADAIN_SOME_NAME``; a flag beats the variable, which beats the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ADAIN_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that configures one service process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str | None = None
+    encoder: Path | None = None
+    decoder: Path | None = None
+    arch: str | None = None
+    device: str = "auto"
+    workers: int = 1
+    precision: str = "fp32"
+    batch_size: int = 8
+    batch_window_ms: float = 5.0
+    queue_size: int = 64
+    request_timeout: float = 60.0
+    max_upload_bytes: int = 50_000_000
+    max_pixels: int = 25_000_000
+    max_size: int = 2048
+    max_styles: int = 8
+    formats: tuple[str, ...] = ("jpeg", "png", "webp")
+    content_size: int = 512
+    style_size: int = 512
+    style_cache: int = 1024
+    decode_threads: int = min(4, os.cpu_count() or 1)
+    db: str = ""  # empty: the default store (see service.store.open_store)
+    shutdown_timeout: float = 30.0
+    log_level: str = "info"
+
+    @property
+    def pil_formats(self) -> tuple[str, ...]:
+        """The accepted input formats as PIL names."""
+        return tuple(f.upper() for f in self.formats)
+
+
+def _int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be between {low} and {high}" if high is not None else f"must be >= {low}")
+        return value
+
+    return parse
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    from adain.images import INPUT_FORMATS
+
+    known = {f.lower() for f in INPUT_FORMATS}
+    names = tuple(dict.fromkeys({"jpg": "jpeg", "tif": "tiff"}.get(n, n) for n in
+                                (p.strip().lower() for p in text.split(",")) if n))
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"formats must be a comma-separated subset of {', '.join(sorted(known))}, got {text!r}")
+    return names
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the command line and the environment see it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "address to listen on"),
+    Option("port", _int(0, 65535), "TCP port (0: any free port)"),
+    Option("model", str, "weights bundle from the manifest (default: vgg16-hed)"),
+    Option("encoder", Path, "encoder weight file (.pth or .safetensors); overrides the bundle's"),
+    Option("decoder", Path, "decoder weight file (.pth or .safetensors); overrides the bundle's"),
+    Option("arch", _choice("vgg19", "vgg16"), "architecture of --encoder/--decoder (default: read from the file)"),
+    Option("device", str, "auto | cpu | cuda | cuda:N, or a comma-separated list (one worker each); "
+           "auto = every visible GPU (CUDA_VISIBLE_DEVICES), else the CPU", aliases=("--devices",)),
+    Option("workers", _int(1), "workers per device (each owns a copy of the model)"),
+    Option("precision", _choice("fp32", "bf16", "fp16"), "inference precision (autocast)"),
+    Option("batch_size", _int(1), "most images one worker runs as one batch"),
+    Option("batch_window_ms", _float, "how long a worker waits for more requests to fill a batch"),
+    Option("queue_size", _int(1), "requests waiting per worker before new ones get 503"),
+    Option("request_timeout", _float, "seconds a request may take before it gets 504 (its queued work is dropped)"),
+    Option("max_upload_bytes", _int(1), "largest request body (413)"),
+    Option("max_pixels", _int(1), "most pixels per image, read from the header before decoding (413)"),
+    Option("max_size", _int(1), "largest content_size / style_size a request may ask for (422)"),
+    Option("max_styles", _int(1), "most styles per request (422)"),
+    Option("formats", _formats, "accepted input formats, recognised by content (415)"),
+    Option("content_size", _int(0), "default shorter side of the content (0: keep)"),
+    Option("style_size", _int(0), "default shorter side of the styles (0: keep); stored styles are encoded at it"),
+    Option("style_cache", _int(1), "style statistics kept per worker (LRU, about 4 KiB each)"),
+    Option("decode_threads", _int(1), "threads decoding, validating and encoding images"),
+    Option("db", str, "style store: sqlite:///PATH or a file path (default: the user data folder)"),
+    Option("shutdown_timeout", _float, "seconds to finish queued work after SIGTERM"),
+    Option("log_level", _choice("critical", "error", "warning", "info", "debug"), "log level"),
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``adain serve`` argument parser (every flag defaults to None: unset)."""
+    p = argparse.ArgumentParser(prog="adain serve", description="Run the AdaIN HTTP service.",
+                                epilog="Every flag can also be set by its ADAIN_* environment variable "
+                                       "(e.g. --batch-size -> ADAIN_BATCH_SIZE); see docs/service.md.")
+    for opt in OPTIONS:
+        default = getattr(Settings, opt.name)
+        shown = f"; default: {','.join(default) if isinstance(default, tuple) else default}" if default else ""
+        p.add_argument(opt.flag, *opt.aliases, dest=opt.name, metavar=opt.name.split("_")[-1].upper(),
+                       help=f"{opt.help} [{opt.env}{shown}]")
+    return p
+
+
+def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, then ``ADAIN_*`` variables, then defaults; bad values exit with a usage error."""
+    environ = os.environ if environ is None else environ
+    p = parser()
+    args = p.parse_args(list(argv))
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        raw, where = getattr(args, opt.name), opt.flag
+        if raw is None and environ.get(opt.env, "") != "":
+            raw, where = environ[opt.env], opt.env
+        if raw is None:
+            continue
+        try:
+            values[opt.name] = opt.parse(raw)
+        except ValueError as exc:
+            p.error(f"{where}: {exc}")
+    return Settings(**values)

@@ -1,0 +1,194 @@
+// The adain web page: talks only to the public HTTP API (/v1/stylize, /v1/styles).
+
+const $ = (id) => document.getElementById(id);
+const state = { content: null, mask: null, styles: [], resultUrl: null };  // styles: {file|id, name, thumb, weight}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+async function apiError(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) return `${body.error.message} (${response.status})`;
+  } catch (_) { /* not JSON */ }
+  return `The server answered ${response.status} ${response.statusText}`;
+}
+
+function setContent(file) {
+  if (!file) return;
+  state.content = file;
+  const img = $("content-preview");
+  img.src = URL.createObjectURL(file);
+  img.hidden = false;
+  $("content-hint").hidden = true;
+  updateStatus();
+}
+
+function addStyle(entry) {
+  state.styles.push({ weight: 1, ...entry });
+  renderStyles();
+}
+
+function renderStyles() {
+  const list = $("style-list");
+  list.replaceChildren();
+  state.styles.forEach((style, index) => {
+    const li = document.createElement("li");
+    const img = document.createElement("img");
+    img.src = style.thumb;
+    img.alt = style.name;
+    const label = document.createElement("label");
+    label.textContent = `${style.name} — weight `;
+    const out = document.createElement("output");
+    out.textContent = style.weight.toFixed(2);
+    const slider = document.createElement("input");
+    Object.assign(slider, { type: "range", min: 0, max: 1, step: 0.05, value: style.weight });
+    slider.className = "weight";
+    slider.setAttribute("aria-label", `weight of ${style.name}`);
+    slider.addEventListener("input", () => { style.weight = Number(slider.value); out.textContent = style.weight.toFixed(2); });
+    label.append(out, slider);
+    const remove = document.createElement("button");
+    remove.className = "remove";
+    remove.type = "button";
+    remove.textContent = "✕";
+    remove.setAttribute("aria-label", `remove ${style.name}`);
+    remove.addEventListener("click", () => { state.styles.splice(index, 1); renderStyles(); });
+    li.append(img, label, remove);
+    list.append(li);
+  });
+  updateStatus();
+}
+
+function updateStatus() {
+  if (!$("status").classList.contains("pending")) {
+    $("status").textContent = state.content && state.styles.length
+      ? "Ready." : "Choose a photo and at least one style.";
+  }
+}
+
+async function uploadToLibrary(file) {
+  const form = new FormData();
+  form.append("image", file, file.name);
+  form.append("name", file.name);
+  const response = await fetch("/v1/styles", { method: "POST", body: form });
+  if (!response.ok) throw new Error(await apiError(response));
+  return response.json();
+}
+
+async function onStyleFiles(files) {
+  showError("");
+  for (const file of files) {
+    if ($("save-styles").checked) {
+      try {
+        const stored = await uploadToLibrary(file);
+        addStyle({ id: stored.id, name: stored.name || file.name, thumb: `/v1/styles/${stored.id}/thumbnail` });
+      } catch (err) {
+        showError(err.message);
+      }
+    } else {
+      addStyle({ file, name: file.name, thumb: URL.createObjectURL(file) });
+    }
+  }
+  await loadLibrary();
+}
+
+async function loadLibrary() {
+  const grid = $("library-grid");
+  try {
+    const response = await fetch("/v1/styles");
+    if (!response.ok) throw new Error(await apiError(response));
+    const body = await response.json();
+    const styles = Array.isArray(body) ? body : (body.styles || []);
+    grid.replaceChildren(...styles.map((s) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.title = `${s.name} (${s.width}×${s.height})`;
+      const img = document.createElement("img");
+      img.src = `/v1/styles/${s.id}/thumbnail`;
+      img.alt = s.name;
+      button.append(img);
+      button.addEventListener("click", () => addStyle({ id: s.id, name: s.name, thumb: img.src }));
+      return button;
+    }));
+    $("library-empty").hidden = styles.length > 0;
+  } catch (err) {
+    showError(`Could not load the stored styles: ${err.message}`);
+  }
+}
+
+function serverTiming(response) {
+  const header = response.headers.get("Server-Timing") || "";
+  return header.split(",").map((part) => part.trim()).filter(Boolean).map((part) => {
+    const [name, ...params] = part.split(";");
+    const dur = params.map((p) => p.trim()).find((p) => p.startsWith("dur="));
+    return dur ? `${name.trim()} ${Number(dur.slice(4)).toFixed(0)} ms` : name.trim();
+  }).join(", ");
+}
+
+async function stylize() {
+  showError("");
+  if (!state.content) { showError("Choose a content photo first."); return; }
+  if (!state.styles.length) { showError("Add at least one style."); return; }
+  const form = new FormData();
+  form.append("content", state.content, state.content.name);
+  // Uploaded styles and stored styles may be mixed: files first, then ids, weights in the same order.
+  const files = state.styles.filter((s) => s.file);
+  const stored = state.styles.filter((s) => s.id);
+  files.forEach((s) => form.append("style", s.file, s.file.name));
+  stored.forEach((s) => form.append("style_id", s.id));
+  [...files, ...stored].forEach((s) => form.append("weights", String(s.weight)));
+  form.append("alpha", $("alpha").value);
+  form.append("preserve_color", $("preserve-color").value);
+  form.append("content_size", $("content-size").value);
+  if (state.mask) form.append("mask", state.mask, state.mask.name);
+  form.append("format", "png");
+
+  const button = $("go");
+  button.disabled = true;
+  $("status").className = "pending";
+  $("status").textContent = "Stylizing…";
+  const started = performance.now();
+  try {
+    const response = await fetch("/v1/stylize", { method: "POST", body: form });
+    if (!response.ok) throw new Error(await apiError(response));
+    const blob = await response.blob();
+    if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
+    state.resultUrl = URL.createObjectURL(blob);
+    const img = $("result");
+    img.src = state.resultUrl;
+    img.hidden = false;
+    const link = $("download");
+    link.href = state.resultUrl;
+    link.hidden = false;
+    const seconds = ((performance.now() - started) / 1000).toFixed(2);
+    const timing = serverTiming(response);
+    $("status").className = "muted";
+    $("status").textContent = `Done in ${seconds} s${timing ? ` (server: ${timing})` : ""}.`;
+  } catch (err) {
+    $("status").className = "muted";
+    $("status").textContent = "Failed.";
+    showError(err.message || String(err));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function wireDrop(zone, onFile) {
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    if (e.dataTransfer.files.length) onFile(e.dataTransfer.files[0]);
+  });
+}
+
+$("content-input").addEventListener("change", (e) => setContent(e.target.files[0]));
+wireDrop($("content-drop"), setContent);
+$("style-input").addEventListener("change", (e) => { onStyleFiles([...e.target.files]); e.target.value = ""; });
+$("mask-input").addEventListener("change", (e) => { state.mask = e.target.files[0] || null; });
+$("alpha").addEventListener("input", (e) => { $("alpha-value").textContent = Number(e.target.value).toFixed(2); });
+$("go").addEventListener("click", stylize);
+loadLibrary();
