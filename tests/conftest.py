@@ -45,7 +45,11 @@ def random_networks(arch: str, seed: int = 0) -> tuple[Encoder, Decoder]:
                 m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.05
     last = [m for m in dec.layers if isinstance(m, torch.nn.Conv2d)][-1]
     last.weight.data *= 0.25
-    last.bias.data.fill_(0.5)
+    # Centre each output channel on 0.5 for a smooth probe image: without this the random
+    # biases push some channels to 0 or 1 and the outputs saturate (vgg16, seed 3: a third of the values).
+    probe = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(32, 32), mode="bilinear")
+    with torch.no_grad():
+        last.bias.data += 0.5 - dec(enc(probe)).mean((0, 2, 3))
     return enc, dec
 
 

@@ -1,0 +1,200 @@
+"""An independent float64 numpy reference of AdaIN style transfer (Huang & Belongie, ICCV 2017).
+
+Written from the paper's equations and the original release's network layout,
+sharing no code with the ``adain`` package (which it must not import). Images
+are float arrays (3, H, W) in [0, 1]; weights are the canonical flat state dict
+(``"<index>.weight"``, ``"<index>.bias"``) as numpy arrays.
+
+Equations:
+
+* statistics: mu(x) = mean over H, W; sigma(x) = sqrt(population variance + eps), eps = 1e-5;
+* AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y);
+* a blend of styles is sum_i w_i AdaIN(f(c), f(s_i)), with w normalised to sum 1;
+* the strength alpha gives t = alpha * target + (1 - alpha) * f(c), decoded by g;
+* a mask gives region k of the content style k, with the content statistics of
+  region k taken over that region only (soft masks are per-position weights,
+  averaged down to the feature grid);
+* colour preservation (Gatys et al., 2016): ``coral`` maps the style's pixels
+  x -> Sigma_c^(1/2) Sigma_s^(-1/2) (x - mu_s) + mu_c; ``luminance`` stylizes
+  Y (BT.601) of content and style and keeps the content's Cb, Cr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+EPS = 1e-5
+#: 3x3 convolutions per VGG block up to conv4_1 (the encoder stops at relu4_1).
+BLOCKS = {"vgg19": (2, 2, 4, 1), "vgg16": (2, 2, 3, 1)}
+State = dict[str, np.ndarray]
+
+
+# ---- the networks, layer by layer in the original nn.Sequential order -------------
+
+def encoder_layout(arch: str) -> list[str]:
+    """Layer kinds in order: a fixed 1x1 conv, then per block (pad, conv, relu) x n and a max-pool."""
+    layout = ["conv"]
+    blocks = BLOCKS[arch]
+    for b, n in enumerate(blocks):
+        layout += ["pad", "conv", "relu"] * n
+        if b < len(blocks) - 1:
+            layout.append("pool")
+    return layout
+
+
+def decoder_layout(arch: str) -> list[str]:
+    """The encoder's blocks backwards, pools becoming nearest 2x upsampling; no ReLU after the last conv."""
+    blocks = BLOCKS[arch][::-1]
+    layout: list[str] = []
+    for b, n in enumerate(blocks):
+        layout += ["pad", "conv", "relu"] * n
+        if b < len(blocks) - 1:
+            layout.append("up")
+    return layout[:-1]
+
+
+def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Valid cross-correlation of x (C, H, W) with weight (O, C, kh, kw), plus bias."""
+    windows = sliding_window_view(x, weight.shape[2:], axis=(1, 2))  # C H' W' kh kw
+    out = np.tensordot(windows, weight, axes=([0, 3, 4], [1, 2, 3]))  # H' W' O
+    return out.transpose(2, 0, 1) + bias[:, None, None]
+
+
+def max_pool_ceil(x: np.ndarray) -> np.ndarray:
+    """2x2 max-pool, stride 2, keeping a last partial row/column (ceil mode)."""
+    c, h, w = x.shape
+    padded = np.full((c, h + h % 2, w + w % 2), -np.inf)
+    padded[:, :h, :w] = x
+    return padded.reshape(c, padded.shape[1] // 2, 2, padded.shape[2] // 2, 2).max(axis=(2, 4))
+
+
+def run_layers(x: np.ndarray, layout: Sequence[str], state: State) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Apply the layers; returns the output and the output of the first ReLU after each pool (relu*_1)."""
+    taps, block_start = [], True
+    for i, kind in enumerate(layout):
+        if kind == "pad":
+            x = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+        elif kind == "conv":
+            x = conv(x, state[f"{i}.weight"], state[f"{i}.bias"])
+        elif kind == "relu":
+            x = np.maximum(x, 0.0)
+            if block_start:
+                taps.append(x)
+            block_start = False
+        elif kind == "pool":
+            x, block_start = max_pool_ceil(x), True
+        else:  # "up"
+            x = x.repeat(2, axis=1).repeat(2, axis=2)
+    return x, taps
+
+
+def encode_all(img: np.ndarray, state: State, arch: str) -> list[np.ndarray]:
+    """relu1_1, relu2_1, relu3_1, relu4_1 of an image (3, H, W)."""
+    return run_layers(img, encoder_layout(arch), state)[1]
+
+
+def encode(img: np.ndarray, state: State, arch: str) -> np.ndarray:
+    """relu4_1 of an image (3, H, W)."""
+    return encode_all(img, state, arch)[-1]
+
+
+def decode(feat: np.ndarray, state: State, arch: str, size: tuple[int, int]) -> np.ndarray:
+    """Decode relu4_1 features to an image, keeping the top-left ``size`` (H, W), clipped to [0, 1]."""
+    out = run_layers(feat, decoder_layout(arch), state)[0]
+    return np.clip(out[:, : size[0], : size[1]], 0.0, 1.0)
+
+
+# ---- AdaIN ------------------------------------------------------------------------
+
+def stats(feat: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and sqrt(population variance + eps) of (C, H, W), optionally weighted by (H, W)."""
+    w = np.ones(feat.shape[1:]) if weight is None else weight
+    w = w / w.sum()
+    mean = (feat * w).sum(axis=(1, 2))
+    var = (((feat - mean[:, None, None]) ** 2) * w).sum(axis=(1, 2))
+    return mean, np.sqrt(var + EPS)
+
+
+def adain(content: np.ndarray, style_mean: np.ndarray, style_std: np.ndarray,
+          content_stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """sigma(y) * (x - mu(x)) / sigma(x) + mu(y), with the content's own statistics unless given."""
+    mean, std = stats(content) if content_stats is None else content_stats
+    return style_std[:, None, None] * (content - mean[:, None, None]) / std[:, None, None] + style_mean[:, None, None]
+
+
+def adaptive_avg_pool(mask: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Average (H, W) into (h, w) cells; cell i spans [floor(i*H/h), ceil((i+1)*H/h))."""
+    h_in, w_in = mask.shape
+    out = np.empty(out_hw)
+    for i in range(out_hw[0]):
+        r0, r1 = (i * h_in) // out_hw[0], -((-(i + 1) * h_in) // out_hw[0])
+        for j in range(out_hw[1]):
+            c0, c1 = (j * w_in) // out_hw[1], -((-(j + 1) * w_in) // out_hw[1])
+            out[i, j] = mask[r0:r1, c0:c1].mean()
+    return out
+
+
+# ---- colour -----------------------------------------------------------------------
+
+def _sqrtm(cov: np.ndarray, power: float) -> np.ndarray:
+    vals, vecs = np.linalg.eigh(cov)
+    return (vecs * vals**power) @ vecs.T
+
+
+def coral(style: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """The style image (3, H, W) with the colour mean and covariance of the content."""
+    s, c = style.reshape(3, -1), content.reshape(3, -1)
+    mu_s, mu_c = s.mean(1, keepdims=True), c.mean(1, keepdims=True)
+    a = _sqrtm(np.cov(c, bias=True), 0.5) @ _sqrtm(np.cov(s, bias=True), -0.5)
+    return (a @ (s - mu_s) + mu_c).reshape(style.shape)
+
+
+def luma(img: np.ndarray) -> np.ndarray:
+    """BT.601 luma Y of an RGB image (3, H, W) -> (H, W)."""
+    return 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
+
+
+def grey(img: np.ndarray) -> np.ndarray:
+    """The luma of ``img`` as a three-channel grey image."""
+    return np.repeat(luma(img)[None], 3, axis=0)
+
+
+def with_content_chroma(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Y of ``stylized`` with the (JPEG/JFIF) Cb, Cr of ``content``, back to RGB in [0, 1]."""
+    y = luma(stylized)
+    cb, cr = (content[2] - luma(content)) / 1.772, (content[0] - luma(content)) / 1.402
+    rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb])
+    return np.clip(rgb, 0.0, 1.0)
+
+
+# ---- the whole transfer -----------------------------------------------------------
+
+def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: State, arch: str,
+            weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_color: str = "none",
+            masks: np.ndarray | None = None) -> np.ndarray:
+    """Stylize ``content`` (3, H, W) with ``styles``; ``masks`` (K, H, W) sum to 1 per pixel. Returns [0, 1]."""
+    w = np.ones(len(styles)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    if preserve_color == "coral":
+        styles = [coral(s, content) for s in styles]
+    c_in = content
+    if preserve_color == "luminance":
+        c_in, styles = grey(content), [grey(s) for s in styles]
+    f = encode(c_in, enc, arch)
+    style_stats = [stats(encode(s, enc, arch)) for s in styles]
+    if masks is None:
+        target = sum(wi * adain(f, *st) for wi, st in zip(w, style_stats, strict=True))
+    else:
+        fm = [adaptive_avg_pool(m, f.shape[1:]) for m in masks]
+        target = sum(m * adain(f, *st, content_stats=stats(f, m)) for m, st in zip(fm, style_stats, strict=True))
+    t = alpha * target + (1.0 - alpha) * f
+    out = decode(t, dec, arch, content.shape[1:])
+    return with_content_chroma(out, content) if preserve_color == "luminance" else out
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """8-bit (H, W, 3) like torchvision's save_image: clamp to [0, 1], x255, +0.5, truncate."""
+    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)

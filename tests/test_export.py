@@ -1,0 +1,115 @@
+"""``adain train export``: a loadable decoder file and a model card with its numbers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from adain.download import sha256_file
+from adain.runs import latest_checkpoint, read_metrics
+from adain.weights_io import build_decoder, read_arch, save_safetensors
+from tests.conftest import random_networks
+from tests.train_support import TinyData, make_tiny_data, run_train, train_argv
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, weight_files: dict) -> tuple[TinyData, Path]:
+    """A 3-step run with checkpoints at steps 2 and 3."""
+    root = tmp_path_factory.mktemp("export")
+    data = make_tiny_data(root, weight_files["vgg16"]["encoder_st"])
+    assert run_train(data, train_argv(data, root / "run", steps=3, checkpoint_every=2)) == 0
+    return data, root / "run"
+
+
+def export(data: TinyData, *argv: object) -> int:
+    """``adain train export ARGV`` (through the training command's dispatch)."""
+    return run_train(data, ["export", *map(str, argv)])
+
+
+def test_export_writes_a_loadable_decoder_and_a_model_card(trained: tuple[TinyData, Path], tmp_path: Path) -> None:
+    data, run = trained
+    out = tmp_path / "out" / "decoder.safetensors"
+    assert export(data, run, "-o", out, "--eval-pairs", 2) == 0
+
+    state = latest_checkpoint(run)[1]
+    decoder = build_decoder(out, "vgg16")
+    for key, value in decoder.layers.state_dict().items():
+        assert torch.equal(value, state["decoder"][key].half().float())
+    assert read_arch(out) == "vgg16"
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata()["step"] == "3" and f.get_tensor("1.weight").dtype == torch.float16
+
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert datetime.now(UTC) - datetime.fromisoformat(card["created"]) < timedelta(hours=1)
+    assert card["decoder"] == {"file": "decoder.safetensors", "sha256": sha256_file(out), "arch": "vgg16",
+                               "dtype": "fp16"}
+    assert card["encoder"]["sha256"] == sha256_file(data.encoder)
+    training = card["training"]
+    assert (training["steps"], training["batch_size"], training["resize"], training["crop"],
+            training["precision"]) == (3, 2, 32, 32, "fp32")
+    assert training["throughput"]["it_s"] > 0 and training["throughput"]["images_s"] == 2 * training["throughput"][
+        "it_s"]
+    assert card["data"]["content"] == {"root": str(data.content), "train": 4, "held_out": 2, "skipped": 0}
+    logged = [r for r in read_metrics(run) if r.get("split", "train") == "train"]
+    final = card["final_training_losses"]
+    assert (final["from_step"], final["to_step"], final["batches"]) == (1, 3, 3)
+    assert final["total"] == pytest.approx(sum(r["loss"] for r in logged) / 3)
+
+    held_out = card["held_out"]
+    assert held_out["pairs"] == 2 and held_out["crop"] == 32
+    for name in ("trained", "step_0", "content_as_output"):
+        losses = held_out[name]
+        assert set(losses) == {"content", "style", "total", "style_layers"} and len(losses["style_layers"]) == 4
+        assert losses["content"] >= held_out["target"]["content_floor"]
+    assert held_out["target"]["content"] == 0 and "style_relu4_1" in held_out["target"]
+    assert held_out["trained"] != held_out["step_0"]
+    assert {"trained", "step_0", "target.content_floor"} <= set(held_out["meaning"])
+
+
+def test_step_0_is_the_decoder_the_run_started_from(tmp_path: Path, weight_files: dict) -> None:
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"])
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=1, lr=0, seed=7)) == 0  # lr 0: still the initial weights
+    assert export(data, run, "-o", tmp_path / "d.safetensors", "--dtype", "fp32", "--eval-pairs", 2) == 0
+    held_out = json.loads((tmp_path / "d.json").read_text())["held_out"]
+    assert held_out["trained"] == held_out["step_0"]
+
+
+def test_export_an_older_checkpoint_without_evaluation(trained: tuple[TinyData, Path], tmp_path: Path) -> None:
+    data, run = trained
+    card_path = tmp_path / "card.json"
+    assert export(data, run / "ckpt-00000002.pt", "-o", tmp_path / "d.safetensors", "--card", card_path,
+                  "--no-eval") == 0
+    card = json.loads(card_path.read_text())
+    assert card["checkpoint"]["step"] == 2 and card["final_training_losses"]["to_step"] == 2
+    assert card["held_out"] == {"skipped": "--no-eval"}
+    assert build_decoder(tmp_path / "d.safetensors", "vgg16") is not None
+
+
+def test_evaluation_needs_the_runs_encoder(trained: tuple[TinyData, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    data, run = trained
+    other = tmp_path / "other.safetensors"
+    save_safetensors(random_networks("vgg16", seed=1)[0], other, "vgg16")
+    assert export(data, run, "-o", tmp_path / "d.safetensors", "--encoder", other) == 0
+    assert "sha256" in json.loads((tmp_path / "d.json").read_text())["held_out"]["skipped"]
+    assert "held-out evaluation skipped" in capsys.readouterr().err
+
+
+def test_export_errors(trained: tuple[TinyData, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data, run = trained
+    assert export(data, tmp_path / "missing", "-o", tmp_path / "d.safetensors") == 2
+    assert "no such run folder or checkpoint" in capsys.readouterr().err
+    state = latest_checkpoint(run)[1]
+    state["decoder"]["1.weight"][0, 0, 0, 0] = 1e6
+    huge = tmp_path / "huge.pt"
+    torch.save(state, huge)
+    assert export(data, huge, "-o", tmp_path / "d.safetensors", "--no-eval") == 2
+    assert "does not fit fp16" in capsys.readouterr().err
+    assert not (tmp_path / "d.safetensors").exists()
+    assert export(data, huge, "-o", tmp_path / "d.safetensors", "--no-eval", "--dtype", "fp32") == 0

@@ -1,0 +1,65 @@
+"""Service configuration (flags, ADAIN_* variables, the documentation of both) and style store URLs."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from adain.errors import InputError
+from service.cli import main as serve_main
+from service.settings import OPTIONS, Settings, load_settings
+from service.store import open_store
+from service.store_sqlite import SQLiteStyleStore
+
+from .service_fixtures import REPO
+
+
+def test_flags_beat_environment_beat_defaults() -> None:
+    env = {"ADAIN_BATCH_SIZE": "16", "ADAIN_PORT": "9000", "ADAIN_FORMATS": "png, JPG", "ADAIN_DB": "/tmp/x.db"}
+    s = load_settings(["--port", "9100", "--devices", "cuda:0,cuda:1", "--batch-window-ms", "2.5"], env)
+    assert (s.port, s.batch_size, s.device, s.batch_window_ms) == (9100, 16, "cuda:0,cuda:1", 2.5)
+    assert s.formats == ("png", "jpeg") and s.pil_formats == ("PNG", "JPEG") and s.db == "/tmp/x.db"
+    assert load_settings([], {}) == Settings()
+
+
+@pytest.mark.parametrize("argv, env, culprit", [
+    ([], {"ADAIN_BATCH_SIZE": "zero"}, "ADAIN_BATCH_SIZE"),
+    (["--queue-size", "0"], {}, "--queue-size"),
+    (["--formats", "jpeg,svg"], {}, "--formats"),
+    (["--precision", "fp8"], {}, "--precision"),
+    ([], {"ADAIN_REQUEST_TIMEOUT": "-1"}, "ADAIN_REQUEST_TIMEOUT"),
+])
+def test_bad_values_are_usage_errors(argv: list[str], env: dict[str, str], culprit: str,
+                                     capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        load_settings(argv, env)
+    assert exc.value.code == 2 and culprit in capsys.readouterr().err
+
+
+def test_every_setting_has_an_option_and_is_documented() -> None:
+    assert [o.name for o in OPTIONS] == [f.name for f in fields(Settings)]
+    docs = (REPO / "docs" / "service.md").read_text()
+    for opt in OPTIONS:
+        assert f"`{opt.flag}`" in docs and f"`{opt.env}`" in docs, opt.name
+
+
+def test_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cases = [("sqlite:///rel/a.db", tmp_path / "rel" / "a.db"), (f"sqlite:///{tmp_path}/b.db", tmp_path / "b.db"),
+             (str(tmp_path / "c" / "c.db"), tmp_path / "c" / "c.db")]
+    for url, path in cases:
+        store = open_store(url)
+        assert isinstance(store, SQLiteStyleStore) and store.path.resolve() == path and path.is_file()
+        store.close()
+    for url in ("postgresql://db/adain", "sqlite://no-slash.db"):
+        with pytest.raises(InputError):
+            open_store(url)
+
+
+def test_serve_with_missing_weights_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = str(tmp_path / "missing.safetensors")
+    assert serve_main(["--encoder", missing, "--decoder", missing, "--db", str(tmp_path / "styles.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adain serve: error:") and "missing.safetensors" in err and err.count("\n") == 1

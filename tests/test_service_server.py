@@ -1,0 +1,141 @@
+"""`adain serve` as a real process on 127.0.0.1: concurrency, batching, the CLI's results, restarts, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from .service_fixtures import REPO, SIZE, bad_inputs, metric, pixels, serve
+
+# `adain serve` on a device that breaks (as a GPU does after an illegal memory access) on images larger than
+# 64 pixels a side. There is no GPU on the test machines, so the fault is made up here.
+BREAKING_DEVICE = """
+import sys
+import torch
+import service.engine
+from adain.cli import main
+
+class BreakingDevice(service.engine.Stylizer):
+    def render(self, contents, targets):
+        if min(contents.shape[-2:]) > 64:
+            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+        return super().render(contents, targets)
+
+service.engine.Stylizer = BreakingDevice
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli_stylize(weights: dict[str, Path], contents: list[Path], styles: list[Path], out: Path,
+                 tmp_path: Path) -> subprocess.Popen:
+    """`adain stylize` over ``contents`` (through a folder of links) with a 0.7/0.3 blend of ``styles``."""
+    folder = tmp_path / "contents"
+    folder.mkdir()
+    for p in contents:
+        (folder / p.name).symlink_to(p)
+    cmd = [sys.executable, "-m", "adain.cli", "stylize", "--content-dir", str(folder), "--weights", "0.7,0.3",
+           "--content-size", str(SIZE), "--style-size", str(SIZE), "--encoder", str(weights["encoder_st"]),
+           "--decoder", str(weights["decoder_st"]), "--device", "cpu", "--output-dir", str(out)]
+    for s in styles:
+        cmd += ["--style", str(s)]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_parallel_requests_are_batched_over_two_workers_and_equal_the_cli(
+        tmp_path: Path, weight_files: dict, content_paths: list[Path], style_paths: list[Path]) -> None:
+    weights, contents, styles = weight_files["vgg16"], content_paths[:4], style_paths[:2]
+    cli = _cli_stylize(weights, contents, styles, tmp_path / "cli", tmp_path)  # runs while the server starts
+    style_files = [("style", (p.name, p.read_bytes(), "image/jpeg")) for p in styles]
+
+    async def send_all(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            return await asyncio.gather(*(
+                client.post("/v1/stylize", data={"weights": "0.7,0.3"},
+                            files=[("content", ("c.jpg", contents[i % 4].read_bytes(), "image/jpeg")), *style_files])
+                for i in range(64)))
+
+    with serve(weights, tmp_path / "styles.db", tmp_path / "server.log", "--workers", "2", "--batch-size", "8",
+               "--batch-window-ms", "20", "--queue-size", "64") as server:
+        responses = asyncio.run(send_all(server.url))
+        text = httpx.get(f"{server.url}/metrics").text
+    assert cli.wait(timeout=300) == 0, cli.stdout.read().decode()
+    expected = {p: pixels((tmp_path / "cli" / f"{p.stem}_stylized_{styles[0].stem}_{styles[1].stem}.png").read_bytes())
+                for p in contents}
+    for i, r in enumerate(responses):
+        assert r.status_code == 200, r.text
+        assert np.array_equal(pixels(r.content), expected[contents[i % 4]]), i
+    runs = metric(text, "adain_batch_size_count")
+    assert runs - metric(text, "adain_batch_size_bucket", le="1.0") > 0  # some model runs held several requests
+    assert metric(text, "adain_batch_size_sum") == 64 + 2  # every request once, plus one warm-up per worker
+    for worker in ("cpu#0", "cpu#1"):  # both workers took requests
+        assert metric(text, "adain_batch_size_sum", worker=worker) > 1, worker
+    assert metric(text, "adain_style_cache_hits_total") > 0  # styles encoded once per worker, then cached
+    assert metric(text, "adain_http_requests_total", route="/v1/stylize", status="200") == 64
+
+
+def test_lifecycle_sigterm_finishes_queued_work_styles_survive_restart_and_a_broken_device_exits_1(
+        tmp_path: Path, weight_files: dict, content_paths: list[Path], style_paths: list[Path]) -> None:
+    weights, db, log = weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log"
+    content = content_paths[0].read_bytes()
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+
+    async def sigterm_while_queued(server) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            tasks = [asyncio.create_task(client.post("/v1/stylize", files={"content": ("c.jpg", content)},
+                                                     data={"style_id": ids[i % 2], "content_size": "96"}))
+                     for i in range(8)]
+            for _ in range(500):
+                if metric((await client.get("/metrics")).text, "adain_queue_depth") >= 3:
+                    break
+                await asyncio.sleep(0.02)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            try:  # no new connections once shutting down
+                httpx.get(f"{server.url}/healthz", timeout=2)
+                refused = False
+            except httpx.ConnectError:
+                refused = True
+            responses = await asyncio.gather(*tasks)
+        assert refused
+        return responses
+
+    # 1. Store two styles; bad inputs neither kill the process nor leave temp files; SIGTERM with requests
+    #    queued: they all finish, then the process exits with status 0.
+    with serve(weights, db, log, "--batch-size", "1", "--max-upload-bytes", "2000000",
+               env={"TMPDIR": str(spool)}) as server:
+        ids = []
+        for p in style_paths[:2]:
+            r = httpx.post(f"{server.url}/v1/styles", files={"image": (p.name, p.read_bytes(), "image/jpeg")})
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        for name, bad in bad_inputs(content, style_paths[0].read_bytes()).items():
+            r = httpx.post(f"{server.url}/v1/stylize", files=bad.files, data=bad.data, timeout=30)
+            assert (r.status_code, r.json()["error"]["code"]) == (bad.status, bad.code), name
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        responses = asyncio.run(sigterm_while_queued(server))
+        assert [r.status_code for r in responses] == [200] * 8
+        assert server.process.wait(timeout=60) == 0
+    assert list(spool.iterdir()) == []
+    assert "Traceback" not in log.read_text()
+
+    # 2. Restarted on the same database (on a device that breaks on anything larger than 64 pixels):
+    #    the styles are there; then the device breaks, the worker dies, the process exits with status 1.
+    with serve(weights, db, log, launcher=(sys.executable, "-c", BREAKING_DEVICE)) as server:
+        listed = httpx.get(f"{server.url}/v1/styles").json()["styles"]
+        assert [s["id"] for s in listed] == ids
+        assert [s["name"] for s in listed] == [p.stem for p in style_paths[:2]]
+        assert httpx.get(f"{server.url}/v1/styles/{ids[1]}/thumbnail").headers["content-type"] == "image/jpeg"
+        r = httpx.post(f"{server.url}/v1/stylize", files={"content": ("c.jpg", content)}, data={"style_id": ids[0]})
+        assert r.status_code == 200 and pixels(r.content).shape[:2] == (SIZE, SIZE * 3 // 2)
+        r = httpx.post(f"{server.url}/v1/stylize", files={"content": ("c.jpg", content)},
+                       data={"style_id": ids[0], "content_size": "96"}, timeout=60)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "worker_failed"
+        assert server.process.wait(timeout=60) == 1  # so that the supervisor restarts it
+    assert "worker cpu#0 died: CUDA error" in log.read_text()

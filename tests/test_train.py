@@ -1,0 +1,135 @@
+"""``adain train``: learning, exact resume, arguments on resume, unreadable files, logs and samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+from PIL import Image
+
+from adain.runs import checkpoints, latest_checkpoint, read_metrics
+from adain.train import LOCK, lr_at
+from adain.weights_io import save_safetensors
+from tests.conftest import random_networks
+from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
+
+
+@pytest.fixture
+def data(tmp_path: Path, weight_files: dict) -> TinyData:
+    return make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"])
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir) if r.get("split", "train") == "train"]
+
+
+def test_lr_schedule() -> None:
+    assert lr_at(0, 1e-4, 5e-5) == 1e-4
+    assert lr_at(20_000, 1e-4, 5e-5) == pytest.approx(5e-5)
+
+
+def test_a_fixed_batch_is_learned(tmp_path: Path, weight_files: dict) -> None:
+    # one training image of each kind, resized and cropped to itself: every step sees the same batch
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"], n_content=2, n_style=2, size=(32, 32))
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=16, holdout_content=1, holdout_style=1, lr_decay=0)) == 0
+    losses = [r["loss"] for r in train_records(run)]
+    assert len(losses) == 16
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.7 * first, losses
+
+
+def test_resume_continues_exactly(data: TinyData, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_train(data, train_argv(data, one, steps=4)) == 0
+    # the other run: a DataLoader worker, samples and held-out checks on the way, a checkpoint at step 2,
+    # and a crash after step 3 (its checkpoint lost), then a resume without workers
+    assert run_train(data, train_argv(data, two, steps=3, checkpoint_every=2, workers=1, sample_every=1,
+                                      eval_every=1)) == 0
+    assert [p.name for p in checkpoints(two)] == ["ckpt-00000002.pt", "ckpt-00000003.pt"]
+    checkpoints(two)[-1].unlink()
+    assert run_train(data, resume_argv(two, steps=4, workers=0)) == 0
+
+    a, b = latest_checkpoint(one)[1], latest_checkpoint(two)[1]
+    assert a["step"] == b["step"] == 4
+    for key, value in a["decoder"].items():
+        torch.testing.assert_close(b["decoder"][key], value, rtol=0, atol=1e-6)
+    for key, value in a["optimizer"]["state"].items():
+        torch.testing.assert_close(b["optimizer"]["state"][key]["exp_avg_sq"], value["exp_avg_sq"], rtol=0, atol=1e-9)
+    assert b["rng"]["python"] == a["rng"]["python"]
+    # the log of the lost step 3 was dropped on resume: each step once, and equal to the uninterrupted run's
+    assert [r["step"] for r in train_records(two)] == [1, 2, 3, 4]
+    assert [r["loss"] for r in train_records(two)] == pytest.approx([r["loss"] for r in train_records(one)], rel=1e-5)
+    held_out = [r for r in read_metrics(two) if r.get("split") == "held_out"]
+    assert [r["step"] for r in held_out] == [1, 2, 3, 4] and all(r["pairs"] == 2 for r in held_out)
+    with Image.open(two / "sample-00000004.png") as im:  # 2 pairs: content | style | output, 2 px padding
+        assert im.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
+
+
+def test_resume_keeps_the_runs_arguments(data: TinyData, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=1, resize=36, keep=1)) == 0
+    assert run_train(data, resume_argv(run, steps=2)) == 0  # nothing but --steps: the rest from the checkpoint
+    args = latest_checkpoint(run)[1]["args"]
+    assert (args["resize"], args["batch_size"], args["keep"], args["log_every"], args["workers"]) == (36, 2, 1, 1, 0)
+    assert [r["step"] for r in train_records(run)] == [1, 2]
+    assert [p.name for p in checkpoints(run)] == ["ckpt-00000002.pt"]
+    capsys.readouterr()
+
+    assert run_train(data, resume_argv(run, steps=3, batch_size=4)) == 2
+    assert "--batch-size cannot change on --resume" in capsys.readouterr().err
+    assert run_train(data, train_argv(data, run, steps=3)) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert run_train(data, resume_argv(tmp_path / "missing", steps=3)) == 2
+    assert "is not a run folder" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    (tmp_path / "empty").mkdir()
+    assert run_train(data, resume_argv(tmp_path / "empty", steps=3)) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    other = tmp_path / "other_encoder.safetensors"
+    save_safetensors(random_networks("vgg16", seed=1)[0], other, "vgg16")
+    assert run_train(data, resume_argv(run, steps=3, encoder=other)) == 2
+    assert "not the one the checkpoint was trained with" in capsys.readouterr().err
+    assert run_train(data, resume_argv(run, steps=2)) == 0  # already there: nothing to do, nothing written
+    assert [p.name for p in checkpoints(run)] == ["ckpt-00000002.pt"]
+
+
+def test_unreadable_files_are_skipped_and_counted(tmp_path: Path, weight_files: dict) -> None:
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"], n_content=3, n_style=3)
+    write_images(data.content / "sub", 1, seed=7)
+    (data.content / "garbage.jpg").write_bytes(b"no image here")
+    (data.content / "empty.png").write_bytes(b"")
+    cut = data.content / "cut.jpg"  # passes the scan, fails to decode in the DataLoader worker
+    whole = (data.content / "00.jpg").read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    run = tmp_path / "run"
+    # 5 content files to train on and a batch of 5: the first step's epoch visits each, the cut one included
+    argv = train_argv(data, run, steps=1, batch_size=5, holdout_content=0, holdout_style=0, workers=1)
+    with pytest.warns(UserWarning) as record:
+        assert run_train(data, argv) == 0
+    messages = " ".join(str(w.message) for w in record)
+    assert "garbage.jpg" in messages and "empty.png" in messages and f"unreadable content image {cut}" in messages
+    content = latest_checkpoint(run)[1]["data"]["content"]
+    assert content["skipped"] == 3 and content["unreadable"] == [str(cut)]
+    assert len(content["train"]) == 5 and str(data.content / "sub" / "00.jpg") in content["train"]
+
+
+def test_a_diverged_run_stops_without_saving(data: TinyData, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=3, style_weight="nan")) == 2
+    assert "the loss is nan at step 1" in capsys.readouterr().err
+    assert checkpoints(run) == []
+    late = tmp_path / "late"  # a checkpoint due before the log shows it: the weights are checked too
+    assert run_train(data, train_argv(data, late, steps=3, style_weight="nan", log_every=100, checkpoint_every=1)) == 2
+    assert "NaN or infinite weights at step 1: not saving them" in capsys.readouterr().err
+    assert checkpoints(late) == []
+
+
+def test_one_process_per_run_folder(data: TinyData, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    with FileLock(str(run / LOCK)):  # as a training process holds it
+        assert run_train(data, train_argv(data, run)) == 2
+    assert "another process is training in" in capsys.readouterr().err
+    assert checkpoints(run) == []

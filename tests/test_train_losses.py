@@ -1,0 +1,64 @@
+"""The training losses and their held-out evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adain.losses import content_loss, held_out_losses, style_losses
+from adain.net import Decoder
+from tests.conftest import random_networks
+from tests.train_support import one_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return random_networks("vgg16")
+
+
+def images(n: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_losses_vanish_only_on_a_match() -> None:
+    a, b = torch.rand(2, 4, 5, 5), torch.rand(2, 4, 5, 5) + 1
+    assert content_loss(a, a).item() == 0 and content_loss(a, b).item() == pytest.approx(((a - b) ** 2).mean().item())
+    assert [x.item() for x in style_losses([a, b], [a, b])] == [0, 0]
+    shifted = style_losses([a], [a + 0.5])[0].item()  # means differ by 0.5, stds equal
+    assert shifted == pytest.approx(0.25, rel=1e-5)
+
+
+def test_held_out_losses(nets) -> None:
+    encoder, decoder = nets
+    fresh = Decoder("vgg16").train()
+    decoder.eval()
+    content, style = images(5, 1), images(5, 2)
+    result = held_out_losses(encoder, {"trained": decoder, "fresh": fresh}, content, style, batch_size=2)
+    assert result.pairs == 5 and set(result.decoders) == {"trained", "fresh"}
+    assert fresh.training and not decoder.training  # each decoder's mode is left as it was
+    one_by_one = held_out_losses(encoder, {"trained": decoder}, content, style, batch_size=1)
+    assert one_by_one.decoders["trained"].content == pytest.approx(result.decoders["trained"].content, rel=1e-5)
+    assert one_by_one.decoders["trained"].style_layers == pytest.approx(result.decoders["trained"].style_layers,
+                                                                         rel=1e-5)
+    for losses in (*result.decoders.values(), result.content_as_output):
+        assert len(losses.style_layers) == 4 and losses.style == pytest.approx(sum(losses.style_layers))
+        assert losses.content >= result.target_content_floor > 0  # no image beats the floor
+    assert result.target_style_relu4_1 < result.decoders["trained"].style_layers[-1]
+    d = result.decoders["trained"].as_dict(style_weight=10)
+    assert d["total"] == pytest.approx(d["content"] + 10 * d["style"])
+    with pytest.raises(ValueError, match="no held-out pairs"):
+        held_out_losses(encoder, {"trained": decoder}, content[:0], style[:0])
+
+
+def test_content_as_output_is_free_when_the_style_is_the_content(nets) -> None:
+    encoder, decoder = nets
+    content = images(3, 3)
+    result = held_out_losses(encoder, {"trained": decoder}, content, content.clone())
+    assert result.content_as_output.style == 0  # the output's statistics are the style's
+    assert result.content_as_output.content < 1e-3 * result.decoders["trained"].content  # t = f(c) up to eps

@@ -1,0 +1,107 @@
+"""Loading weight files: both formats, the full VGG19 release file, and errors naming the file and the fault."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adain.errors import WeightsError
+from adain.net import Encoder
+from adain.weights_io import build_decoder, build_encoder, read_arch, save_safetensors
+
+
+@pytest.mark.parametrize("arch", ["vgg19", "vgg16"])
+def test_both_formats_give_the_same_networks(weight_files, arch):
+    files = weight_files[arch]
+    pth, st = build_encoder(files["encoder_pth"], arch), build_encoder(files["encoder_st"], arch)
+    for a, b in zip(pth.state_dict().values(), st.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    dec_pth, dec_st = build_decoder(files["decoder_pth"], arch), build_decoder(files["decoder_st"], arch)
+    assert torch.equal(dec_pth.layers[1].weight, dec_st.layers[1].weight)
+    assert read_arch(files["encoder_st"]) == arch and read_arch(files["encoder_pth"]) is None
+
+
+def test_full_vgg19_release_file_loads_up_to_relu4_1(weight_files):
+    state = torch.load(weight_files["vgg19"]["encoder_pth"])
+    assert "51.weight" in state  # the fixture holds all of VGG19, as vgg_normalised.pth does
+    enc = build_encoder(weight_files["vgg19"]["encoder_pth"], "vgg19")
+    assert torch.equal(enc.layers[29].weight, state["29.weight"])
+
+
+def _save(tmp_path, name, state):
+    path = tmp_path / name
+    torch.save(state, path)
+    return path
+
+
+def test_wrong_architecture_names_file_and_key(weight_files):
+    path = weight_files["vgg16"]["encoder_pth"]
+    with pytest.raises(WeightsError, match="missing key '25.weight' for a vgg19 encoder") as info:
+        build_encoder(path, "vgg19")
+    assert str(path) in str(info.value)
+    path = weight_files["vgg19"]["decoder_st"]
+    with pytest.raises(WeightsError, match=r"key '11.weight' has shape \(256, 256, 3, 3\), a vgg16 decoder needs "
+                                           r"\(128, 256, 3, 3\)") as info:
+        build_decoder(path, "vgg16")
+    assert str(path) in str(info.value)
+
+
+def test_decoder_file_given_as_encoder(weight_files):
+    path = weight_files["vgg19"]["decoder_pth"]
+    with pytest.raises(WeightsError, match=f"{path}: missing key '0.weight' for a vgg19 encoder"):
+        build_encoder(path, "vgg19")
+
+
+def test_missing_key_and_shape_mismatch(weight_files, tmp_path):
+    state = torch.load(weight_files["vgg16"]["decoder_pth"])
+    del state["5.bias"]
+    path = _save(tmp_path, "missing.pth", state)
+    with pytest.raises(WeightsError, match=f"{path}: missing key '5.bias' for a vgg16 decoder"):
+        build_decoder(path, "vgg16")
+    state = dict(Encoder("vgg16").layers.state_dict())
+    state["2.weight"] = torch.zeros(32, 3, 3, 3)
+    path = _save(tmp_path, "shape.pth", state)
+    with pytest.raises(WeightsError, match=rf"{path}: key '2.weight' has shape \(32, 3, 3, 3\), a vgg16 encoder needs "
+                                           r"\(64, 3, 3, 3\)"):
+        build_encoder(path, "vgg16")
+
+
+def test_extra_decoder_keys_and_non_finite_values(weight_files, tmp_path):
+    state = torch.load(weight_files["vgg16"]["decoder_pth"])
+    path = _save(tmp_path, "extra.pth", {**state, "99.weight": torch.zeros(1)})
+    with pytest.raises(WeightsError, match=f"{path}: unexpected keys \\['99.weight'\\] for a vgg16 decoder"):
+        build_decoder(path, "vgg16")
+    state["1.bias"][0] = float("nan")
+    path = _save(tmp_path, "nan.pth", state)
+    with pytest.raises(WeightsError, match=f"{path}: key '1.bias' holds NaN"):
+        build_decoder(path, "vgg16")
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("cut.pth", lambda data: data[: len(data) // 2]),
+    ("cut.safetensors", lambda data: data[: len(data) // 2]),
+    ("junk.pth", lambda data: b"\x00junk" * 100),
+    ("junk.safetensors", lambda data: b"\x00junk" * 100),
+    ("empty.pth", lambda data: b""),
+])
+def test_corrupt_files(weight_files, tmp_path, name, damage):
+    source = weight_files["vgg16"]["decoder_st" if name.endswith(".safetensors") else "decoder_pth"]
+    path = tmp_path / name
+    path.write_bytes(damage(source.read_bytes()))
+    with pytest.raises(WeightsError, match=f"{path}: not a readable weight file"):
+        build_decoder(path, "vgg16")
+
+
+def test_not_a_state_dict(tmp_path):
+    path = _save(tmp_path, "list.pth", [torch.zeros(1)])
+    with pytest.raises(WeightsError, match=f"{path}: expected a flat state dict of tensors"):
+        build_decoder(path, "vgg16")
+    with pytest.raises(WeightsError, match=f"{tmp_path / 'none.pth'}: weight file not found"):
+        build_decoder(tmp_path / "none.pth", "vgg16")
+
+
+def test_save_safetensors_records_the_arch(tmp_path):
+    path = tmp_path / "enc.safetensors"
+    save_safetensors(Encoder("vgg16"), path, "vgg16")
+    assert read_arch(path) == "vgg16"
+    build_encoder(path, "vgg16")
