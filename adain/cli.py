@@ -41,6 +41,16 @@ def _size(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _quality(text: str) -> int:
     try:
         value = int(text)
@@ -72,7 +82,21 @@ def _stylize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ext", default="png", choices=("png", "jpg", "webp"), help="output format in --output-dir")
     add_image_args(p)
     add_model_args(p)
+    add_tiling_args(p)
     p.set_defaults(func=cmd_stylize)
+
+
+def add_tiling_args(p: argparse.ArgumentParser) -> None:
+    """--tiling / --tile-pixels / --tile-size: large images run in overlapping tiles."""
+    from .stylizer import TILE_PIXELS, TILE_SIZE
+
+    g = p.add_argument_group("tiling (large images in overlapping tiles, AdaIN statistics over the whole image)")
+    g.add_argument("--tiling", choices=("auto", "always", "never"), default="auto",
+                   help="auto: tile images of more than --tile-pixels pixels (default %(default)s)")
+    g.add_argument("--tile-pixels", type=_positive, default=TILE_PIXELS,
+                   help="pixel count above which --tiling auto tiles (default %(default)s)")
+    g.add_argument("--tile-size", type=_positive, default=TILE_SIZE,
+                   help="tile side in pixels, a multiple of 8 (default %(default)s)")
 
 
 def add_image_args(p: argparse.ArgumentParser) -> None:
@@ -106,8 +130,10 @@ def build_stylizer(args: argparse.Namespace):
     from .stylizer import Stylizer
 
     found = resolve(args.model, args.encoder, args.decoder, args.arch)
+    tiling = {"tiling": args.tiling, "tile_pixels": args.tile_pixels, "tile_size": args.tile_size} \
+        if hasattr(args, "tiling") else {}
     return Stylizer.from_files(found.encoder, found.decoder, arch=args.arch or found.arch, device=args.device,
-                               precision=args.precision)
+                               precision=args.precision, **tiling)
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -116,7 +142,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     from .images import read_image, save_image
     from .masks import read_masks
-    from .stylizer import check_alpha, check_weights
+    from .stylizer import check_alpha, check_tiling, check_weights
 
     contents = list(args.content) + (_images_in(args.content_dir) if args.content_dir else [])
     if not contents:
@@ -138,10 +164,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     n_styles = len(style_sets[0])
     check_weights(args.weights, n_styles)  # fail fast, before loading the model
     check_alpha(args.alpha)
+    check_tiling(args.tiling, args.tile_pixels, args.tile_size)
     styles_cache = {p: read_image(p) for p in args.style}  # a blend's styles are checked before loading the model
     masks = read_masks(args.mask, n_styles) if args.mask else None
     stylizer = build_stylizer(args)
     jobs = [(c, s) for c in contents for s in style_sets]
+    told_tiling = False
     for content_path, style_paths in tqdm(jobs, disable=len(jobs) < 2, unit="img", file=sys.stderr):
         content = read_image(content_path)
         for p in style_paths:
@@ -158,6 +186,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         else:
             dest = args.output
         save_image(out, dest, args.quality)
+        if stylizer.tiled_passes and not told_tiling:  # once: say that (and why) images run in tiles
+            told_tiling = True
+            why = (f"more than --tile-pixels {stylizer.tile_pixels} pixels; --tiling never runs it whole"
+                   if args.tiling == "auto" else "--tiling always")
+            tqdm.write(f"adain: {out.shape[-1]}x{out.shape[-2]} ran in tiles of {stylizer.tile_size} px ({why})",
+                       file=sys.stderr)
     return 0
 
 

@@ -3,12 +3,17 @@
     from adain import Stylizer
     st = Stylizer.from_files("vgg_normalised.pth", "decoder.pth", arch="vgg19")
     out = st.stylize(content_img, [style_a, style_b], weights=[0.7, 0.3], alpha=0.8)
+
+Images above ``tile_pixels`` pixels (default 2**21, about 1448x1448) run through the encoder and the
+decoder in overlapping tiles (``adain.tiling``), with the AdaIN statistics still taken over the whole
+image; ``tiling="always"`` / ``"never"`` forces or disables this.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -21,7 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import ops
+from . import ops, tiling
 from .errors import InputError
 from .images import prepare, to_tensor
 from .masks import feature_masks, fit_masks
@@ -33,6 +38,17 @@ COLOR_MODES: tuple[str, ...] = ("none", "coral", "luminance")
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ImageLike = Image.Image | Tensor
+Tiling = Literal["auto", "always", "never"]
+TILINGS: tuple[str, ...] = ("auto", "always", "never")
+#: Images with more pixels than this run in tiles (tiling="auto"): 2**21 is about 1448x1448. Untiled,
+#: the full-resolution fp32 activations take several hundred bytes per pixel (GiBs at 2048x2048); tiled,
+#: memory is bounded by the tile size plus the relu4_1 features of the whole image (32 bytes per pixel
+#: in fp32, twice that with the AdaIN target) and the image itself.
+TILE_PIXELS = 2**21
+#: Tile side in image pixels (a multiple of 8); each tile also reads a halo around it (``adain.tiling``).
+TILE_SIZE = 1024
+
+log = logging.getLogger("adain.stylizer")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -183,15 +199,34 @@ def _check_target(t: Target, size: tuple[int, int]) -> None:
     check_alpha(t.alpha)
 
 
+def check_tiling(tiling_mode: str, tile_pixels: int, tile_size: int) -> None:
+    """Tiling options: a known mode, a threshold >= 1 and a tile side that is a positive multiple of 8."""
+    if tiling_mode not in TILINGS:
+        raise InputError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling_mode!r}")
+    if int(tile_pixels) < 1:
+        raise InputError(f"tile_pixels must be at least 1, got {tile_pixels}")
+    if int(tile_size) < tiling.SCALE or int(tile_size) % tiling.SCALE:
+        raise InputError(f"the tile size must be a positive multiple of {tiling.SCALE}, got {tile_size}")
+
+
 class Stylizer:
-    """Encoder + decoder on a device, with a style-statistics cache."""
+    """Encoder + decoder on a device, with a style-statistics cache.
+
+    ``tiling``: "auto" runs images of more than ``tile_pixels`` pixels in tiles of ``tile_size``
+    pixels (plus a halo), "always" tiles every image, "never" none. The three are plain attributes
+    and may be changed between calls; ``tiled_passes`` counts the encoder/decoder passes run in tiles.
+    """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
-                 precision: Precision = "fp32", cache_size: int = 512) -> None:
+                 precision: Precision = "fp32", cache_size: int = 512, tiling: Tiling = "auto",
+                 tile_pixels: int = TILE_PIXELS, tile_size: int = TILE_SIZE) -> None:
         if encoder.arch != decoder.arch:
             raise InputError(f"encoder is {encoder.arch} but decoder is {decoder.arch}")
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_tiling(tiling, tile_pixels, tile_size)
+        self.tiling, self.tile_pixels, self.tile_size = tiling, int(tile_pixels), int(tile_size)
+        self.tiled_passes = 0
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
@@ -213,6 +248,30 @@ class Stylizer:
 
     # ---- building blocks ------------------------------------------------
 
+    def tile_for(self, size: tuple[int, int]) -> int:
+        """The tile side an image of ``size`` (H, W) runs with, or 0 when it runs whole."""
+        if self.tiling == "never" or (self.tiling == "auto" and size[0] * size[1] <= self.tile_pixels):
+            return 0
+        return self.tile_size
+
+    def _encoder_pass(self, images: Tensor) -> Tensor:
+        """relu4_1 of device images (N, 3, H, W), whole or in tiles."""
+        tile = self.tile_for(tuple(images.shape[-2:]))
+        if not tile:
+            return self.encoder(images)
+        self.tiled_passes += 1
+        log.debug("encoding %dx%d in tiles of %d px", images.shape[-1], images.shape[-2], tile)
+        return tiling.encode_tiled(self.encoder, images, tile)
+
+    def _decoder_pass(self, feats: Tensor, size: tuple[int, int]) -> Tensor:
+        """Decode (N, C, h, w) features to images of ``size`` (H, W), whole or in tiles."""
+        tile = self.tile_for(size)
+        if not tile:
+            return self.decoder(feats, size)
+        self.tiled_passes += 1
+        log.debug("decoding %dx%d in tiles of %d px", size[1], size[0], tile)
+        return tiling.decode_tiled(self.decoder, feats, size, tile)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
             return contextlib.nullcontext()
@@ -230,7 +289,7 @@ class Stylizer:
     def encode(self, images: Tensor) -> Tensor:
         """relu4_1 features of (N, 3, H, W) images."""
         with self._autocast():
-            return self.encoder(self._to_device(images, "style image"))
+            return self._encoder_pass(self._to_device(images, "style image"))
 
     @torch.inference_mode()
     def compute_stats(self, style: Tensor) -> ops.Stats:
@@ -249,7 +308,7 @@ class Stylizer:
         for t in targets:
             _check_target(t, size)
         with self._autocast():
-            feats = self.encoder(self._to_device(contents, "content image"))
+            feats = self._encoder_pass(self._to_device(contents, "content image"))
             mixed = []
             for i, t in enumerate(targets):
                 f = feats[i : i + 1]
@@ -263,7 +322,7 @@ class Stylizer:
                 if t.alpha < 1.0:
                     out = t.alpha * out + (1.0 - t.alpha) * f
                 mixed.append(out)
-            result = self.decoder(torch.cat(mixed), size)
+            result = self._decoder_pass(torch.cat(mixed), size)
         return result.float().clamp_(0, 1)
 
     # ---- the whole pipeline ----------------------------------------------

@@ -30,12 +30,17 @@ def _tiled(fn: Callable[[Tensor], Tensor], x: Tensor, core: int, halo: int, to_o
            out_channels: int, out_hw: tuple[int, int]) -> Tensor:
     """Apply ``fn`` tile by tile over the last two dims of ``x`` and assemble the tile cores.
 
-    ``to_out`` maps an input coordinate to the output coordinate (x/8 rounded up, or 8x).
+    ``to_out`` maps an input coordinate to the output coordinate (x/8 rounded up, or 8x). The result
+    has the dtype and memory format of the tiles ``fn`` returns.
     """
-    out = torch.empty(x.shape[0], out_channels, *out_hw, dtype=x.dtype, device=x.device)
+    out: Tensor | None = None
     for r0, r1, k0, k1 in _spans(x.shape[-2], core, halo):
         for c0, c1, j0, j1 in _spans(x.shape[-1], core, halo):
             y = fn(x[..., r0:r1, c0:c1])
+            if out is None:  # the tiles' dtype (bf16 under autocast) and memory format
+                last = y.is_contiguous(memory_format=torch.channels_last)
+                out = torch.empty(x.shape[0], out_channels, *out_hw, dtype=y.dtype, device=y.device,
+                                  memory_format=torch.channels_last if last else torch.contiguous_format)
             top, left = to_out(k0 - r0), to_out(j0 - c0)
             h, w = to_out(k1) - to_out(k0), to_out(j1) - to_out(j0)
             out[..., to_out(k0): to_out(k0) + h, to_out(j0): to_out(j0) + w] = y[..., top: top + h, left: left + w]

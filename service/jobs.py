@@ -31,6 +31,7 @@ class RenderJob:
     preserve_color: ColorMode
     style_size: int
     model_input: Tensor = field(init=False)  # what the encoder sees
+    tile: int = field(default=0, init=False)  # set by the worker: the tile side it ran with, 0 when whole
 
     def __post_init__(self) -> None:
         self.model_input = model_input(self.content, self.preserve_color)

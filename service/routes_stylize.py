@@ -29,7 +29,8 @@ def server_timing(timings: dict[str, float]) -> str:
 
 @router.post("/v1/stylize", summary="Stylize an image", response_class=Response,
              responses={200: {"description": "The stylized image; headers X-Request-ID and Server-Timing "
-                              "(decode, queue, model, encode).",
+                              "(decode, queue, model, encode; and `tiled` with the tile size when the image "
+                              "ran in tiles).",
                               "content": {mime: {} for _, mime in OUTPUT_FORMATS.values()}}, **ERRORS})
 async def stylize(form: Annotated[StylizeForm, Depends(stylize_form)], settings: SettingsDep, engine: EngineDep,
                   store: StoreDep, pool: PoolDep, timeout: TimeoutDep,
@@ -48,5 +49,6 @@ async def stylize(form: Annotated[StylizeForm, Depends(stylize_form)], settings:
     timings = {"decode": decode_s, "queue": ticket.queue_s, "model": ticket.model_s, "encode": time.perf_counter() - t1}
     for stage, seconds in timings.items():
         engine.metrics.stage.labels(stage).observe(seconds)
+    timing = server_timing(timings) + (f', tiled;desc="{job.tile}px"' if job.tile else "")
     return Response(data, media_type=media.media_type(fmt),
-                    headers={"Server-Timing": server_timing(timings), "Cache-Control": "no-store"})
+                    headers={"Server-Timing": timing, "Cache-Control": "no-store"})

@@ -41,6 +41,8 @@ class Settings:
     content_size: int = 512
     style_size: int = 512
     style_cache: int = 1024
+    tile_pixels: int = 2**21  # adain.stylizer.TILE_PIXELS
+    tile_size: int = 1024  # adain.stylizer.TILE_SIZE
     decode_threads: int = min(4, os.cpu_count() or 1)
     db: str = ""  # empty: the default store (see service.store.open_store)
     shutdown_timeout: float = 30.0
@@ -63,6 +65,13 @@ def _int(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _tile_size(text: str) -> int:
+    value = _int(8)(text)
+    if value % 8:
+        raise ValueError(f"must be a multiple of 8, got {value}")
+    return value
 
 
 def _float(text: str) -> float:
@@ -137,6 +146,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("content_size", _int(0), "default shorter side of the content (0: keep)"),
     Option("style_size", _int(0), "default shorter side of the styles (0: keep); stored styles are encoded at it"),
     Option("style_cache", _int(1), "style statistics kept per worker (LRU, about 4 KiB each)"),
+    Option("tile_pixels", _int(0), "images (content or style, as prepared) with more pixels than this run through "
+           "the networks in overlapping tiles, bounding memory (0: never tile)"),
+    Option("tile_size", _tile_size, "tile side in pixels, a multiple of 8 (each tile also reads a halo)"),
     Option("decode_threads", _int(1), "threads decoding, validating and encoding images"),
     Option("db", str, "style store: sqlite:///PATH or a file path (default: the user data folder)"),
     Option("shutdown_timeout", _float, "seconds to finish queued work after SIGTERM"),

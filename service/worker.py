@@ -204,7 +204,15 @@ class Worker:
     def _render(self, works: list[RenderJob]) -> Tensor:
         targets = [Target(stack_stats([self._style_stats(job, ref) for ref in job.styles]), job.weights, job.alpha,
                           job.masks) for job in works]
-        return self.stylizer.render(torch.stack([job.model_input for job in works]), targets).cpu()
+        passes = self.stylizer.tiled_passes  # only this thread runs this stylizer
+        out = self.stylizer.render(torch.stack([job.model_input for job in works]), targets).cpu()
+        if self.stylizer.tiled_passes != passes:
+            size = works[0].model_input.shape
+            log.debug("worker %s: %d image(s) of %dx%d in tiles of %d px", self.name, len(works), size[-1], size[-2],
+                      self.stylizer.tile_size)
+            for job in works:
+                job.tile = self.stylizer.tile_size
+        return out
 
     def _style_stats(self, job: RenderJob, ref: StyleRef) -> ops.Stats:
         if ref.stats is not None:
