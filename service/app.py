@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from adain import __version__
 
-from . import errors, routes_health, routes_styles, routes_stylize
+from . import errors, routes_health, routes_styles, routes_stylize, routes_web
 from .engine import Engine
 from .middleware import BodyLimitMiddleware, RequestMiddleware
 from .settings import Settings
@@ -41,7 +41,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app = FastAPI(title="adain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.engine, app.state.store, app.state.pool = settings, engine, store, pool
     errors.install(app)
-    for module in (routes_stylize, routes_styles, routes_health):
+    for module in (routes_stylize, routes_styles, routes_health, routes_web):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMiddleware, metrics=engine.metrics)  # added last: outermost

@@ -47,6 +47,8 @@ function renderStyles() {
     Object.assign(slider, { type: "range", min: 0, max: 1, step: 0.05, value: style.weight });
     slider.className = "weight";
     slider.setAttribute("aria-label", `weight of ${style.name}`);
+    slider.disabled = Boolean(state.mask);  // a mask decides where each style goes: the API takes no weights then
+    slider.title = slider.disabled ? "the mask decides where each style goes" : "";
     slider.addEventListener("input", () => { style.weight = Number(slider.value); out.textContent = style.weight.toFixed(2); });
     label.append(out, slider);
     const remove = document.createElement("button");
@@ -138,7 +140,7 @@ async function stylize() {
   const stored = state.styles.filter((s) => s.id);
   files.forEach((s) => form.append("style", s.file, s.file.name));
   stored.forEach((s) => form.append("style_id", s.id));
-  [...files, ...stored].forEach((s) => form.append("weights", String(s.weight)));
+  if (!state.mask) [...files, ...stored].forEach((s) => form.append("weights", String(s.weight)));
   form.append("alpha", $("alpha").value);
   form.append("preserve_color", $("preserve-color").value);
   form.append("content_size", $("content-size").value);
@@ -151,7 +153,12 @@ async function stylize() {
   $("status").textContent = "Stylizing…";
   const started = performance.now();
   try {
-    const response = await fetch("/v1/stylize", { method: "POST", body: form });
+    let response;
+    try {
+      response = await fetch("/v1/stylize", { method: "POST", body: form });
+    } catch (err) {
+      throw new Error(`Could not reach the server (${err.message}).`);
+    }
     if (!response.ok) throw new Error(await apiError(response));
     const blob = await response.blob();
     if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
@@ -188,7 +195,10 @@ function wireDrop(zone, onFile) {
 $("content-input").addEventListener("change", (e) => setContent(e.target.files[0]));
 wireDrop($("content-drop"), setContent);
 $("style-input").addEventListener("change", (e) => { onStyleFiles([...e.target.files]); e.target.value = ""; });
-$("mask-input").addEventListener("change", (e) => { state.mask = e.target.files[0] || null; });
+$("mask-input").addEventListener("change", (e) => { state.mask = e.target.files[0] || null; renderStyles(); });
+$("content-drop").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("content-input").click(); }
+});
 $("alpha").addEventListener("input", (e) => { $("alpha-value").textContent = Number(e.target.value).toFixed(2); });
 $("go").addEventListener("click", stylize);
 loadLibrary();

@@ -1,0 +1,196 @@
+"""The web page at / in a real browser (Debian's chromium, headless, driven by Playwright) against `adain serve`.
+
+Needs /usr/bin/chromium (.ci/run installs it with apt); without it the tests are skipped. Set
+ADAIN_WEB_SCREENSHOT=docs/web.png to save a screenshot of the page with its result (how docs/web.png was made).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from PIL import Image
+
+from .service_fixtures import Server, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SIZE = 256  # the smallest output size the page offers (the server's default is 64 in the tests)
+TIMEOUT_MS = 20_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+
+
+def resized(path: Path, size: int) -> tuple[int, int]:
+    """(width, height) of an image resized so that its shorter side is ``size`` (as adain.images.resize_shorter)."""
+    with Image.open(path) as img:
+        w, h = img.size
+    long = int(size * max(w, h) / min(w, h))
+    return (long, size) if h <= w else (size, long)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, weight_files: dict) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("web")
+    with serve(weight_files["vgg16"], tmp / "styles.db", tmp / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, server: Server) -> Iterator[object]:
+    """A fresh page on the server's / that records the URLs it asks for and the script errors it hits."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.requested, page.script_errors = [], []
+    page.on("request", lambda r: page.requested.append(r.url))
+    page.on("pageerror", lambda e: page.script_errors.append(str(e)))
+    page.goto(f"{server.url}/")
+    yield page
+    context.close()
+
+
+def only_public_api(server: Server, urls: list[str]) -> list[str]:
+    """The URLs that are neither the page's own files nor the public API on the server."""
+    origin = urlsplit(server.url)
+    bad = []
+    for url in urls:
+        u = urlsplit(url)
+        if u.scheme in ("blob", "data"):
+            continue
+        if (u.scheme, u.netloc) != (origin.scheme, origin.netloc) or not (
+                u.path == "/" or u.path.startswith(("/static/", "/v1/stylize", "/v1/styles"))):
+            bad.append(url)
+    return bad
+
+
+def test_stylize_with_an_upload_and_a_stored_style(page, server: Server, content_paths: list[Path],
+                                                   style_paths: list[Path]) -> None:
+    # A stored style (through the API), so that the library shows its thumbnail; reload to list it.
+    stored = style_paths[1]
+    r = httpx.post(f"{server.url}/v1/styles", files={"image": (stored.name, stored.read_bytes(), "image/jpeg")},
+                   data={"name": "stored one"})
+    assert r.status_code == 201, r.text
+    page.reload()
+    thumb = page.locator("#library-grid img[alt='stored one']")
+    thumb.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+
+    content = content_paths[0]
+    page.set_input_files("#content-input", str(content))
+    page.locator("#content-preview").wait_for()
+    page.set_input_files("#style-input", str(style_paths[0]))
+    thumb.click()
+    assert page.locator("#style-list li").count() == 2
+    assert page.locator("#status").inner_text() == "Ready."
+
+    sliders = page.locator("#style-list input.weight")
+    sliders.nth(1).fill("0.3")  # the stored style's weight
+    assert page.locator("#style-list li").nth(1).locator("output").inner_text() == "0.30"
+    page.focus("#alpha")
+    page.keyboard.press("ArrowLeft")  # a real key press on the alpha slider: 1 -> 0.95
+    page.keyboard.press("ArrowLeft")
+    assert page.locator("#alpha-value").inner_text() == "0.90"
+    page.select_option("#preserve-color", "luminance")
+    page.select_option("#content-size", str(SIZE))
+
+    held = []  # hold the request to see the pending state, then let it through
+    page.route("**/v1/stylize", lambda route: held.append(route))
+    page.click("#go")
+    page.wait_for_function("() => document.getElementById('go').disabled")
+    assert page.locator("#status").get_attribute("class") == "pending"
+    assert page.locator("#status").inner_text() == "Stylizing…"
+    page.wait_for_function("() => true")  # let the route handler run
+    assert len(held) == 1
+    body = held[0].request.post_data_buffer or b""
+    for name, value in (("alpha", b"0.9"), ("preserve_color", b"luminance"), ("content_size", str(SIZE).encode()),
+                        ("weights", b"1"), ("weights", b"0.3"), ("style_id", r.json()["id"].encode())):
+        assert f'name="{name}"\r\n\r\n'.encode() + value + b"\r\n" in body, name
+    assert f'name="content"; filename="{content.name}"'.encode() in body
+    assert f'name="style"; filename="{style_paths[0].name}"'.encode() in body
+    held[0].continue_()
+    page.unroute("**/v1/stylize")
+
+    result = page.locator("#result")
+    result.wait_for()
+    natural = "img => img.complete && img.naturalWidth > 0 && [img.naturalWidth, img.naturalHeight]"
+    size = page.wait_for_function(natural, arg=result.element_handle()).json_value()
+    assert tuple(size) == resized(content, SIZE) == (384, 256)
+    status = page.locator("#status").inner_text()
+    assert re.fullmatch(r"Done in \d+\.\d\d s \(server: decode \d+ ms, queue \d+ ms, model \d+ ms, encode \d+ ms\)\.",
+                        status), status
+    assert page.locator("#go").is_enabled()
+    assert page.locator("#error").is_hidden()
+    download = page.locator("#download")
+    assert download.is_visible() and download.get_attribute("href").startswith("blob:")
+    assert download.get_attribute("download") == "stylized.png"
+    assert only_public_api(server, page.requested) == []
+    assert page.script_errors == []
+    if os.environ.get("ADAIN_WEB_SCREENSHOT"):
+        page.set_viewport_size({"width": 1100, "height": 760})
+        page.screenshot(path=os.environ["ADAIN_WEB_SCREENSHOT"], full_page=True)
+
+
+def test_an_unreadable_image_shows_the_api_error_in_words(page, server: Server, style_paths: list[Path]) -> None:
+    bad = {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": b"just some text, not an image\n" * 10}
+    expected = httpx.post(f"{server.url}/v1/stylize",
+                          files=[("content", (bad["name"], bad["buffer"], bad["mimeType"])),
+                                 ("style", (style_paths[0].name, style_paths[0].read_bytes(), "image/jpeg"))])
+    assert expected.status_code == 415
+    message = expected.json()["error"]["message"]
+    assert message  # e.g. "content: not an image in one of jpeg, png, webp"
+
+    page.set_input_files("#content-input", files=[bad])
+    page.set_input_files("#style-input", str(style_paths[0]))
+    page.click("#go")
+    error = page.locator("#error")
+    error.wait_for()
+    assert error.inner_text() == f"{message} (415)"
+    assert page.locator("#status").inner_text() == "Failed."
+    assert page.locator("#result").is_hidden() and page.locator("#download").is_hidden()
+    assert page.locator("#go").is_enabled()
+    assert page.script_errors == []
+
+
+def test_phone_sized_layout_has_no_horizontal_overflow(browser, server: Server, content_paths: list[Path],
+                                                        style_paths: list[Path], tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/")
+        long_name = tmp_path / ("a-style-with-a-very-long-file-name-that-does-not-break-" * 2 + ".jpg")
+        long_name.write_bytes(style_paths[0].read_bytes())
+        page.set_input_files("#content-input", str(content_paths[1]))
+        page.set_input_files("#style-input", str(long_name))
+        page.locator("#style-list li").wait_for()
+        page.locator("#content-preview").wait_for()
+        widths = page.evaluate("""() => ({
+            page: document.documentElement.scrollWidth, view: document.documentElement.clientWidth,
+            widest: Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().right)),
+            panels: [...document.querySelectorAll('.panel')].map(e => Math.round(e.getBoundingClientRect().width)),
+        })""")
+        assert widths["view"] == 390
+        assert widths["page"] <= widths["view"], widths
+        assert widths["widest"] <= widths["view"] + 0.5, widths
+        assert len(set(widths["panels"])) == 1 and widths["panels"][0] > 300, widths  # one column, full width
+    finally:
+        context.close()
