@@ -3,5 +3,6 @@
 Layout: ``cli`` (entry point) -> ``settings`` (flags and ADAIN_* variables) -> ``engine`` (workers, dispatch,
 readiness) -> ``worker`` (queue, batching, the model on one device); ``app`` assembles the FastAPI application
 from the ``routes_*`` routers, ``dependencies``, ``middleware``, ``errors`` and ``metrics``; ``prepare`` and
-``media`` turn bytes into work and results into bytes; ``store`` / ``store_sqlite`` keep uploaded styles.
+``media`` turn bytes into work and results into bytes; ``store`` / ``store_sql`` keep uploaded styles (SQLite
+or PostgreSQL).
 """

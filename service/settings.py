@@ -150,7 +150,8 @@ OPTIONS: tuple[Option, ...] = (
            "the networks in overlapping tiles, bounding memory (0: never tile)"),
     Option("tile_size", _tile_size, "tile side in pixels, a multiple of 8 (each tile also reads a halo)"),
     Option("decode_threads", _int(1), "threads decoding, validating and encoding images"),
-    Option("db", str, "style store: sqlite:///PATH or a file path (default: the user data folder)"),
+    Option("db", str, "style store: sqlite:///PATH, a file path, or postgresql://USER:PASSWORD@HOST:PORT/DB "
+           "(default: a SQLite file in the user data folder)"),
     Option("shutdown_timeout", _float, "seconds to finish queued work after SIGTERM"),
     Option("log_level", _choice("critical", "error", "warning", "info", "debug"), "log level"),
 )

@@ -2,7 +2,8 @@
 
 A style is its original image bytes, a thumbnail, and the statistics of its
 encoding, kept per key (model, style size, colour mode) so that requests using
-it skip the encoder. Backends: SQLite (``sqlite:///path`` or a bare path).
+it skip the encoder. Backends (service/store_sql.py, one SQLAlchemy Core implementation): SQLite
+(``sqlite:///path`` or a bare path) and PostgreSQL (``postgresql://...``).
 """
 
 from __future__ import annotations
@@ -76,13 +77,22 @@ def default_url() -> str:
 
 def open_store(url: str = "") -> StyleStore:
     """The store at ``url``: ``sqlite:///relative/path``, ``sqlite:////absolute/path``, a bare file path,
-    or '' for the default."""
-    from .store_sqlite import SQLiteStyleStore
+    ``postgresql://user:password@host:port/database`` (also ``postgresql+psycopg://``), or '' for the default.
+    Errors (a bad URL, a database that cannot be reached): InputError."""
+    from .store_sql import SQLStyleStore
 
     url = url or default_url()
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return SQLiteStyleStore(Path(url))
-    if scheme != "sqlite" or not rest.startswith("/"):
-        raise InputError(f"unsupported style store {url!r}: use sqlite:///PATH or a file path")
-    return SQLiteStyleStore(Path(rest[1:]))
+        return SQLStyleStore(path=Path(url))
+    if scheme == "sqlite" and rest.startswith("/"):
+        return SQLStyleStore(path=Path(rest[1:]))
+    if scheme in ("postgresql", "postgresql+psycopg", "postgres"):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return SQLStyleStore(url=make_url("postgresql" + url[len(scheme):]))
+        except (ArgumentError, ValueError) as exc:
+            raise InputError(f"bad style store URL: {exc}") from None
+    raise InputError(f"unsupported style store {url!r}: use sqlite:///PATH, a file path or postgresql://...")

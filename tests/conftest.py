@@ -10,6 +10,8 @@ import torch
 from adain.net import Decoder, Encoder
 from adain.weights_io import save_safetensors
 
+from .postgres_fixtures import postgres_server  # noqa: F401  (a session fixture: one server for every module)
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.is_dir():  # a checkout elsewhere: ../shared beside the repository
     DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -11,7 +11,7 @@ from adain.errors import InputError
 from service.cli import main as serve_main
 from service.settings import OPTIONS, Settings, load_settings
 from service.store import open_store
-from service.store_sqlite import SQLiteStyleStore
+from service.store_sql import SQLStyleStore
 
 from .service_fixtures import REPO
 
@@ -51,9 +51,9 @@ def test_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
              (str(tmp_path / "c" / "c.db"), tmp_path / "c" / "c.db")]
     for url, path in cases:
         store = open_store(url)
-        assert isinstance(store, SQLiteStyleStore) and store.path.resolve() == path and path.is_file()
+        assert isinstance(store, SQLStyleStore) and store.path.resolve() == path and path.is_file()
         store.close()
-    for url in ("postgresql://db/adain", "sqlite://no-slash.db"):
+    for url in ("mysql://db/adain", "sqlite://no-slash.db"):
         with pytest.raises(InputError):
             open_store(url)
 
