@@ -4,5 +4,5 @@ Layout: ``cli`` (entry point) -> ``settings`` (flags and ADAIN_* variables) -> `
 readiness) -> ``worker`` (queue, batching, the model on one device); ``app`` assembles the FastAPI application
 from the ``routes_*`` routers, ``dependencies``, ``middleware``, ``errors`` and ``metrics``; ``prepare`` and
 ``media`` turn bytes into work and results into bytes; ``store`` / ``store_sql`` keep uploaded styles (SQLite
-or PostgreSQL).
+or PostgreSQL); ``ray_app`` runs the same application on Ray Serve (docs/scale.md).
 """

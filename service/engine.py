@@ -44,6 +44,12 @@ def devices(spec: str) -> list[torch.device]:
     return found
 
 
+def warm_up_job() -> RenderJob:
+    """A small stylization that makes a worker initialise what it does lazily, before the first request."""
+    content, weights, _ = prepare_content(torch.rand(3, 64, 64), 1)
+    return RenderJob(content, [StyleRef(image=torch.rand(3, 64, 64))], weights, 1.0, None, "none", 64)
+
+
 class Engine:
     """Every worker of the process, and the way requests reach them."""
 
@@ -118,9 +124,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         try:
             for w in self.workers:
-                content, weights, _ = prepare_content(torch.rand(3, 64, 64), 1)
-                job = RenderJob(content, [StyleRef(image=torch.rand(3, 64, 64))], weights, 1.0, None, "none", 64)
-                ticket = Ticket(job, loop.create_future(), loop.time(), math.inf)
+                ticket = Ticket(warm_up_job(), loop.create_future(), loop.time(), math.inf)
                 w.submit(ticket)
                 await ticket.future
             self._warm = True
@@ -136,6 +140,16 @@ class Engine:
 
     # ---- requests -------------------------------------------------------------------
 
+    def _submit(self, ticket: Ticket) -> None:
+        """Queue ``ticket`` on the least loaded worker that has room (service.ray_app sends it to Ray instead)."""
+        for w in sorted(self.workers, key=lambda w: w.load):
+            try:
+                w.submit(ticket)
+                return
+            except asyncio.QueueFull:
+                continue
+        raise ServiceError(503, "overloaded", "every queue is full; retry later", RETRY_AFTER)
+
     async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
         """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
         if self.closing:
@@ -147,14 +161,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         now = loop.time()
         ticket = Ticket(work, loop.create_future(), now, now + timeout)
-        for w in sorted(self.workers, key=lambda w: w.load):
-            try:
-                w.submit(ticket)
-                break
-            except asyncio.QueueFull:
-                continue
-        else:
-            raise ServiceError(503, "overloaded", "every queue is full; retry later", RETRY_AFTER)
+        self._submit(ticket)
         try:
             async with asyncio.timeout(timeout):
                 await ticket.future

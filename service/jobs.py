@@ -84,6 +84,9 @@ class OutOfDeviceMemory(Exception):
         super().__init__(f"{pixels} pixels do not fit in the memory of {device}")
         self.device, self.pixels = device, pixels
 
+    def __reduce__(self) -> tuple:  # pickled between Ray replicas
+        return OutOfDeviceMemory, (self.device, self.pixels)
+
 
 class WorkerFailed(Exception):
     """The worker holding the request died."""

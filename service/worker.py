@@ -100,7 +100,7 @@ class Worker:
             while not stop:
                 batch, stop = await self._gather()
                 self._current = batch
-                await self._run(batch)
+                await self.run_batch(batch)
                 self._current = []
         except Exception as exc:  # the worker itself broke: fail everything, report, exit
             self._die(exc)
@@ -127,8 +127,9 @@ class Worker:
             batch.append(item)
         return batch, False
 
-    async def _run(self, batch: list[Ticket]) -> None:
-        """Run a gathered batch: each style upload alone, stylize requests grouped by content size."""
+    async def run_batch(self, batch: list[Ticket]) -> None:
+        """Run a gathered batch (by this worker's loop, or by service.ray_app's @serve.batch): each style upload
+        alone, stylize requests grouped by content size. Settles every ticket; raises only if the device broke."""
         groups: dict[object, list[Ticket]] = defaultdict(list)
         for i, ticket in enumerate(batch):
             work = ticket.work

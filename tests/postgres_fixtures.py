@@ -80,7 +80,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         try:
             yield server
         finally:
-            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")  # a throwaway cluster
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
