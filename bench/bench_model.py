@@ -51,6 +51,7 @@ from common import (  # noqa: E402
     table,
     timed,
     weight_files,
+    write_report,
 )
 from naive import naive_stylize  # noqa: E402
 
@@ -537,11 +538,7 @@ def main() -> None:
     result["wall_s"] = time.perf_counter() - started
     text = markdown(result) + (f"\n(benchmark wall time {result['wall_s']:.0f} s: "
                                + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items()) + ")\n")
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.markdown:
-        args.markdown.write_text(text)
+    write_report(args, result, text)
 
 
 if __name__ == "__main__":

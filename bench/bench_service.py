@@ -38,7 +38,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import ROOT, add_weight_args, cpu_facts, fmt, photo, table, weight_files  # noqa: E402
+from common import ROOT, add_weight_args, cpu_facts, fmt, photo, table, weight_files, write_report  # noqa: E402
 
 MODES = ("stored", "upload", "upload-new")
 
@@ -244,11 +244,7 @@ def main() -> None:
                                                           "cell_seconds", "concurrency", "modes")},
               "server_ready_s": ready, "cells": cells, "wall_s": time.perf_counter() - started}
     text = markdown(result)
-    print("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.markdown:
-        args.markdown.write_text(text)
+    write_report(args, result, text)
 
 
 if __name__ == "__main__":

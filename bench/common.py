@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import tempfile
@@ -134,3 +135,12 @@ def fmt(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+
+
+def write_report(args: argparse.Namespace, result: dict, text: str) -> None:
+    """Print the markdown ``text``; save it and the raw ``result`` where --markdown / --json ask."""
+    print("\n" + text)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        args.markdown.write_text(text)
