@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .errors import AdainError
+from .errors import AdainError, exit_status
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -386,12 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except AdainError as exc:
-        print(f"adain: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("adain: interrupted", file=sys.stderr)
-        return 130
+    except (AdainError, KeyboardInterrupt) as exc:
+        return exit_status("adain", exc)
 
 
 if __name__ == "__main__":

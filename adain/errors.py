@@ -1,5 +1,9 @@
 """Exceptions with messages meant for users (the CLI prints them as one line)."""
 
+from __future__ import annotations
+
+import sys
+
 
 class AdainError(Exception):
     """Base class of the errors a user can cause and fix."""
@@ -23,3 +27,12 @@ class WeightsError(AdainError):
 
 class InputError(AdainError, ValueError):
     """Arguments that do not make sense together (weights, alpha, masks...)."""
+
+
+def exit_status(prog: str, exc: AdainError | KeyboardInterrupt) -> int:
+    """Report ``exc`` on stderr as ``prog``'s one-line error; the exit status: 2 for an AdainError, 130 for Ctrl-C."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return 2

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from . import ops
 from .data import PairDataset, Pairs, StreamSampler, Unreadable, collate, fixed_pairs, list_images, split
-from .errors import AdainError, InputError
+from .errors import AdainError, InputError, exit_status
 from .losses import content_loss, held_out_losses, style_losses
 from .net import Decoder, Encoder
 from .runs import (
@@ -413,12 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     except Timeout:
         print(f"adain train: error: another process is training in {run_dir}", file=sys.stderr)
         return 2
-    except AdainError as exc:
-        print(f"adain train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("adain train: interrupted", file=sys.stderr)
-        return 130
+    except (AdainError, KeyboardInterrupt) as exc:
+        return exit_status("adain train", exc)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import uvicorn
 
-from adain.errors import AdainError
+from adain.errors import AdainError, exit_status
 
 from .app import create_app
 from .engine import Engine
@@ -26,12 +25,8 @@ def main(argv: list[str]) -> int:
     try:
         engine = Engine.load(settings)
         app = create_app(settings, engine)
-    except AdainError as exc:
-        print(f"adain serve: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("adain serve: interrupted", file=sys.stderr)
-        return 130
+    except (AdainError, KeyboardInterrupt) as exc:
+        return exit_status("adain serve", exc)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False)
     server = uvicorn.Server(config)
