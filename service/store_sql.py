@@ -8,7 +8,10 @@ those of earlier versions, which had no version table: such a file is adopted as
 
 from __future__ import annotations
 
+import random
 import secrets
+import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +71,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _enable_wal(dbapi_conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch the file to WAL, retrying while other processes hold it.
+
+    The switch needs the exclusive lock; when two connections race for it, SQLite answers "database is locked"
+    to one of them at once, without waiting on busy_timeout (its deadlock rule), so the wait is done here.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+
 def _sqlite_engine(path: Path) -> sa.Engine:
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(URL.create("sqlite+pysqlite", database=str(path)),
@@ -78,8 +98,9 @@ def _sqlite_engine(path: Path) -> sa.Engine:
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None
-        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=30000"):
+        for pragma in ("busy_timeout=30000", "foreign_keys=ON"):
             dbapi_conn.execute(f"PRAGMA {pragma}")
+        _enable_wal(dbapi_conn)
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:

@@ -126,6 +126,30 @@ def test_two_processes_store_concurrently_and_nothing_is_lost(store_url: str) ->
     store.close()
 
 
+def test_new_sqlite_files_opened_by_many_at_once_all_open(tmp_path: Path) -> None:
+    """Switching a new file to WAL races for its exclusive lock; SQLite fails the loser at once, without busy_timeout.
+
+    Before the store retried that switch, about one new file in 16 failed an opener here, so 80 files catch it.
+    """
+    failures: list[BaseException] = []
+    for n in range(80):
+        path, start = tmp_path / f"s{n}.db", threading.Barrier(8)
+
+        def open_and_close(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait(timeout=30)
+            try:
+                SQLStyleStore(path=path).close()
+            except InputError as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_and_close) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
+
+
 def test_a_newer_schema_is_refused(store_url: str) -> None:
     store = open_store(store_url)
     from service.store_sql import schema_version
