@@ -27,7 +27,7 @@ from .losses import held_out_losses
 from .net import FEATURE_LAYERS, Decoder
 from .runs import latest_checkpoint, load_checkpoint, read_metrics
 from .train import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
-from .weights_io import build_decoder, save_safetensors
+from .weights_io import build_decoder, load_into, save_safetensors
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 WINDOW = 10  # metrics records averaged for the final training losses
@@ -43,7 +43,8 @@ HELD_OUT_MEANING = {
              "of each (never trained on); one crop per image at the training resize/crop, positions fixed by "
              "crop_seed; losses are means over the pairs",
     "trained": "this decoder (the exported weights, as stored)",
-    "step_0": "a freshly initialised decoder with the run's seed: the weights training started from",
+    "step_0": "the weights training started from: a freshly initialised decoder with the run's seed, or the "
+              "run's --init-decoder file (training.init_decoder)",
     "content_as_output": "the content image itself as the output (no stylisation): a decoder ignoring the style",
     "target.content": "0 by definition: t matches itself. t is a feature map, not an image, so no output reaches it",
     "target.content_floor": "mean(min(t, 0)^2): a lower bound on the content loss of any image, since relu4_1 "
@@ -145,6 +146,8 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
     models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"])
     if found["sha256"] != info.get("sha256"):
         raise WeightsError(f"encoder sha256 {found['sha256']} is not the run's ({info.get('sha256')})")
+    if state.get("init_decoder"):
+        load_into(models.decoder, _verified(state["init_decoder"]))
     pairs = held_out_pairs(state["data"], args["resize"], args["crop"], n_pairs)
     if not len(pairs):
         raise InputError("no readable held-out pairs (is the data where the checkpoint says?)")
@@ -162,6 +165,29 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
                    f"style_{FEATURE_LAYERS[-1]}": result.target_style_relu4_1},
         "unreadable": [p for _, p in pairs.unreadable], "meaning": HELD_OUT_MEANING,
     }
+
+
+def _verified(init: dict) -> Path:
+    """The run's --init-decoder file, if it is still there unchanged."""
+    path = Path(init["file"])
+    if not path.is_file() or sha256_file(path) != init["sha256"]:
+        raise WeightsError(f"the run's --init-decoder {path} is gone or changed (sha256 {init['sha256'][:12]}...): "
+                           "it is the step_0 reference")
+    return path
+
+
+def init_lineage(init: dict | None) -> dict | None:
+    """``training.init_decoder`` of a card: the file the run started from and, from its own card, its steps."""
+    if not init:
+        return None
+    card_path = Path(init["file"]).with_suffix(".json")
+    try:
+        card = json.loads(card_path.read_text())
+        prior = card["training"]["steps"] if card["decoder"]["sha256"] == init["sha256"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        prior = None
+    return {**init, "steps": prior, "steps_meaning": "training steps behind that file, from its model card "
+            f"({card_path.name}); null when no matching card was found"}
 
 
 def data_counts(data: dict) -> dict:
@@ -190,7 +216,7 @@ def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict
                      "images_seen": step * args["batch_size"], "resize": args["resize"], "crop": args["crop"],
                      "lr": args["lr"], "lr_decay": args["lr_decay"], "style_weight": args["style_weight"],
                      "seed": args["seed"], "precision": state["precision"], "device": state.get("device"),
-                     "throughput": throughput},
+                     "throughput": throughput, "init_decoder": init_lineage(state.get("init_decoder"))},
         "data": data_counts(state["data"]),
         "final_training_losses": final,
         "held_out": held_out if held_out is not None else {"skipped": why_not},

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import ops
 from .data import PairDataset, Pairs, StreamSampler, Unreadable, collate, fixed_pairs, list_images, split
+from .download import sha256_file
 from .errors import AdainError, InputError, exit_status
 from .losses import content_loss, held_out_losses, style_losses
 from .net import Decoder, Encoder
@@ -45,15 +46,16 @@ from .runs import (
     save_checkpoint,
     trim_metrics,
 )
+from .weights_io import load_into
 
 LOCK = ".lock"
 SAMPLE_PAIRS = 4  # rows of the sample grids
 HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
 # Arguments that define the run: a resumed run must keep them (the data split, the optimisation).
 FIXED_ON_RESUME = ("content_dir", "style_dir", "batch_size", "lr", "lr_decay", "style_weight", "resize", "crop",
-                   "holdout_content", "holdout_style", "seed")
+                   "holdout_content", "holdout_style", "seed", "init_decoder")
 NOT_INHERITED = ("output_dir", "resume", "no_progress")  # everything else defaults to the checkpoint's value
-PATH_ARGS = ("content_dir", "style_dir", "encoder", "output_dir")
+PATH_ARGS = ("content_dir", "style_dir", "encoder", "init_decoder", "output_dir")
 
 
 @dataclass
@@ -136,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="bundle whose encoder to use (default: vgg16-hed)")
     p.add_argument("--encoder", type=Path, help="encoder weight file instead of a bundle")
     p.add_argument("--arch", choices=("vgg19", "vgg16"), help="architecture of --encoder")
+    p.add_argument("--init-decoder", type=Path, help="start from this decoder file instead of random weights "
+                   "(to continue or fine-tune a released decoder; the step count and optimizer start afresh)")
     p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
     p.add_argument("--batch-size", type=count_arg(1), default=8)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -282,6 +286,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     data: dict
     step: int
+    init_decoder: dict | None  # the --init-decoder file and its sha256
 
     def state(self) -> dict:
         """The checkpoint: everything an exact resume needs, and what a model card describes."""
@@ -292,6 +297,7 @@ class Run:
                 "optimizer": self.optimizer.state_dict(),
                 "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()},
                 "arch": self.models.encoder.arch, "encoder": self.encoder_info, "data": self.data,
+                "init_decoder": self.init_decoder,
                 "precision": self.precision, "device": str(self.device),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
 
@@ -305,20 +311,24 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     data = resume["data"] if resume else scan_data(args)  # before the encoder: bad folders fail fast
     models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch)
     random.seed(args.seed)
+    init = resume.get("init_decoder") if resume else None
     if resume:
         _check_encoder(resume, models.encoder.arch, encoder_info)
         models.decoder.layers.load_state_dict(resume["decoder"])
+    elif args.init_decoder is not None:
+        load_into(models.decoder, args.init_decoder)
+        init = {"file": str(args.init_decoder), "sha256": sha256_file(args.init_decoder)}
     fmt = torch.channels_last
     models.encoder.to(device, memory_format=fmt)
     models.decoder.to(device, memory_format=fmt).train()
     optimizer = torch.optim.Adam(models.decoder.parameters(), lr=args.lr)
     if not resume:
-        return Run(args, device, precision, models, encoder_info, optimizer, data, 0)
+        return Run(args, device, precision, models, encoder_info, optimizer, data, 0, init)
     optimizer.load_state_dict(resume["optimizer"])  # moves the state to the parameters' device
     torch.set_rng_state(resume["rng"]["torch"])
     random.setstate(resume["rng"]["python"])
     trim_metrics(args.output_dir, resume["step"])
-    return Run(args, device, precision, models, encoder_info, optimizer, data, resume["step"])
+    return Run(args, device, precision, models, encoder_info, optimizer, data, resume["step"], init)
 
 
 def train(args: argparse.Namespace, resume: dict | None = None) -> int:
@@ -406,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 return train(args, resume)
             if checkpoints(run_dir):
                 raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or use a new --output-dir")
-            for key in ("content_dir", "style_dir", "encoder"):  # absolute, so a resume works from anywhere
+            for key in ("content_dir", "style_dir", "encoder", "init_decoder"):  # absolute: resumes work anywhere
                 if getattr(args, key) is not None:
                     setattr(args, key, getattr(args, key).resolve())
             return train(args)

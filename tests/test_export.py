@@ -113,3 +113,24 @@ def test_export_errors(trained: tuple[TinyData, Path], tmp_path: Path, capsys: p
     assert "does not fit fp16" in capsys.readouterr().err
     assert not (tmp_path / "d.safetensors").exists()
     assert export(data, huge, "-o", tmp_path / "d.safetensors", "--no-eval", "--dtype", "fp32") == 0
+
+
+def test_a_run_from_an_init_decoder_names_it_and_starts_there(trained: tuple[TinyData, Path], tmp_path: Path) -> None:
+    data, run = trained
+    first = tmp_path / "first.safetensors"
+    assert export(data, run, "-o", first, "--eval-pairs", 2) == 0
+    first_card = json.loads(first.with_suffix(".json").read_text())
+    more = tmp_path / "more"
+    assert run_train(data, train_argv(data, more, steps=1, lr=0, init_decoder=first)) == 0  # lr 0: still `first`
+    second = tmp_path / "second.safetensors"
+    assert export(data, more, "-o", second, "--eval-pairs", 2) == 0
+    card = json.loads(second.with_suffix(".json").read_text())
+    lineage = card["training"]["init_decoder"]
+    assert (lineage["file"], lineage["sha256"], lineage["steps"]) == (str(first), sha256_file(first), 3)
+    held_out = card["held_out"]
+    assert held_out["step_0"] == held_out["trained"]
+    for key in ("content", "style"):  # the same held-out pairs, the same weights as the first export
+        assert held_out["step_0"][key] == pytest.approx(first_card["held_out"]["trained"][key], rel=1e-4)
+    first.unlink()  # the step_0 reference is gone: the card says so instead of guessing
+    assert export(data, more, "-o", second, "--eval-pairs", 2) == 0
+    assert "--init-decoder" in json.loads(second.with_suffix(".json").read_text())["held_out"]["skipped"]

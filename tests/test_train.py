@@ -9,6 +9,7 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
+from adain.download import sha256_file
 from adain.runs import checkpoints, latest_checkpoint, read_metrics
 from adain.train import LOCK, lr_at
 from adain.weights_io import save_safetensors
@@ -133,3 +134,29 @@ def test_one_process_per_run_folder(data: TinyData, tmp_path: Path, capsys: pyte
         assert run_train(data, train_argv(data, run)) == 2
     assert "another process is training in" in capsys.readouterr().err
     assert checkpoints(run) == []
+
+
+def test_init_decoder_starts_from_a_file_and_stays_on_resume(data: TinyData, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    start = random_networks("vgg16", seed=5)[1]
+    init = tmp_path / "start.safetensors"
+    save_safetensors(start, init, "vgg16")
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=1, lr=0, init_decoder=init)) == 0  # lr 0: weights kept
+    state = latest_checkpoint(run)[1]
+    for key, value in start.layers.state_dict().items():
+        assert torch.equal(state["decoder"][key], value)
+    assert state["init_decoder"] == {"file": str(init.resolve()), "sha256": sha256_file(init)}
+    assert run_train(data, resume_argv(run, steps=2)) == 0
+    assert latest_checkpoint(run)[1]["init_decoder"] == state["init_decoder"]
+    capsys.readouterr()
+    assert run_train(data, resume_argv(run, steps=3, init_decoder=tmp_path / "other.safetensors")) == 2
+    assert "--init-decoder cannot change on --resume" in capsys.readouterr().err
+
+    encoder_file = tmp_path / "an_encoder.safetensors"
+    save_safetensors(random_networks("vgg16", seed=1)[0], encoder_file, "vgg16")
+    for bad, message in ((tmp_path / "missing.safetensors", "weight file not found"),
+                         (encoder_file, "missing key")):
+        assert run_train(data, train_argv(data, tmp_path / bad.stem, init_decoder=bad)) == 2
+        assert message in capsys.readouterr().err
+        assert checkpoints(tmp_path / bad.stem) == []
