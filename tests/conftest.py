@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
+from adain import Stylizer
+from adain.images import prepare, read_image
 from adain.net import Decoder, Encoder
 from adain.weights_io import save_safetensors
 
@@ -33,6 +37,40 @@ def content_paths(data_dir: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def style_paths(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "style").glob("*.jpg"))[:8]
+
+
+TINY_SIZE = 40  # shorter side of tiny_content
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread: tiny convolutions gain nothing from more, and the test machines are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """Use with ``pytestmark = pytest.mark.usefixtures("single_thread")``: the module's tests on one thread."""
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_stylizer() -> Stylizer:
+    """A CPU Stylizer on random VGG16 weights (seed 1)."""
+    enc, dec = random_networks("vgg16", seed=1)
+    return Stylizer(enc, dec, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_content(content_paths: list[Path]) -> torch.Tensor:
+    """The first real content photo, shorter side :data:`TINY_SIZE`."""
+    return prepare(read_image(content_paths[0]), TINY_SIZE, True)
 
 
 def random_networks(arch: str, seed: int = 0) -> tuple[Encoder, Decoder]:

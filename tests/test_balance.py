@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adain import InputError, Stylizer
+from adain import InputError
 from adain.balance import (
     AdainMixer,
     balance_factors,
@@ -18,30 +18,13 @@ from adain.balance import (
 from adain.gatys import Objective, OptimizeOptions
 from adain.images import prepare, read_image
 from adain.optimize import optimize_image
-from tests.conftest import random_networks
+from tests.conftest import TINY_SIZE
 
-SIZE = 40
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SIZE = TINY_SIZE
 # Enough style weight for the tiny losses of random weights to move the pixels.
 OPTIONS = OptimizeOptions(iterations=10, init="content", style_weight=1e5)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def stylizer():
-    enc, dec = random_networks("vgg16", seed=1)
-    return Stylizer(enc, dec, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def content(content_paths):
-    return prepare(read_image(content_paths[0]), SIZE, True)
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +73,20 @@ def test_equalise_stops_when_balanced():
     assert len(calls) == 1
 
 
-def test_balance_brings_the_ratio_to_one(stylizer, content, pair):
-    objective = Objective(stylizer.encoder, content, pair, torch.tensor([0.5, 0.5]), None, OPTIONS)
-    raw = optimize_improvements(objective, content[None], torch.ones(2))
-    factors = balance_factors(objective, content[None])
-    balanced = optimize_improvements(objective, content[None], factors)
+def test_balance_brings_the_ratio_to_one(tiny_stylizer, tiny_content, pair):
+    objective = Objective(tiny_stylizer.encoder, tiny_content, pair, torch.tensor([0.5, 0.5]), None, OPTIONS)
+    raw = optimize_improvements(objective, tiny_content[None], torch.ones(2))
+    factors = balance_factors(objective, tiny_content[None])
+    balanced = optimize_improvements(objective, tiny_content[None], factors)
     assert spread(raw) > 2.0
     assert spread(balanced) < 1.1
 
 
-def test_factors_keep_the_style_loss_of_the_content(stylizer, content, pair):
-    objective = Objective(stylizer.encoder, content, pair, torch.tensor([0.2, 0.8]), None, OPTIONS)
-    factors = balance_factors(objective, content[None], rounds=1)
+def test_factors_keep_the_style_loss_of_the_content(tiny_stylizer, tiny_content, pair):
+    objective = Objective(tiny_stylizer.encoder, tiny_content, pair, torch.tensor([0.2, 0.8]), None, OPTIONS)
+    factors = balance_factors(objective, tiny_content[None], rounds=1)
     with torch.no_grad():
-        start = objective.style_losses(objective.features(content))
+        start = objective.style_losses(objective.features(tiny_content))
     assert (factors * start).mean().item() == pytest.approx(start.mean().item(), rel=1e-5)
     assert objective.weights.tolist() == pytest.approx([0.2, 0.8])  # restored after the calibration
 
@@ -112,45 +95,45 @@ def _improvements_of(result) -> torch.Tensor:
     return torch.tensor(result.history[0]["styles"]) / torch.tensor(result.history[-1]["styles"])
 
 
-def test_optimize_image_balance(stylizer, content, pair):
-    plain = optimize_image(stylizer.encoder, content, pair, options=OPTIONS)
-    balanced = optimize_image(stylizer.encoder, content, pair, options=OPTIONS, balance=True)
+def test_optimize_image_balance(tiny_stylizer, tiny_content, pair):
+    plain = optimize_image(tiny_stylizer.encoder, tiny_content, pair, options=OPTIONS)
+    balanced = optimize_image(tiny_stylizer.encoder, tiny_content, pair, options=OPTIONS, balance=True)
     assert plain.factors == [1.0, 1.0] and balanced.factors != [1.0, 1.0]
     assert spread(_improvements_of(balanced)) < 1.1 < spread(_improvements_of(plain))
-    single = optimize_image(stylizer.encoder, content, pair[:1], options=OPTIONS, balance=True)
+    single = optimize_image(tiny_stylizer.encoder, tiny_content, pair[:1], options=OPTIONS, balance=True)
     assert single.factors == [1.0]
 
 
-def test_balance_scales_the_weights_it_is_given(stylizer, content, pair):
+def test_balance_scales_the_weights_it_is_given(tiny_stylizer, tiny_content, pair):
     """Factors are calibrated at equal weights, then multiply the user's: 1:3 stays 1:3 on top of balance."""
-    objective = Objective(stylizer.encoder, content, pair, torch.tensor([0.25, 0.75]), None, OPTIONS)
+    objective = Objective(tiny_stylizer.encoder, tiny_content, pair, torch.tensor([0.25, 0.75]), None, OPTIONS)
     objective.factors = torch.tensor([2.0, 0.5])
     image = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     terms = objective(image)
     assert terms.style.item() == pytest.approx((0.25 * 2.0 * terms.styles[0] + 0.75 * 0.5 * terms.styles[1]).item())
 
 
-def test_balanced_weights_never_worse_than_the_plain_blend(stylizer, content, style_paths):
+def test_balanced_weights_never_worse_than_the_plain_blend(tiny_stylizer, tiny_content, style_paths):
     styles = [prepare(read_image(p), SIZE, True) for p in style_paths[:4]]
     for pair in (styles[:2], styles[2:]):
-        mixer = AdainMixer(stylizer, content, pair)
-        weights = balanced_weights(stylizer, content, pair)
+        mixer = AdainMixer(tiny_stylizer, tiny_content, pair)
+        weights = balanced_weights(tiny_stylizer, tiny_content, pair)
         assert weights.sum().item() == pytest.approx(1.0)
         assert spread(mixer.improvements(weights)) <= spread(mixer.improvements(torch.tensor([0.5, 0.5])))
 
 
-def test_balanced_weights_follow_the_weights(stylizer, content, style_paths):
+def test_balanced_weights_follow_the_weights(tiny_stylizer, tiny_content, style_paths):
     pair = [prepare(read_image(p), SIZE, True) for p in style_paths[:2]]
-    even = balanced_weights(stylizer, content, pair)
-    skewed = balanced_weights(stylizer, content, pair, [1.0, 3.0])
+    even = balanced_weights(tiny_stylizer, tiny_content, pair)
+    skewed = balanced_weights(tiny_stylizer, tiny_content, pair, [1.0, 3.0])
     ratio = (skewed / even).tolist()
     assert ratio[1] / ratio[0] == pytest.approx(3.0, rel=1e-4)
-    assert balanced_weights(stylizer, content, pair[:1]).tolist() == [1.0]
+    assert balanced_weights(tiny_stylizer, tiny_content, pair[:1]).tolist() == [1.0]
 
 
-def test_balance_refuses_a_mask(stylizer, content, pair):
+def test_balance_refuses_a_mask(tiny_stylizer, tiny_content, pair):
     with pytest.raises(InputError, match="mask"):
-        balanced_weights(stylizer, content, pair, mask=torch.ones(2, SIZE, SIZE))
+        balanced_weights(tiny_stylizer, tiny_content, pair, mask=torch.ones(2, SIZE, SIZE))
 
 
 def test_relative_improvement_is_start_over_end():

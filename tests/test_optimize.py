@@ -5,39 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adain import InputError, Stylizer
+from adain import InputError
 from adain.gatys import Objective, OptimizeOptions, gram, mean_std
 from adain.images import prepare, read_image
 from adain.ops import rgb_to_ycbcr
 from adain.optimize import optimize_image
-from tests.conftest import random_networks
+from tests.conftest import TINY_SIZE, random_networks
 
-SIZE = 40
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and far faster than on a busy machine's two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+SIZE = TINY_SIZE
 
 
 @pytest.fixture(scope="module")
 def encoder():
     return random_networks("vgg16", seed=1)[0]
-
-
-@pytest.fixture(scope="module")
-def stylizer():
-    enc, dec = random_networks("vgg16", seed=1)
-    return Stylizer(enc, dec, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def content(content_paths):
-    return prepare(read_image(content_paths[0]), SIZE, True)
 
 
 @pytest.fixture(scope="module")
@@ -50,72 +32,72 @@ def _opts(**kw) -> OptimizeOptions:
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_losses_decrease(encoder, content, styles, optimizer):
-    result = optimize_image(encoder, content, styles[:1], options=_opts(optimizer=optimizer, iterations=12))
+def test_losses_decrease(encoder, tiny_content, styles, optimizer):
+    result = optimize_image(encoder, tiny_content, styles[:1], options=_opts(optimizer=optimizer, iterations=12))
     first, last = result.history[0], result.history[-1]
     assert len(result.history) == 12
     assert last["loss"] < 0.5 * first["loss"]
     assert last["styles"][0] < first["styles"][0]
-    assert result.image.shape == content.shape
+    assert result.image.shape == tiny_content.shape
     assert 0 <= result.image.min() and result.image.max() <= 1
-    assert not torch.equal(result.image, content)
+    assert not torch.equal(result.image, tiny_content)
 
 
 @pytest.mark.parametrize(("term", "init", "weight"), [("content", "noise", 1.0), ("style", "content", 1e5),
                                                      ("tv", "noise", 1.0)])
-def test_each_term_alone_decreases(encoder, content, styles, term, init, weight):
+def test_each_term_alone_decreases(encoder, tiny_content, styles, term, init, weight):
     weights = {"content_weight": 0.0, "style_weight": 0.0, "tv_weight": 0.0, f"{term}_weight": weight}
-    history = optimize_image(encoder, content, styles[:1], options=_opts(init=init, **weights)).history
+    history = optimize_image(encoder, tiny_content, styles[:1], options=_opts(init=init, **weights)).history
     key = "styles" if term == "style" else term
     assert torch.tensor(history[-1][key]).sum() < 0.9 * torch.tensor(history[0][key]).sum()
 
 
-def test_all_terms_off_leaves_the_start(encoder, content, styles):
+def test_all_terms_off_leaves_the_start(encoder, tiny_content, styles):
     off = _opts(content_weight=0.0, style_weight=0.0, tv_weight=0.0, optimizer="adam")
-    assert torch.equal(optimize_image(encoder, content, styles[:1], options=off).image, content)
+    assert torch.equal(optimize_image(encoder, tiny_content, styles[:1], options=off).image, tiny_content)
 
 
-def test_style_off_ignores_the_style(encoder, content, styles):
+def test_style_off_ignores_the_style(encoder, tiny_content, styles):
     off = _opts(style_weight=0.0)
-    a, b = (optimize_image(encoder, content, [s], options=off).image for s in styles)
+    a, b = (optimize_image(encoder, tiny_content, [s], options=off).image for s in styles)
     assert torch.equal(a, b)
 
 
-def test_content_off_ignores_the_content(encoder, content, styles):
+def test_content_off_ignores_the_content(encoder, tiny_content, styles):
     off = _opts(content_weight=0.0, init="noise")
-    other = content.flip(-1)
-    a, b = (optimize_image(encoder, c, styles[:1], options=off).image for c in (content, other))
+    other = tiny_content.flip(-1)
+    a, b = (optimize_image(encoder, c, styles[:1], options=off).image for c in (tiny_content, other))
     assert torch.equal(a, b)
 
 
-def test_tv_off_is_not_in_the_loss(encoder, content, styles):
+def test_tv_off_is_not_in_the_loss(encoder, tiny_content, styles):
     o = _opts(tv_weight=0.0, style_weight=3.0)
-    for e in optimize_image(encoder, content, styles[:1], options=o).history:
+    for e in optimize_image(encoder, tiny_content, styles[:1], options=o).history:
         assert e["tv"] > 0
         assert e["loss"] == pytest.approx(e["content"] + 3.0 * e["style"], rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["gram", "stats"])
-def test_multi_style_loss_is_the_weighted_sum(encoder, content, styles, kind):
+def test_multi_style_loss_is_the_weighted_sum(encoder, tiny_content, styles, kind):
     o = _opts(style_loss=kind)
     image = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    both = Objective(encoder, content, styles, torch.tensor([0.3, 0.7]), None, o)(image)
-    singles = [Objective(encoder, content, [s], torch.ones(1), None, o)(image).style for s in styles]
+    both = Objective(encoder, tiny_content, styles, torch.tensor([0.3, 0.7]), None, o)(image)
+    singles = [Objective(encoder, tiny_content, [s], torch.ones(1), None, o)(image).style for s in styles]
     assert both.styles.tolist() == pytest.approx([s.item() for s in singles], rel=1e-5)
     assert both.style.item() == pytest.approx(0.3 * singles[0].item() + 0.7 * singles[1].item(), rel=1e-5)
 
 
-def test_masked_loss_is_each_styles_region(encoder, content, styles):
+def test_masked_loss_is_each_styles_region(encoder, tiny_content, styles):
     o = _opts()
     masks = torch.zeros(2, SIZE, SIZE)
     masks[0, :, : SIZE // 2] = 1
     masks[1] = 1 - masks[0]
     image = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    both = Objective(encoder, content, styles, torch.tensor([0.5, 0.5]), masks, o)(image)
+    both = Objective(encoder, tiny_content, styles, torch.tensor([0.5, 0.5]), masks, o)(image)
     pairs = zip(styles, masks, strict=True)
-    singles = [Objective(encoder, content, [s], torch.ones(1), m[None], o)(image) for s, m in pairs]
+    singles = [Objective(encoder, tiny_content, [s], torch.ones(1), m[None], o)(image) for s, m in pairs]
     assert both.styles.tolist() == pytest.approx([s.styles.item() for s in singles], rel=1e-5)
-    whole = Objective(encoder, content, styles[:1], torch.ones(1), None, o)(image)
+    whole = Objective(encoder, tiny_content, styles[:1], torch.ones(1), None, o)(image)
     assert whole.styles.item() != pytest.approx(singles[0].styles.item(), rel=1e-3)
 
 
@@ -130,38 +112,39 @@ def test_hard_masks_select_positions(describe):
     torch.testing.assert_close(regions[1], describe(feat[..., 3:])[0])
 
 
-def test_seed_makes_it_deterministic(encoder, content, styles):
-    runs = [optimize_image(encoder, content, styles, options=_opts(init="noise", seed=s, optimizer=opt))
+def test_seed_makes_it_deterministic(encoder, tiny_content, styles):
+    runs = [optimize_image(encoder, tiny_content, styles, options=_opts(init="noise", seed=s, optimizer=opt))
             for s, opt in ((3, "lbfgs"), (3, "lbfgs"), (4, "lbfgs"), (3, "adam"), (3, "adam"))]
     assert torch.equal(runs[0].image, runs[1].image) and runs[0].history == runs[1].history
     assert torch.equal(runs[3].image, runs[4].image)
     assert not torch.equal(runs[0].image, runs[2].image)
 
 
-def test_luminance_keeps_the_content_colours(encoder, content, styles):
-    out = optimize_image(encoder, content, styles[:1], preserve_color="luminance", options=_opts()).image
+def test_luminance_keeps_the_content_colours(encoder, tiny_content, styles):
+    out = optimize_image(encoder, tiny_content, styles[:1], preserve_color="luminance", options=_opts()).image
     chroma = lambda img: rgb_to_ycbcr(img)[1:]  # noqa: E731
     inside = (out > 0.02).all(0) & (out < 0.98).all(0)  # clamping moves the colours of saturated pixels
     assert inside.float().mean() > 0.5
-    torch.testing.assert_close(chroma(out)[:, inside], chroma(content)[:, inside], atol=2e-3, rtol=0)
-    assert (rgb_to_ycbcr(out)[0] - rgb_to_ycbcr(content)[0]).abs().mean() > 0.01
+    torch.testing.assert_close(chroma(out)[:, inside], chroma(tiny_content)[:, inside], atol=2e-3, rtol=0)
+    assert (rgb_to_ycbcr(out)[0] - rgb_to_ycbcr(tiny_content)[0]).abs().mean() > 0.01
 
 
-def test_coral_runs_on_colour_matched_styles(encoder, content, styles):
-    plain, coral = (optimize_image(encoder, content, styles[:1], preserve_color=m, options=_opts()).image
+def test_coral_runs_on_colour_matched_styles(encoder, tiny_content, styles):
+    plain, coral = (optimize_image(encoder, tiny_content, styles[:1], preserve_color=m, options=_opts()).image
                     for m in ("none", "coral"))
     assert not torch.equal(plain, coral)
 
 
-def test_adain_start_needs_a_decoder(encoder, stylizer, content, styles):
+def test_adain_start_needs_a_decoder(encoder, tiny_stylizer, tiny_content, styles):
     with pytest.raises(InputError, match="decoder"):
-        optimize_image(encoder, content, styles, options=_opts(init="adain"))
+        optimize_image(encoder, tiny_content, styles, options=_opts(init="adain"))
     off = _opts(init="adain", content_weight=0.0, style_weight=0.0, tv_weight=0.0)
-    assert torch.equal(optimize_image(stylizer, content, styles, options=off).image, stylizer.stylize(content, styles))
+    assert torch.equal(optimize_image(tiny_stylizer, tiny_content, styles, options=off).image,
+                       tiny_stylizer.stylize(tiny_content, styles))
 
 
-def test_max_iterations_caps_the_run(encoder, content, styles):
-    result = optimize_image(encoder, content, styles[:1], options=_opts(optimizer="adam", iterations=50),
+def test_max_iterations_caps_the_run(encoder, tiny_content, styles):
+    result = optimize_image(encoder, tiny_content, styles[:1], options=_opts(optimizer="adam", iterations=50),
                             max_iterations=3)
     assert len(result.history) == 3
 
@@ -176,10 +159,10 @@ def test_bad_options_are_refused(bad):
         OptimizeOptions(**bad)
 
 
-def test_bad_inputs_are_refused(encoder, content, styles):
+def test_bad_inputs_are_refused(encoder, tiny_content, styles):
     with pytest.raises(InputError, match="weights"):
-        optimize_image(encoder, content, styles, weights=[1.0], options=_opts())
+        optimize_image(encoder, tiny_content, styles, weights=[1.0], options=_opts())
     with pytest.raises(InputError, match="mask"):
-        optimize_image(encoder, content, styles, mask=torch.ones(2, SIZE, SIZE), balance=True, options=_opts())
+        optimize_image(encoder, tiny_content, styles, mask=torch.ones(2, SIZE, SIZE), balance=True, options=_opts())
     with pytest.raises(InputError, match="at least"):
-        optimize_image(encoder, content, styles, style_size=8, options=_opts())
+        optimize_image(encoder, tiny_content, styles, style_size=8, options=_opts())

@@ -8,13 +8,8 @@ import torch
 from adain.losses import content_loss, held_out_losses, style_losses
 from adain.net import Decoder
 from tests.conftest import random_networks
-from tests.train_support import one_thread
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

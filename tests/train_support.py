@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -15,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from adain import train
+from tests.conftest import one_thread
 
 
 def write_images(folder: Path, n: int, seed: int, size: tuple[int, int] = (40, 48)) -> list[Path]:
@@ -76,17 +75,6 @@ def resume_argv(run_dir: Path, **options: object) -> list[str]:
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one thread: tiny convolutions gain nothing from more, and the test machines are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run_train(data: TinyData, argv: list[str]) -> int:
