@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("ADAIN_BENCH_DATA") or ROOT.parent / "shared" / "data")  # content/ and style/
 
 
 def add_weight_args(p: argparse.ArgumentParser) -> None:
@@ -63,7 +64,7 @@ def size_name(hw: tuple[int, int]) -> str:
 
 
 def photo(kind: str, hw: tuple[int, int], index: int = 0) -> torch.Tensor:
-    """A real photo (content) or painting (style) from ../shared/data resized to (H, W), float (3, H, W);
+    """A real photo (content) or painting (style) from :data:`DATA` resized to (H, W), float (3, H, W);
     noise when the data is not there."""
     from PIL import Image
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One GPU session of the device tool, in one call (bench/device/README.md): continue training the shipped
+# decoder for TRAIN_SECONDS, export it, then the GPU benchmarks. Everything lands in $OUT (8 files at most).
+#   run(command="bash bench/device/session.sh", carry=[".carry"], timeout_s=600)
+# A dry run on a CPU machine: DEVICE=cpu TRAIN_SECONDS=60 BENCH=0 OUT=/tmp/out bash bench/device/session.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:?set OUT to the folder that comes back}
+DEVICE=${DEVICE:-cuda}
+TRAIN_SECONDS=${TRAIN_SECONDS:-270}
+BENCH=${BENCH:-1}
+CARRY=$PWD/.carry
+RUN=/tmp/adain-run
+export PYTHONUNBUFFERED=1 ADAIN_HOME=/tmp/adain-home ADAIN_BENCH_DATA=$CARRY/data
+exec > >(tee "$OUT/log.txt") 2>&1
+
+if [ -d "$CARRY/wheels" ] && ! python3 -c "import fastapi, sqlalchemy, platformdirs" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$CARRY"/wheels/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
+
+# Training: a new run from the shipped decoder at the paper's sizes; SIGTERM at the deadline saves a checkpoint.
+rm -rf "$RUN"
+timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
+    --style-dir "$CARRY/data/style" --encoder "$CARRY/encoder.safetensors" --arch vgg16 \
+    --init-decoder weights/vgg16-hed-decoder.safetensors --output-dir "$RUN" --device "$DEVICE" \
+    --steps 200000 --batch-size 8 --resize 256 --crop 256 --style-weight 1 --workers "$(( $(nproc) - 2 ))" \
+    --checkpoint-every 2000 --sample-every 5000 --eval-every 5000 --log-every 100 --no-progress
+echo "train exit $? (124: stopped at the deadline by SIGTERM, checkpoint saved)"
+python3 -m adain.train export "$RUN" -o "$OUT/decoder.safetensors" --dtype fp16 --device "$DEVICE" \
+    --encoder "$CARRY/encoder.safetensors" && cp "$RUN/metrics.jsonl" "$OUT/"
+last_sample=$(ls "$RUN"/sample-*.png 2>/dev/null | tail -n 1)
+[ -n "$last_sample" ] && cp "$last_sample" "$OUT/sample.png"
+
+[ "$BENCH" = 1 ] || exit 0
+weights=(--encoder "$CARRY/encoder.safetensors" --decoder weights/vgg16-hed-decoder.safetensors)
+timeout 170 python3 bench/bench_model.py --sections gpu --no-compile "${weights[@]}" --json "$OUT/model-gpu.json"
+echo "bench_model exit $?"
+timeout 110 python3 bench/bench_service.py --device cuda --precision bf16 --batch-size 32 --cell-seconds 8 \
+    --modes stored upload "${weights[@]}" --json "$OUT/service-gpu.json"
+echo "bench_service exit $?"
