@@ -2,11 +2,14 @@
 #   docker build -t adain .                                  # bakes the default model's fetched weights in
 #   docker build --build-arg FETCH_WEIGHTS=0 -t adain .      # weights fetched on first start instead
 #   docker build --build-arg MODEL=vgg19-original -t adain . # another bundle of weights/models.toml
+#   docker build --build-arg EXTRAS=ray,postgres -t adain-ray . # the image of a Ray Serve cluster (docs/scale.md)
 #   docker run --gpus all -p 8000:8000 --stop-timeout 40 -v adain-data:/var/lib/adain adain
 ARG BASE_IMAGE=pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 ARG FETCH_WEIGHTS=1
+# extras of the adain package: postgres = the service + the PostgreSQL driver for a shared style store
+ARG EXTRAS=postgres
 # empty: the default bundle (vgg16-hed)
 ARG MODEL=
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -35,7 +38,7 @@ RUN printf 'torch==%s\ntorchvision==%s\n' \
         "$(python -c 'from importlib.metadata import version; print(version("torch"))')" \
         "$(python -c 'from importlib.metadata import version; print(version("torchvision"))')" \
         > /tmp/base-constraints.txt \
-    && pip install --no-cache-dir -c /tmp/base-constraints.txt '.[service]' \
+    && pip install --no-cache-dir -c /tmp/base-constraints.txt ".[${EXTRAS}]" \
     && rm /tmp/base-constraints.txt
 
 USER 10001
