@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from adain.errors import InputError
@@ -23,7 +22,7 @@ from service.jobs import OutOfDeviceMemory, WorkerFailed
 from service.settings import Settings
 
 from .postgres_fixtures import PostgresServer, new_database
-from .service_fixtures import REPO, SIZE, free_port, pixels
+from .service_fixtures import REPO, SIZE, assert_batched_equal, free_port, pixels
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -128,7 +127,7 @@ def test_requests_spread_over_both_model_replicas_and_equal_the_library(server: 
     st = Stylizer.from_files(w["encoder_st"], w["decoder_st"], device="cpu")
     want = to_uint8(st.stylize(read_image(content), [read_image(style)], content_size=SIZE, style_size=SIZE))
     for r in responses:
-        assert np.array_equal(pixels(r.content), want.permute(1, 2, 0).numpy())
+        assert_batched_equal(pixels(r.content), want.permute(1, 2, 0).numpy())  # Serve batches them
     unknown = stylize(server, content, style_id="0123456789abcdef")
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_style"
     metrics = httpx.get(f"{server}/metrics").text
@@ -147,7 +146,7 @@ def test_a_style_stored_through_one_replica_is_used_through_the_other(server: st
         responses = in_parallel(8, stylize, server, content, None, style_id)
         for r in responses:
             assert r.status_code == 200, r.text
-            assert np.array_equal(pixels(r.content), uploaded)  # the stored statistics, encoded once
+            assert_batched_equal(pixels(r.content), uploaded)  # the stored statistics, encoded once
             seen.add((r.headers[INGRESS_HEADER], r.headers[MODEL_HEADER]))
         if any(i != stored_by[0] for i, _ in seen) and any(m != stored_by[1] for _, m in seen):
             break

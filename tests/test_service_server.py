@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import httpx
-import numpy as np
 
-from .service_fixtures import REPO, SIZE, bad_inputs, metric, pixels, serve
+from .service_fixtures import REPO, SIZE, assert_batched_equal, bad_inputs, metric, pixels, serve
 
 # `adain serve` on a device that breaks (as a GPU does after an illegal memory access) on images larger than
 # 64 pixels a side. There is no GPU on the test machines, so the fault is made up here.
@@ -69,7 +68,7 @@ def test_parallel_requests_are_batched_over_two_workers_and_equal_the_cli(
                 for p in contents}
     for i, r in enumerate(responses):
         assert r.status_code == 200, r.text
-        assert np.array_equal(pixels(r.content), expected[contents[i % 4]]), i
+        assert_batched_equal(pixels(r.content), expected[contents[i % 4]], i)
     runs = metric(text, "adain_batch_size_count")
     assert runs - metric(text, "adain_batch_size_bucket", le="1.0") > 0  # some model runs held several requests
     assert metric(text, "adain_batch_size_sum") == 64 + 2  # every request once, plus one warm-up per worker
