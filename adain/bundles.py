@@ -29,6 +29,7 @@ from .errors import InputError, WeightsError
 from .hed import convert_hed_h5
 from .manifest import DEFAULT_BUNDLE, Bundle, FileSpec, cache_dir, get_bundle
 from .net import Arch, Encoder
+from .normalize import apply_scales, load_scales
 from .torchvision_vgg import convert_torchvision_vgg19
 from .weights_io import build_decoder, build_encoder, read_arch
 
@@ -156,7 +157,10 @@ def _convert(bundle: Bundle, spec: FileSpec, raw: Path, dest: Path, origin: str,
         raise WeightsError(f"model {bundle.name}: unknown converter {spec.convert!r}; known: {', '.join(CONVERTERS)}")
     _say(f"converting {origin} to {dest}", quiet)
     # One metadata key only: safetensors orders several at random, and the same input should give the same bytes.
-    data = safetensors.torch.save(CONVERTERS[spec.convert](raw), metadata={"arch": bundle.arch})
+    state = CONVERTERS[spec.convert](raw)
+    if spec.scales:
+        state = apply_scales(state, load_scales(bundle.root / spec.scales))
+    data = safetensors.torch.save(state, metadata={"arch": bundle.arch})
     tmp = temp_path(dest)
     try:
         tmp.write_bytes(data)  # not save_file(): that makes the file private to its owner, whatever the umask

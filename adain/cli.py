@@ -372,16 +372,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from .evaluate import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     if argv[:1] == ["serve"]:
         from service.cli import main as serve_main
 
         return serve_main(argv[1:])
     parser = _Parser(prog="adain", description="Arbitrary style transfer with AdaIN.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{stylize,optimize,weights,train,serve}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{stylize,optimize,weights,train,evaluate,serve}")
     _stylize_parser(sub)
     _optimize_parser(sub)
     _weights_parser(sub)
     sub.add_parser("train", help="train a decoder (adain train --help)")
+    sub.add_parser("evaluate", help="measure a bundle on held-out pairs (adain evaluate --help)")
     sub.add_parser("serve", help="run the HTTP service (adain serve --help)")
     args = parser.parse_args(argv)
     try:

@@ -36,6 +36,27 @@ def style_losses(out_feats: Sequence[Tensor], style_feats: Sequence[Tensor]) -> 
     return losses
 
 
+def normalised_feature_loss(out_feat: Tensor, content_feat: Tensor) -> Tensor:
+    """MSE between instance-normalised feature maps: the content's layout, whatever the style's statistics."""
+    def standardised(feat: Tensor) -> Tensor:
+        return F.instance_norm(feat.float(), eps=ops.EPS)
+
+    return F.mse_loss(standardised(out_feat), standardised(content_feat))
+
+
+def layout_loss(output: Tensor, content: Tensor, factor: int = 8) -> Tensor:
+    """MSE between the standardised luminance of the two images at 1/``factor`` of their size.
+
+    Where the photo is light or dark, independent of the style's tonal range (0 when the output's
+    coarse luminance is an affine map of the content's, 2 when it is unrelated).
+    """
+    def coarse(img: Tensor) -> Tensor:
+        lum = F.avg_pool2d(ops.luminance(img.float()), factor, ceil_mode=True)
+        return F.instance_norm(lum, eps=ops.EPS)
+
+    return F.mse_loss(coarse(output), coarse(content))
+
+
 @dataclass
 class Losses:
     """Content loss and per-layer style losses (relu1_1..relu4_1), averaged over pairs."""

