@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+import logging
 
-from .dependencies import EngineDep
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+
+from .dependencies import EngineDep, StoreDep
 from .errors import ErrorResponse, ServiceError
+from .store import StoreError
+
+log = logging.getLogger("adain.service")
 
 router = APIRouter(tags=["operations"])
 
@@ -17,11 +23,18 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The model is loaded and warmed up", responses={503: {"model": ErrorResponse}})
-async def readyz(engine: EngineDep) -> dict[str, object]:
-    """200 when every worker is warmed up and alive; 503 while loading, after a worker died, or when stopping."""
+@router.get("/readyz", summary="The model is loaded and warmed up, the style store usable",
+            responses={503: {"model": ErrorResponse}})
+async def readyz(request: Request, engine: EngineDep, store: StoreDep) -> dict[str, object]:
+    """200 when every worker is warmed up and alive and the style store answers; 503 while loading, after a worker
+    died, when stopping, or when the store is unavailable (its database file deleted, say)."""
     if not engine.ready:
         raise ServiceError(503, "not_ready", f"not ready: {engine.state}", {"Retry-After": "1"})
+    try:
+        await run_in_threadpool(store.check)
+    except StoreError as exc:
+        log.error("request %s (readiness): %s", request.state.request_id, exc)
+        raise ServiceError(503, "not_ready", f"not ready: the style store is unavailable: {exc}") from None
     return {"status": "ready", "workers": [w.name for w in engine.workers]}
 
 

@@ -16,6 +16,18 @@ from adain import ops
 from adain.errors import InputError
 
 
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why (it goes to the log and to the client)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used: unreachable, failing, or its file deleted or replaced while the service ran."""
+
+
+class StoreFull(StoreError):
+    """The database's disk (or its size limit) is full."""
+
+
 @dataclass(frozen=True)
 class StyleInfo:
     """What the API tells about a stored style."""
@@ -41,7 +53,11 @@ class NewStyle:
 
 
 class StyleStore(Protocol):
-    """Storage of styles; methods are blocking (call them off the event loop) and thread-safe."""
+    """Storage of styles; methods are blocking (call them off the event loop) and thread-safe. Database failures
+    raise StoreUnavailable or StoreFull; a write either is stored in the live database or raises."""
+
+    def check(self) -> None:
+        """Raise StoreUnavailable unless the database answers (and, for SQLite, is still the file opened)."""
 
     def add(self, style: NewStyle) -> StyleInfo:
         """Store a style under a new id."""

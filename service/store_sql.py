@@ -1,18 +1,25 @@
-"""The style store in a SQL database through SQLAlchemy Core: SQLite (a file, WAL mode) or PostgreSQL (psycopg 3).
+"""The style store in a SQL database through SQLAlchemy Core: SQLite (a file) or PostgreSQL (psycopg 3).
 
 One implementation for both: the tables below, created on start by numbered migrations recorded in
 ``schema_version`` (idempotent, and safe when several processes start at once: the migration runs in one
 transaction holding the database's write lock, or an advisory lock on PostgreSQL). The SQLite tables are
 those of earlier versions, which had no version table: such a file is adopted as version 1.
+
+SQLite runs with a rollback journal and without memory-mapped I/O: in WAL mode its index (the ``-shm`` file)
+is memory-mapped, and a truncated ``-shm`` killed the process with SIGBUS. The file's identity (device, inode)
+is checked around each write, so that a database deleted or replaced while the service runs is reported
+instead of written into. Database failures become StoreUnavailable, a full disk StoreFull.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +31,7 @@ from sqlalchemy.engine import URL, Connection
 from adain import ops
 from adain.errors import InputError
 
-from .store import NewStyle, StyleInfo
+from .store import NewStyle, StoreError, StoreFull, StoreUnavailable, StyleInfo
 
 metadata = sa.MetaData()
 styles = sa.Table(
@@ -56,6 +63,8 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(conn, tables=[styles, style_stats], checkfirst=True),
 ]
 PG_LOCK = 0x0ADA1_5C4E  # pg_advisory_xact_lock key serialising migrations
+SQLITE_FULL = 13  # primary result code of "database or disk is full"
+PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 INFO = (styles.c.id, styles.c.name, styles.c.width, styles.c.height, styles.c.bytes, styles.c.created)
 
 
@@ -71,16 +80,36 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _enable_wal(dbapi_conn: sqlite3.Connection, patience: float = 30.0) -> None:
-    """Switch the file to WAL, retrying while other processes hold it.
+def _store_error(exc: BaseException) -> StoreError:
+    """The store's error for a database error (a DB-API exception): StoreFull for a full disk, else unavailable."""
+    full = (getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL
+            or getattr(exc, "sqlstate", None) == PG_DISK_FULL)
+    return (StoreFull if full else StoreUnavailable)(f"the style store failed: {str(exc).splitlines()[0]}")
 
-    The switch needs the exclusive lock; when two connections race for it, SQLite answers "database is locked"
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """Raise database failures as StoreError; errors of the queries themselves (bugs) stay as they are."""
+    try:
+        yield
+    except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+        raise
+    except sa.exc.DBAPIError as exc:
+        raise _store_error(exc.orig or exc) from exc
+    except sqlite3.Error as exc:  # raised unwrapped by the connect hook
+        raise _store_error(exc) from exc
+
+
+def _leave_wal(dbapi_conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Use a rollback journal (a file written by earlier versions is in WAL mode), retrying while others hold it.
+
+    Leaving WAL needs the exclusive lock; when connections race for it, SQLite answers "database is locked"
     to one of them at once, without waiting on busy_timeout (its deadlock rule), so the wait is done here.
     """
     deadline = time.monotonic() + patience
     while True:
         try:
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA journal_mode=DELETE")
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -98,9 +127,9 @@ def _sqlite_engine(path: Path) -> sa.Engine:
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None
-        for pragma in ("busy_timeout=30000", "foreign_keys=ON"):
+        for pragma in ("busy_timeout=30000", "foreign_keys=ON", "mmap_size=0"):
             dbapi_conn.execute(f"PRAGMA {pragma}")
-        _enable_wal(dbapi_conn)
+        _leave_wal(dbapi_conn)
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -126,6 +155,7 @@ class SQLStyleStore:
             self._engine = _sqlite_engine(path) if path is not None else _postgres_engine(url)
             self.url = self._engine.url
             self.version = self._migrate()
+            self._file = self._identity()
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise InputError(f"cannot open the style store {shown}: {str(exc).splitlines()[0]}") from None
         if self.version > len(MIGRATIONS):
@@ -133,12 +163,34 @@ class SQLStyleStore:
             raise InputError(f"the style store {shown} has schema version {self.version}, newer than this "
                              f"version of adain knows ({len(MIGRATIONS)}): upgrade adain")
 
-    def _write(self) -> Connection:
-        """A transaction for writing (``with self._write() as conn``): commits at the end, rolls back on error."""
-        return self._engine.connect().execution_options(write=True)
+    def _identity(self) -> tuple[int, int] | None:
+        """The SQLite file's (device, inode); None for PostgreSQL, or when the file is gone."""
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """StoreUnavailable when the SQLite file opened at start has been deleted or replaced."""
+        if self.path is not None and self._identity() != self._file:
+            raise StoreUnavailable(f"the database file {self.path} was deleted or replaced while the service ran; "
+                                   "nothing more is written into it: put the file back, or restart the service")
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (``with self._write() as conn``): commits at the end, rolls back on error. It is
+        acknowledged (returns) only when the database file was the one opened at start before and after it."""
+        with _failures():
+            self._check_file()
+            with self._engine.connect().execution_options(write=True) as conn, conn.begin():
+                yield conn
+            self._check_file()
 
     def _migrate(self) -> int:
-        with self._write() as conn, conn.begin():
+        with self._engine.connect().execution_options(write=True) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PG_LOCK)))
             schema_version.create(conn, checkfirst=True)
@@ -150,12 +202,16 @@ class SQLStyleStore:
             return version
 
     def _rows(self, query: sa.Executable) -> list[sa.Row]:
-        with self._engine.connect() as conn:
+        with _failures(), self._engine.connect() as conn:
             return list(conn.execute(query))
+
+    def check(self) -> None:
+        self._check_file()
+        self._rows(sa.select(1))
 
     def add(self, style: NewStyle) -> StyleInfo:
         info = StyleInfo(secrets.token_hex(8), style.name, style.width, style.height, len(style.image), _now())
-        with self._write() as conn, conn.begin():
+        with self._write() as conn:
             conn.execute(styles.insert().values(id=info.id, name=info.name, width=info.width, height=info.height,
                                                 bytes=info.bytes, created=info.created, image=style.image,
                                                 thumbnail=style.thumbnail))
@@ -185,7 +241,7 @@ class SQLStyleStore:
         return ops.Stats(_tensor(rows[0][0]), _tensor(rows[0][1])) if rows else None
 
     def delete(self, style_id: str) -> bool:
-        with self._write() as conn, conn.begin():
+        with self._write() as conn:
             return conn.execute(styles.delete().where(styles.c.id == style_id)).rowcount > 0
 
     def close(self) -> None:

@@ -195,3 +195,22 @@ def test_unreachable_or_bad_urls_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot open"):
         open_store(str(blocker / "styles.db"))
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_wal_file_of_earlier_versions_moves_to_a_rollback_journal(tmp_path: Path) -> None:
+    """Earlier versions kept SQLite in WAL mode, whose memory-mapped index (-shm) could kill the process (SIGBUS)."""
+    path = tmp_path / "old.db"
+    store = open_store(str(path))
+    info = store.add(new_style("kept", 1))
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    db.close()
+    store = open_store(str(path))
+    assert store.list() == [info]
+    with store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
+    store.add(new_style("new", 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]  # no -wal, no -shm
+    store.close()
