@@ -13,6 +13,7 @@ instead of written into. Database failures become StoreUnavailable, a full disk 
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import secrets
@@ -31,7 +32,7 @@ from sqlalchemy.engine import URL, Connection
 from adain import ops
 from adain.errors import InputError
 
-from .store import NewStyle, StoreError, StoreFull, StoreUnavailable, StyleInfo
+from .store import Access, NewStyle, QuotaExceeded, StoreError, StoreFull, StoreUnavailable, StyleInfo
 
 metadata = sa.MetaData()
 styles = sa.Table(
@@ -44,6 +45,9 @@ styles = sa.Table(
     sa.Column("created", sa.Text, nullable=False),  # ISO 8601 UTC, milliseconds: sorts as text
     sa.Column("image", sa.LargeBinary, nullable=False),
     sa.Column("thumbnail", sa.LargeBinary, nullable=False),
+    sa.Column("owner", sa.Text),  # the API key's name, addr:IP without keys; NULL: stored before version 2
+    sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("styles_owner", "owner"),
 )
 style_stats = sa.Table(
     "style_stats", metadata,
@@ -58,14 +62,28 @@ schema_version = sa.Table(
     sa.Column("applied", sa.Text, nullable=False),
 )
 
+
+
+def _add_ownership(conn: Connection) -> None:
+    """Version 2: styles get an owner and a public flag (existing styles: no owner, not public)."""
+    have = {column["name"] for column in sa.inspect(conn).get_columns("styles")}
+    for column in (styles.c.owner, styles.c.public):
+        if column.name not in have:  # a new database got them from version 1, which creates the current tables
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE styles ADD COLUMN {ddl}")
+    next(iter(styles.indexes)).create(conn, checkfirst=True)
+
+
 # MIGRATIONS[i] brings the schema from version i to i + 1; append, never edit.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(conn, tables=[styles, style_stats], checkfirst=True),
+    _add_ownership,
 ]
 PG_LOCK = 0x0ADA1_5C4E  # pg_advisory_xact_lock key serialising migrations
 SQLITE_FULL = 13  # primary result code of "database or disk is full"
 PG_DISK_FULL = "53100"  # SQLSTATE disk_full
-INFO = (styles.c.id, styles.c.name, styles.c.width, styles.c.height, styles.c.bytes, styles.c.created)
+INFO = (styles.c.id, styles.c.name, styles.c.width, styles.c.height, styles.c.bytes, styles.c.created,
+        styles.c.public)
 
 
 def _blob(t: torch.Tensor) -> bytes:
@@ -149,7 +167,7 @@ class SQLStyleStore:
     def __init__(self, *, path: Path | None = None, url: URL | None = None) -> None:
         if (path is None) == (url is None):
             raise TypeError("give one of path (SQLite) and url (PostgreSQL)")
-        self.path = path
+        self.path, self.access = path, Access()
         shown = str(path) if path is not None else url.render_as_string(hide_password=True)
         try:
             self._engine = _sqlite_engine(path) if path is not None else _postgres_engine(url)
@@ -209,40 +227,74 @@ class SQLStyleStore:
         self._check_file()
         self._rows(sa.select(1))
 
+    def scoped(self, access: Access) -> SQLStyleStore:
+        view = copy.copy(self)  # shares the engine
+        view.access = access
+        return view
+
+    def _seen(self) -> sa.ColumnElement[bool]:
+        """The styles this view sees."""
+        return sa.true() if self.access.admin else sa.or_(styles.c.owner == self.access.owner, styles.c.public)
+
+    def _mine(self) -> sa.ColumnElement[bool]:
+        """The styles this view may change."""
+        return sa.true() if self.access.admin else styles.c.owner == self.access.owner
+
+    def _check_quota(self, conn: Connection, size: int) -> None:
+        a = self.access
+        if not (a.max_styles or a.max_bytes):
+            return
+        if conn.dialect.name == "postgresql":  # serialise the owner's uploads (SQLite's writes are serial)
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(a.owner or "", 0))))
+        count, total = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(styles.c.bytes), 0))
+                                    .where(styles.c.owner == a.owner)).one()
+        if a.max_styles and count + 1 > a.max_styles:
+            raise QuotaExceeded(f"{a.owner} stores {count} styles, the most allowed is {a.max_styles}: delete some")
+        if a.max_bytes and total + size > a.max_bytes:
+            raise QuotaExceeded(f"{a.owner} stores {total} bytes of styles; with {size} more that would exceed "
+                                f"the limit of {a.max_bytes}: delete some")
+
     def add(self, style: NewStyle) -> StyleInfo:
         info = StyleInfo(secrets.token_hex(8), style.name, style.width, style.height, len(style.image), _now())
         with self._write() as conn:
+            self._check_quota(conn, info.bytes)
             conn.execute(styles.insert().values(id=info.id, name=info.name, width=info.width, height=info.height,
                                                 bytes=info.bytes, created=info.created, image=style.image,
-                                                thumbnail=style.thumbnail))
+                                                thumbnail=style.thumbnail, owner=self.access.owner))
             if style.stats:
                 conn.execute(style_stats.insert(), [{"style_id": info.id, "key": key, "mean": _blob(s.mean),
                                                      "std": _blob(s.std)} for key, s in style.stats.items()])
         return info
 
     def list(self) -> list[StyleInfo]:
-        return [StyleInfo(*row) for row in self._rows(sa.select(*INFO).order_by(styles.c.created, styles.c.id))]
+        query = sa.select(*INFO).where(self._seen()).order_by(styles.c.created, styles.c.id)
+        return [StyleInfo(*row) for row in self._rows(query)]
 
     def get(self, style_id: str) -> StyleInfo | None:
-        rows = self._rows(sa.select(*INFO).where(styles.c.id == style_id))
+        rows = self._rows(sa.select(*INFO).where(styles.c.id == style_id, self._seen()))
         return StyleInfo(*rows[0]) if rows else None
 
     def image(self, style_id: str) -> bytes | None:
-        rows = self._rows(sa.select(styles.c.image).where(styles.c.id == style_id))
+        rows = self._rows(sa.select(styles.c.image).where(styles.c.id == style_id, self._seen()))
         return bytes(rows[0][0]) if rows else None
 
     def thumbnail(self, style_id: str) -> bytes | None:
-        rows = self._rows(sa.select(styles.c.thumbnail).where(styles.c.id == style_id))
+        rows = self._rows(sa.select(styles.c.thumbnail).where(styles.c.id == style_id, self._seen()))
         return bytes(rows[0][0]) if rows else None
 
     def stats(self, style_id: str, key: str) -> ops.Stats | None:
-        rows = self._rows(sa.select(style_stats.c.mean, style_stats.c.std)
-                          .where(style_stats.c.style_id == style_id, style_stats.c.key == key))
+        rows = self._rows(sa.select(style_stats.c.mean, style_stats.c.std).join(styles)
+                          .where(style_stats.c.style_id == style_id, style_stats.c.key == key, self._seen()))
         return ops.Stats(_tensor(rows[0][0]), _tensor(rows[0][1])) if rows else None
 
     def delete(self, style_id: str) -> bool:
         with self._write() as conn:
-            return conn.execute(styles.delete().where(styles.c.id == style_id)).rowcount > 0
+            return conn.execute(styles.delete().where(styles.c.id == style_id, self._mine())).rowcount > 0
+
+    def set_public(self, style_id: str, public: bool) -> StyleInfo | None:
+        with self._write() as conn:
+            conn.execute(styles.update().where(styles.c.id == style_id, self._mine()).values(public=public))
+        return self.get(style_id)
 
     def close(self) -> None:
         self._engine.dispose()
