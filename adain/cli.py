@@ -1,4 +1,4 @@
-"""The ``adain`` command: stylize, weights, train, serve.
+"""The ``adain`` command: stylize, weights, train, serve, key.
 
 Errors a user can fix are printed as one line on stderr with exit status 2;
 there are no tracebacks for bad input.
@@ -380,15 +380,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.cli import main as serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == ["key"]:
+        from service.keys import main as key_main
+
+        return key_main(argv[1:])
     parser = _Parser(prog="adain", description="Arbitrary style transfer with AdaIN.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{stylize,optimize,weights,train,evaluate,serve}")
+                                metavar="{stylize,optimize,weights,train,evaluate,serve,key}")
     _stylize_parser(sub)
     _optimize_parser(sub)
     _weights_parser(sub)
     sub.add_parser("train", help="train a decoder (adain train --help)")
     sub.add_parser("evaluate", help="measure a bundle on held-out pairs (adain evaluate --help)")
     sub.add_parser("serve", help="run the HTTP service (adain serve --help)")
+    sub.add_parser("key", help="make an API key for adain serve --api-keys (adain key --help)")
     args = parser.parse_args(argv)
     try:
         return args.func(args)

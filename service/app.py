@@ -6,25 +6,32 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from adain import __version__
 
 from . import errors, routes_health, routes_styles, routes_stylize, routes_web
+from .access import Guard, principal
 from .engine import Engine
+from .keys import load_keys
 from .middleware import BodyLimitMiddleware, RequestMiddleware
+from .security import BodyTimeoutMiddleware, SameOriginMiddleware, SecurityHeadersMiddleware
 from .settings import Settings
 from .store import open_store
 
 DESCRIPTION = """Arbitrary style transfer with AdaIN (Huang & Belongie, 2017).
 
 Every error is JSON `{"error": {"code", "message", "request_id"}}`; every response carries `X-Request-ID`.
-See docs/service.md for configuration and metrics."""
+With API keys, send `Authorization: Bearer KEY`. See docs/service.md for configuration, security and metrics."""
+EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "Location", "Server-Timing"]
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    """The service around a loaded ``engine``; the style store is opened now (errors: AdainError), and the
-    workers start with the application's lifespan and stop, after finishing queued work, when it ends."""
+    """The service around a loaded ``engine``; the style store and the key file are read now (errors:
+    AdainError), and the workers start with the application's lifespan and stop, after finishing queued work,
+    when it ends."""
+    keys = load_keys(settings.api_keys) if settings.api_keys else None
     store = open_store(settings.db)
     pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="adain-decode")
 
@@ -38,11 +45,24 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             pool.shutdown(wait=True)
             store.close()
 
-    app = FastAPI(title="adain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="adain", version=__version__, description=DESCRIPTION, lifespan=lifespan, **docs)
     app.state.settings, app.state.engine, app.state.store, app.state.pool = settings, engine, store, pool
+    app.state.guard = Guard.from_settings(settings, keys)
     errors.install(app)
-    for module in (routes_stylize, routes_styles, routes_health, routes_web):
+    for module in (routes_stylize, routes_styles):
+        app.include_router(module.router, dependencies=[Depends(principal)])
+    for module in (routes_health, routes_web):
         app.include_router(module.router)
+    if settings.metrics:
+        app.include_router(routes_health.metrics_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)
+    app.add_middleware(SameOriginMiddleware, allowed=settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"], expose_headers=EXPOSED_HEADERS,
+                           allow_headers=["Authorization", "X-Request-ID", "X-Request-Timeout", "Accept"])
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMiddleware, metrics=engine.metrics)  # added last: outermost
     return app

@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
     except (AdainError, KeyboardInterrupt) as exc:
         return exit_status("adain serve", exc)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False)
+                            timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False,
+                            timeout_keep_alive=settings.keep_alive_timeout)
     server = uvicorn.Server(config)
     engine.on_fatal = lambda: setattr(server, "should_exit", True)
     # uvicorn re-raises the signal that stopped it once shutdown is complete; by then it has been handled.

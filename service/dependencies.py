@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 
+from .access import scoped_store
 from .engine import Engine
 from .settings import Settings
 from .store import StyleStore
@@ -23,10 +24,6 @@ def get_settings(request: Request) -> Settings:
 
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine
-
-
-def get_store(request: Request) -> StyleStore:
-    return request.app.state.store
 
 
 def get_pool(request: Request) -> ThreadPoolExecutor:
@@ -47,6 +44,6 @@ async def in_pool(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: object)
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-StoreDep = Annotated[StyleStore, Depends(get_store)]
+StoreDep = Annotated[StyleStore, Depends(scoped_store)]  # as the client sees it
 PoolDep = Annotated[ThreadPoolExecutor, Depends(get_pool)]
 TimeoutDep = Annotated[float, Depends(get_timeout)]

@@ -16,11 +16,13 @@ from starlette.exceptions import HTTPException
 
 from adain.errors import AdainError, ImageError, ImageTooLarge, UnsupportedImage
 
+from .store import StoreError, StoreFull
+
 log = logging.getLogger("adain.service")
 
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                 415: "unsupported_media_type", 422: "invalid_request", 500: "internal", 503: "unavailable",
-                504: "deadline_exceeded"}
+                504: "deadline_exceeded", 507: "insufficient_storage"}
 
 
 class ErrorBody(BaseModel):
@@ -84,8 +86,15 @@ async def _adain_error(request: Request, exc: AdainError) -> JSONResponse:
     return await _http_error(request, from_adain(exc))
 
 
+async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+    log.error("request %s (%s %s): %s", _request_id(request), request.method, request.url.path, exc)
+    status, code = (507, "insufficient_storage") if isinstance(exc, StoreFull) else (503, "store_unavailable")
+    return await _http_error(request, ServiceError(status, code, str(exc)))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn exceptions into JSON errors."""
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(AdainError, _adain_error)
+    app.add_exception_handler(StoreError, _store_error)

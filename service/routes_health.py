@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import logging
+
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 from .dependencies import EngineDep
 from .errors import ErrorResponse, ServiceError
+from .store import StoreError
+
+log = logging.getLogger("adain.service")
 
 router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])  # off with --metrics false
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -17,15 +24,22 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The model is loaded and warmed up", responses={503: {"model": ErrorResponse}})
-async def readyz(engine: EngineDep) -> dict[str, object]:
-    """200 when every worker is warmed up and alive; 503 while loading, after a worker died, or when stopping."""
+@router.get("/readyz", summary="The model is loaded and warmed up, the style store usable",
+            responses={503: {"model": ErrorResponse}})
+async def readyz(request: Request, engine: EngineDep) -> dict[str, object]:
+    """200 when every worker is warmed up and alive and the style store answers; 503 while loading, after a worker
+    died, when stopping, or when the store is unavailable (its database file deleted, say)."""
     if not engine.ready:
         raise ServiceError(503, "not_ready", f"not ready: {engine.state}", {"Retry-After": "1"})
+    try:
+        await run_in_threadpool(request.app.state.store.check)
+    except StoreError as exc:
+        log.error("request %s (readiness): %s", request.state.request_id, exc)
+        raise ServiceError(503, "not_ready", f"not ready: the style store is unavailable: {exc}") from None
     return {"status": "ready", "workers": [w.name for w in engine.workers]}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(engine: EngineDep) -> Response:
     """Metrics in the Prometheus text format (docs/service.md lists them)."""

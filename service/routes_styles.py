@@ -1,57 +1,74 @@
-"""Styles as resources: upload once, then refer to them by id (their statistics are stored with them)."""
+"""Styles as resources: upload once, then refer to them by id (their statistics are stored with them).
+
+With API keys a client sees its own styles and the public ones (an admin key sees all); another key's private
+style is 404, as if it did not exist."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from . import prepare
+from .access import admin, charge_megapixels, writer
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
 from .jobs import StatsJob
-from .store import NewStyle, StyleInfo
+from .store import NewStyle, QuotaExceeded, StyleInfo
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style"}}
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style (or another key's private one)"}}
+FORBIDDEN = {403: {"model": ErrorResponse, "description": "the key may not do this (read-only, or not admin)"}}
 PRECOMPUTED_MODES = ("none", "luminance")  # coral depends on the content: encoded per request
 
 
 class StyleList(BaseModel):
-    """Every stored style, oldest first."""
+    """Every stored style the client sees, oldest first."""
 
     styles: list[StyleInfo]
+
+
+class StylePatch(BaseModel):
+    """What an admin key may change about a style."""
+
+    public: bool
 
 
 def _not_found(style_id: str) -> ServiceError:
     return ServiceError(404, "not_found", f"there is no stored style {style_id!r}")
 
 
-@router.post("", status_code=201, summary="Store a style", response_model=StyleInfo,
-             responses={413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
-                        422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
-async def create_style(response: Response, settings: SettingsDep, engine: EngineDep, store: StoreDep, pool: PoolDep,
-                       timeout: TimeoutDep,
+@router.post("", status_code=201, summary="Store a style", response_model=StyleInfo, dependencies=[Depends(writer)],
+             responses={**FORBIDDEN, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
+                        422: {"model": ErrorResponse}, 429: {"model": ErrorResponse, "description": "rate limit "
+                        "(with Retry-After) or quota (quota_exceeded) reached"}, 503: {"model": ErrorResponse},
+                        507: {"model": ErrorResponse}})
+async def create_style(request: Request, response: Response, settings: SettingsDep,
+                       engine: EngineDep, store: StoreDep, pool: PoolDep, timeout: TimeoutDep,
                        image: Annotated[UploadFile, File(description="The style image.")],
                        name: Annotated[str | None, Form(description="Display name (default: the file name).")] = None
                        ) -> StyleInfo:
     """Upload a style image; it is encoded now (at the server's style size), so requests using its id skip that."""
     data = await image.read()
     decoded = await in_pool(pool, prepare.style_upload, data, settings)
+    charge_megapixels(request, decoded.width * decoded.height)
     ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES), timeout)
     stats = {engine.stats_key(settings.style_size, mode): s for mode, s in ticket.future.result().items()}
     style = NewStyle(prepare.style_name(name, image.filename), decoded.width, decoded.height, data,
                      decoded.thumbnail, stats)
-    info = await run_in_threadpool(store.add, style)
+    try:
+        info = await run_in_threadpool(store.add, style)
+    except QuotaExceeded as exc:
+        raise ServiceError(429, "quota_exceeded", str(exc)) from None
     response.headers["Location"] = f"/v1/styles/{info.id}"
     return info
 
 
 @router.get("", summary="List the stored styles")
 async def list_styles(store: StoreDep) -> StyleList:
-    """Names, sizes and creation times of every stored style."""
+    """Names, sizes and creation times of the stored styles the client sees."""
     return StyleList(styles=await run_in_threadpool(store.list))
 
 
@@ -74,10 +91,20 @@ async def get_thumbnail(style_id: str, store: StoreDep) -> Response:
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
+@router.patch("/{style_id}", summary="Make a style public, or private again (admin keys)",
+              responses={**NOT_FOUND, **FORBIDDEN}, dependencies=[Depends(admin)])
+async def patch_style(style_id: str, patch: StylePatch, store: StoreDep) -> StyleInfo:
+    """A public style is listed for, and usable by, every key; only admin keys may change this."""
+    info = await run_in_threadpool(store.set_public, style_id, patch.public)
+    if info is None:
+        raise _not_found(style_id)
+    return info
+
+
 @router.delete("/{style_id}", status_code=204, summary="Delete a stored style", response_class=Response,
-               responses=NOT_FOUND)
+               responses={**NOT_FOUND, **FORBIDDEN}, dependencies=[Depends(writer)])
 async def delete_style(style_id: str, store: StoreDep) -> Response:
-    """Remove a style, its statistics and its thumbnail."""
+    """Remove a style of the client's (any style with an admin key), its statistics and its thumbnail."""
     if not await run_in_threadpool(store.delete, style_id):
         raise _not_found(style_id)
     return Response(status_code=204)

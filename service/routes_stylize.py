@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 
 from adain.images import OUTPUT_FORMATS
 
 from . import media, prepare
+from .access import charge_megapixels
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse
 from .forms import StylizeForm, stylize_form
@@ -17,8 +18,10 @@ from .forms import StylizeForm, stylize_form
 router = APIRouter(tags=["stylize"])
 
 ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in (
+    (401, "no valid API key (when the server has keys)"),
     (413, "body, image (pixels) or request too large for the device"), (415, "not an image in an accepted format"),
-    (422, "invalid arguments or unknown style_id"), (503, "queue full or not ready (see Retry-After)"),
+    (422, "invalid arguments or unknown style_id"), (429, "rate limit (see Retry-After)"),
+    (503, "queue full or not ready (see Retry-After)"),
     (504, "deadline exceeded; the work was dropped"))}
 
 
@@ -32,8 +35,8 @@ def server_timing(timings: dict[str, float]) -> str:
                               "(decode, queue, model, encode; and `tiled` with the tile size when the image "
                               "ran in tiles).",
                               "content": {mime: {} for _, mime in OUTPUT_FORMATS.values()}}, **ERRORS})
-async def stylize(form: Annotated[StylizeForm, Depends(stylize_form)], settings: SettingsDep, engine: EngineDep,
-                  store: StoreDep, pool: PoolDep, timeout: TimeoutDep,
+async def stylize(request: Request, form: Annotated[StylizeForm, Depends(stylize_form)], settings: SettingsDep,
+                  engine: EngineDep, store: StoreDep, pool: PoolDep, timeout: TimeoutDep,
                   accept: Annotated[str | None, Header()] = None) -> Response:
     """Stylize `content` with one or more styles (uploaded files and/or stored style ids), as `adain stylize` does."""
     t0 = time.perf_counter()
@@ -41,6 +44,8 @@ async def stylize(form: Annotated[StylizeForm, Depends(stylize_form)], settings:
     styles = [await f.read() for f in form.styles]
     masks = [await f.read() for f in form.masks]
     job = await in_pool(pool, prepare.render_job, form, content, styles, masks, settings, store, engine.stats_key)
+    charge_megapixels(request, sum(t.shape[-2] * t.shape[-1] for t in
+                                   (job.content, *(s.image for s in job.styles if s.image is not None))))
     decode_s = time.perf_counter() - t0
     ticket = await engine.run(job, timeout - decode_s)
     t1 = time.perf_counter()

@@ -14,6 +14,9 @@ MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; cha
                ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
 router = APIRouter(tags=["web"], include_in_schema=False)
+# The page loads only its own files, shows uploads and results as blob: URLs, and is never framed.
+CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
 
 
 def _file(name: str) -> FileResponse:
@@ -22,7 +25,8 @@ def _file(name: str) -> FileResponse:
     path = files.get(name)
     if path is None:
         raise ServiceError(404, "not_found", f"there is no file {name!r}")
-    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=headers)
 
 
 @router.get("/")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,16 @@ class Settings:
     db: str = ""  # empty: the default store (see service.store.open_store)
     shutdown_timeout: float = 30.0
     log_level: str = "info"
+    api_keys: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    rate_limit: float = 0.0
+    megapixels_per_minute: float = 0.0
+    max_stored_styles: int = 0
+    max_stored_bytes: int = 0
+    docs: bool = True
+    metrics: bool = True
+    keep_alive_timeout: float = 5.0
+    body_timeout: float = 60.0
 
     @property
     def pil_formats(self) -> tuple[str, ...]:
@@ -105,6 +116,22 @@ def _formats(text: str) -> tuple[str, ...]:
     return names
 
 
+def _bool(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+             "off": False}.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    bad = [o for o in origins if o != "*" and not re.fullmatch(r"https?://[^/\s]+", o)]
+    if bad:
+        raise ValueError(f"origins are scheme://host[:port] (or *), comma-separated; got {', '.join(bad)}")
+    return origins
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting as the command line and the environment see it."""
@@ -154,6 +181,18 @@ OPTIONS: tuple[Option, ...] = (
            "(default: a SQLite file in the user data folder)"),
     Option("shutdown_timeout", _float, "seconds to finish queued work after SIGTERM"),
     Option("log_level", _choice("critical", "error", "warning", "info", "debug"), "log level"),
+    Option("api_keys", Path, "file of API keys (lines 'NAME ROLE SHA256', made by `adain key`); every /v1 request "
+           "then needs 'Authorization: Bearer KEY' (default: no keys, anyone may do anything)"),
+    Option("cors_origins", _origins, "origins (https://host[:port], comma-separated) whose pages may call the API "
+           "(default: none; other origins' POST/PATCH/DELETE get 403)"),
+    Option("rate_limit", _float, "requests per minute per key (per client address without keys; 0: no limit)"),
+    Option("megapixels_per_minute", _float, "megapixels of images per minute per key or address (0: no limit)"),
+    Option("max_stored_styles", _int(0), "styles one key (or address) may store (0: no limit)"),
+    Option("max_stored_bytes", _int(0), "bytes of style images one key (or address) may store (0: no limit)"),
+    Option("docs", _bool, "serve /docs and /openapi.json"),
+    Option("metrics", _bool, "serve /metrics"),
+    Option("keep_alive_timeout", _float, "seconds an idle keep-alive connection stays open"),
+    Option("body_timeout", _float, "seconds a client may take to send a request body (408; 0: no limit)"),
 )
 
 

@@ -16,6 +16,33 @@ from adain import ops
 from adain.errors import InputError
 
 
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why (it goes to the log and to the client)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used: unreachable, failing, or its file deleted or replaced while the service ran."""
+
+
+class StoreFull(StoreError):
+    """The database's disk (or its size limit) is full."""
+
+
+class QuotaExceeded(Exception):
+    """Storing the style would take its owner over a quota."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """Whose styles a view of the store sees: all of them (``admin``), else ``owner``'s own and the public ones.
+    New styles belong to ``owner``; ``max_styles`` and ``max_bytes`` (0: no limit) cap what one owner stores."""
+
+    owner: str | None = None
+    admin: bool = True
+    max_styles: int = 0
+    max_bytes: int = 0
+
+
 @dataclass(frozen=True)
 class StyleInfo:
     """What the API tells about a stored style."""
@@ -26,6 +53,7 @@ class StyleInfo:
     height: int
     bytes: int
     created: str  # ISO 8601, UTC
+    public: bool = False  # seen by every key (set by an admin key)
 
 
 @dataclass(frozen=True)
@@ -41,13 +69,20 @@ class NewStyle:
 
 
 class StyleStore(Protocol):
-    """Storage of styles; methods are blocking (call them off the event loop) and thread-safe."""
+    """Storage of styles; methods are blocking (call them off the event loop) and thread-safe. Database failures
+    raise StoreUnavailable or StoreFull; a write either is stored in the live database or raises."""
+
+    def scoped(self, access: Access) -> StyleStore:
+        """This store as ``access`` sees it (the store itself sees everything and stores ownerless styles)."""
+
+    def check(self) -> None:
+        """Raise StoreUnavailable unless the database answers (and, for SQLite, is still the file opened)."""
 
     def add(self, style: NewStyle) -> StyleInfo:
-        """Store a style under a new id."""
+        """Store a style under a new id (QuotaExceeded when that would take its owner over a quota)."""
 
     def list(self) -> list[StyleInfo]:
-        """Every style, oldest first."""
+        """Every style this view sees, oldest first."""
 
     def get(self, style_id: str) -> StyleInfo | None:
         """One style's description, or None."""
@@ -62,7 +97,10 @@ class StyleStore(Protocol):
         """Statistics stored under ``key`` (each (C,), on the CPU), or None."""
 
     def delete(self, style_id: str) -> bool:
-        """Remove a style; False when there was none."""
+        """Remove a style of this view's owner (any style for an admin view); False when there was none."""
+
+    def set_public(self, style_id: str, public: bool) -> StyleInfo | None:
+        """Show a style to everyone, or only to its owner again; None when there is no such style."""
 
     def close(self) -> None:
         """Release the backend."""

@@ -1,18 +1,26 @@
-"""The style store in a SQL database through SQLAlchemy Core: SQLite (a file, WAL mode) or PostgreSQL (psycopg 3).
+"""The style store in a SQL database through SQLAlchemy Core: SQLite (a file) or PostgreSQL (psycopg 3).
 
 One implementation for both: the tables below, created on start by numbered migrations recorded in
 ``schema_version`` (idempotent, and safe when several processes start at once: the migration runs in one
 transaction holding the database's write lock, or an advisory lock on PostgreSQL). The SQLite tables are
 those of earlier versions, which had no version table: such a file is adopted as version 1.
+
+SQLite runs with a rollback journal and without memory-mapped I/O: in WAL mode its index (the ``-shm`` file)
+is memory-mapped, and a truncated ``-shm`` killed the process with SIGBUS. The file's identity (device, inode)
+is checked around each write, so that a database deleted or replaced while the service runs is reported
+instead of written into. Database failures become StoreUnavailable, a full disk StoreFull.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +32,7 @@ from sqlalchemy.engine import URL, Connection
 from adain import ops
 from adain.errors import InputError
 
-from .store import NewStyle, StyleInfo
+from .store import Access, NewStyle, QuotaExceeded, StoreError, StoreFull, StoreUnavailable, StyleInfo
 
 metadata = sa.MetaData()
 styles = sa.Table(
@@ -37,6 +45,9 @@ styles = sa.Table(
     sa.Column("created", sa.Text, nullable=False),  # ISO 8601 UTC, milliseconds: sorts as text
     sa.Column("image", sa.LargeBinary, nullable=False),
     sa.Column("thumbnail", sa.LargeBinary, nullable=False),
+    sa.Column("owner", sa.Text),  # the API key's name, addr:IP without keys; NULL: stored before version 2
+    sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("styles_owner", "owner"),
 )
 style_stats = sa.Table(
     "style_stats", metadata,
@@ -51,12 +62,28 @@ schema_version = sa.Table(
     sa.Column("applied", sa.Text, nullable=False),
 )
 
+
+
+def _add_ownership(conn: Connection) -> None:
+    """Version 2: styles get an owner and a public flag (existing styles: no owner, not public)."""
+    have = {column["name"] for column in sa.inspect(conn).get_columns("styles")}
+    for column in (styles.c.owner, styles.c.public):
+        if column.name not in have:  # a new database got them from version 1, which creates the current tables
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE styles ADD COLUMN {ddl}")
+    next(iter(styles.indexes)).create(conn, checkfirst=True)
+
+
 # MIGRATIONS[i] brings the schema from version i to i + 1; append, never edit.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(conn, tables=[styles, style_stats], checkfirst=True),
+    _add_ownership,
 ]
 PG_LOCK = 0x0ADA1_5C4E  # pg_advisory_xact_lock key serialising migrations
-INFO = (styles.c.id, styles.c.name, styles.c.width, styles.c.height, styles.c.bytes, styles.c.created)
+SQLITE_FULL = 13  # primary result code of "database or disk is full"
+PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+INFO = (styles.c.id, styles.c.name, styles.c.width, styles.c.height, styles.c.bytes, styles.c.created,
+        styles.c.public)
 
 
 def _blob(t: torch.Tensor) -> bytes:
@@ -71,16 +98,36 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _enable_wal(dbapi_conn: sqlite3.Connection, patience: float = 30.0) -> None:
-    """Switch the file to WAL, retrying while other processes hold it.
+def _store_error(exc: BaseException) -> StoreError:
+    """The store's error for a database error (a DB-API exception): StoreFull for a full disk, else unavailable."""
+    full = (getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL
+            or getattr(exc, "sqlstate", None) == PG_DISK_FULL)
+    return (StoreFull if full else StoreUnavailable)(f"the style store failed: {str(exc).splitlines()[0]}")
 
-    The switch needs the exclusive lock; when two connections race for it, SQLite answers "database is locked"
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """Raise database failures as StoreError; errors of the queries themselves (bugs) stay as they are."""
+    try:
+        yield
+    except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+        raise
+    except sa.exc.DBAPIError as exc:
+        raise _store_error(exc.orig or exc) from exc
+    except sqlite3.Error as exc:  # raised unwrapped by the connect hook
+        raise _store_error(exc) from exc
+
+
+def _leave_wal(dbapi_conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Use a rollback journal (a file written by earlier versions is in WAL mode), retrying while others hold it.
+
+    Leaving WAL needs the exclusive lock; when connections race for it, SQLite answers "database is locked"
     to one of them at once, without waiting on busy_timeout (its deadlock rule), so the wait is done here.
     """
     deadline = time.monotonic() + patience
     while True:
         try:
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA journal_mode=DELETE")
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -98,9 +145,9 @@ def _sqlite_engine(path: Path) -> sa.Engine:
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None
-        for pragma in ("busy_timeout=30000", "foreign_keys=ON"):
+        for pragma in ("busy_timeout=30000", "foreign_keys=ON", "mmap_size=0"):
             dbapi_conn.execute(f"PRAGMA {pragma}")
-        _enable_wal(dbapi_conn)
+        _leave_wal(dbapi_conn)
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -120,12 +167,13 @@ class SQLStyleStore:
     def __init__(self, *, path: Path | None = None, url: URL | None = None) -> None:
         if (path is None) == (url is None):
             raise TypeError("give one of path (SQLite) and url (PostgreSQL)")
-        self.path = path
+        self.path, self.access = path, Access()
         shown = str(path) if path is not None else url.render_as_string(hide_password=True)
         try:
             self._engine = _sqlite_engine(path) if path is not None else _postgres_engine(url)
             self.url = self._engine.url
             self.version = self._migrate()
+            self._file = self._identity()
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise InputError(f"cannot open the style store {shown}: {str(exc).splitlines()[0]}") from None
         if self.version > len(MIGRATIONS):
@@ -133,12 +181,34 @@ class SQLStyleStore:
             raise InputError(f"the style store {shown} has schema version {self.version}, newer than this "
                              f"version of adain knows ({len(MIGRATIONS)}): upgrade adain")
 
-    def _write(self) -> Connection:
-        """A transaction for writing (``with self._write() as conn``): commits at the end, rolls back on error."""
-        return self._engine.connect().execution_options(write=True)
+    def _identity(self) -> tuple[int, int] | None:
+        """The SQLite file's (device, inode); None for PostgreSQL, or when the file is gone."""
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """StoreUnavailable when the SQLite file opened at start has been deleted or replaced."""
+        if self.path is not None and self._identity() != self._file:
+            raise StoreUnavailable(f"the database file {self.path} was deleted or replaced while the service ran; "
+                                   "nothing more is written into it: put the file back, or restart the service")
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (``with self._write() as conn``): commits at the end, rolls back on error. It is
+        acknowledged (returns) only when the database file was the one opened at start before and after it."""
+        with _failures():
+            self._check_file()
+            with self._engine.connect().execution_options(write=True) as conn, conn.begin():
+                yield conn
+            self._check_file()
 
     def _migrate(self) -> int:
-        with self._write() as conn, conn.begin():
+        with self._engine.connect().execution_options(write=True) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PG_LOCK)))
             schema_version.create(conn, checkfirst=True)
@@ -150,43 +220,81 @@ class SQLStyleStore:
             return version
 
     def _rows(self, query: sa.Executable) -> list[sa.Row]:
-        with self._engine.connect() as conn:
+        with _failures(), self._engine.connect() as conn:
             return list(conn.execute(query))
+
+    def check(self) -> None:
+        self._check_file()
+        self._rows(sa.select(1))
+
+    def scoped(self, access: Access) -> SQLStyleStore:
+        view = copy.copy(self)  # shares the engine
+        view.access = access
+        return view
+
+    def _seen(self) -> sa.ColumnElement[bool]:
+        """The styles this view sees."""
+        return sa.true() if self.access.admin else sa.or_(styles.c.owner == self.access.owner, styles.c.public)
+
+    def _mine(self) -> sa.ColumnElement[bool]:
+        """The styles this view may change."""
+        return sa.true() if self.access.admin else styles.c.owner == self.access.owner
+
+    def _check_quota(self, conn: Connection, size: int) -> None:
+        a = self.access
+        if not (a.max_styles or a.max_bytes):
+            return
+        if conn.dialect.name == "postgresql":  # serialise the owner's uploads (SQLite's writes are serial)
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(a.owner or "", 0))))
+        count, total = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(styles.c.bytes), 0))
+                                    .where(styles.c.owner == a.owner)).one()
+        if a.max_styles and count + 1 > a.max_styles:
+            raise QuotaExceeded(f"{a.owner} stores {count} styles, the most allowed is {a.max_styles}: delete some")
+        if a.max_bytes and total + size > a.max_bytes:
+            raise QuotaExceeded(f"{a.owner} stores {total} bytes of styles; with {size} more that would exceed "
+                                f"the limit of {a.max_bytes}: delete some")
 
     def add(self, style: NewStyle) -> StyleInfo:
         info = StyleInfo(secrets.token_hex(8), style.name, style.width, style.height, len(style.image), _now())
-        with self._write() as conn, conn.begin():
+        with self._write() as conn:
+            self._check_quota(conn, info.bytes)
             conn.execute(styles.insert().values(id=info.id, name=info.name, width=info.width, height=info.height,
                                                 bytes=info.bytes, created=info.created, image=style.image,
-                                                thumbnail=style.thumbnail))
+                                                thumbnail=style.thumbnail, owner=self.access.owner))
             if style.stats:
                 conn.execute(style_stats.insert(), [{"style_id": info.id, "key": key, "mean": _blob(s.mean),
                                                      "std": _blob(s.std)} for key, s in style.stats.items()])
         return info
 
     def list(self) -> list[StyleInfo]:
-        return [StyleInfo(*row) for row in self._rows(sa.select(*INFO).order_by(styles.c.created, styles.c.id))]
+        query = sa.select(*INFO).where(self._seen()).order_by(styles.c.created, styles.c.id)
+        return [StyleInfo(*row) for row in self._rows(query)]
 
     def get(self, style_id: str) -> StyleInfo | None:
-        rows = self._rows(sa.select(*INFO).where(styles.c.id == style_id))
+        rows = self._rows(sa.select(*INFO).where(styles.c.id == style_id, self._seen()))
         return StyleInfo(*rows[0]) if rows else None
 
     def image(self, style_id: str) -> bytes | None:
-        rows = self._rows(sa.select(styles.c.image).where(styles.c.id == style_id))
+        rows = self._rows(sa.select(styles.c.image).where(styles.c.id == style_id, self._seen()))
         return bytes(rows[0][0]) if rows else None
 
     def thumbnail(self, style_id: str) -> bytes | None:
-        rows = self._rows(sa.select(styles.c.thumbnail).where(styles.c.id == style_id))
+        rows = self._rows(sa.select(styles.c.thumbnail).where(styles.c.id == style_id, self._seen()))
         return bytes(rows[0][0]) if rows else None
 
     def stats(self, style_id: str, key: str) -> ops.Stats | None:
-        rows = self._rows(sa.select(style_stats.c.mean, style_stats.c.std)
-                          .where(style_stats.c.style_id == style_id, style_stats.c.key == key))
+        rows = self._rows(sa.select(style_stats.c.mean, style_stats.c.std).join(styles)
+                          .where(style_stats.c.style_id == style_id, style_stats.c.key == key, self._seen()))
         return ops.Stats(_tensor(rows[0][0]), _tensor(rows[0][1])) if rows else None
 
     def delete(self, style_id: str) -> bool:
-        with self._write() as conn, conn.begin():
-            return conn.execute(styles.delete().where(styles.c.id == style_id)).rowcount > 0
+        with self._write() as conn:
+            return conn.execute(styles.delete().where(styles.c.id == style_id, self._mine())).rowcount > 0
+
+    def set_public(self, style_id: str, public: bool) -> StyleInfo | None:
+        with self._write() as conn:
+            conn.execute(styles.update().where(styles.c.id == style_id, self._mine()).values(public=public))
+        return self.get(style_id)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -14,8 +14,8 @@ import torch
 
 from adain import ops
 from adain.errors import InputError
-from service.store import NewStyle, StyleStore, open_store
-from service.store_sql import MIGRATIONS, SQLStyleStore
+from service.store import Access, NewStyle, QuotaExceeded, StyleStore, open_store
+from service.store_sql import MIGRATIONS, SQLStyleStore, styles
 
 from .postgres_fixtures import _free_port, new_database
 
@@ -195,3 +195,68 @@ def test_unreachable_or_bad_urls_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot open"):
         open_store(str(blocker / "styles.db"))
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_wal_file_of_earlier_versions_moves_to_a_rollback_journal(tmp_path: Path) -> None:
+    """Earlier versions kept SQLite in WAL mode, whose memory-mapped index (-shm) could kill the process (SIGBUS)."""
+    path = tmp_path / "old.db"
+    store = open_store(str(path))
+    info = store.add(new_style("kept", 1))
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    db.close()
+    store = open_store(str(path))
+    assert store.list() == [info]
+    with store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 0
+    store.add(new_style("new", 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]  # no -wal, no -shm
+    store.close()
+
+
+def test_a_version_1_store_gains_owners_without_losing_styles(store_url: str) -> None:
+    """Version 2 adds the owner and public columns: existing styles keep everything, belong to no key."""
+    v1 = sa.MetaData()
+    sa.Table("styles", v1, *(sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                             for c in styles.columns if c.name not in ("owner", "public")))
+    sa.Table("schema_version", v1, sa.Column("version", sa.Integer, primary_key=True), sa.Column("applied", sa.Text))
+    url = store_url.replace("postgresql://", "postgresql+psycopg://")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        v1.create_all(conn)
+        conn.execute(v1.tables["schema_version"].insert().values(version=1, applied="2026-01-01T00:00:00.000Z"))
+        conn.execute(v1.tables["styles"].insert().values(id="00112233aabbccdd", name="old", width=3, height=2,
+                                                         bytes=4, created="2026-01-02T03:04:05.678Z",
+                                                         image=b"\1\2\3\4", thumbnail=b"t"))
+    engine.dispose()
+    store = open_store(store_url)
+    assert store.version == len(MIGRATIONS) == 2
+    assert [(i.id, i.name, i.public) for i in store.list()] == [("00112233aabbccdd", "old", False)]
+    assert store.scoped(Access("alice", admin=False)).list() == []  # ownerless: admin keys only
+    assert store.set_public("00112233aabbccdd", True).public
+    assert [i.name for i in store.scoped(Access("alice", admin=False)).list()] == ["old"]
+    store.close()
+
+
+def test_views_see_their_own_and_public_styles_and_keep_to_quotas(store_url: str) -> None:
+    store = open_store(store_url)
+    alice = store.scoped(Access("alice", admin=False, max_styles=2, max_bytes=5000))
+    bob = store.scoped(Access("bob", admin=False))
+    mine = alice.add(new_style("a", 1))
+    assert bob.list() == [] and bob.get(mine.id) is None and bob.image(mine.id) is None
+    assert bob.thumbnail(mine.id) is None and bob.stats(mine.id, "enc/64/none") is None
+    assert not bob.delete(mine.id) and bob.set_public(mine.id, True) is None
+    assert store.set_public(mine.id, True).public  # the unscoped store is the admin's view
+    assert [i.id for i in bob.list()] == [mine.id] and bob.stats(mine.id, "enc/64/none") is not None
+    assert not bob.delete(mine.id)
+    alice.add(new_style("b", 2))
+    with pytest.raises(QuotaExceeded, match="2 styles"):
+        alice.add(new_style("c", 3))
+    big = store.scoped(Access("carol", admin=False, max_bytes=1500))
+    big.add(new_style("d", 4))
+    with pytest.raises(QuotaExceeded, match="bytes"):
+        big.add(new_style("e", 5))
+    assert len(store.list()) == 3 and alice.delete(mine.id) and len(store.list()) == 2
+    store.close()

@@ -1,0 +1,90 @@
+"""ASGI middleware against browsers being used against the service: security headers on every response, and
+no state-changing request from another site's page unless its origin is allowed (``--cors-origins``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ServiceError, error_response
+
+HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+DEFAULT_CSP = "frame-ancestors 'none'"  # the web page sets a full policy (service/routes_web.py)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class SecurityHeadersMiddleware:
+    """nosniff, no framing, no referrer on every response; a Content-Security-Policy unless it has one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers[name] = value
+                headers.setdefault("Content-Security-Policy", DEFAULT_CSP)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class SameOriginMiddleware:
+    """403 ``cross_origin`` for a POST/PUT/PATCH/DELETE sent by a page of another origin (its ``Origin`` header
+    names another host) that is not in ``allowed``. CORS alone does not stop these: a browser sends a
+    cross-origin form POST without asking first, and only hides the answer from the page."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app, self.allowed = app, allowed
+
+    def _allowed(self, origin: str, host: str) -> bool:
+        return "*" in self.allowed or origin in self.allowed or urlsplit(origin).netloc == host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            if origin is not None and not self._allowed(origin.rstrip("/"), headers.get("host", "")):
+                response = error_response(scope.get("state", {}).get("request_id"), 403, "cross_origin",
+                                          f"requests from pages of {origin} are not allowed (see --cors-origins)")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyTimeoutMiddleware:
+    """408 ``request_timeout`` when the request body has not fully arrived ``seconds`` after the request began
+    (a slow or stalled client would otherwise hold a connection and a spooled upload for as long as it likes)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.seconds:
+            await self.app(scope, receive, send)
+            return
+        deadline, done = time.monotonic() + self.seconds, False
+
+        async def timed() -> Message:
+            nonlocal done
+            if done:  # the body is in: later reads only wait for a disconnect
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise ServiceError(408, "request_timeout", f"the request body did not arrive within "
+                                   f"{self.seconds:g} s", {"Connection": "close"}) from None
+            done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed, send)

@@ -1,0 +1,140 @@
+"""Access control and abuse limits against `adain serve` on 127.0.0.1: API keys and roles, styles owned by keys,
+quotas, rate limits, CORS and cross-origin writes, security headers, /docs and /metrics off, slow clients."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from .service_fixtures import REPO, serve
+
+
+def make_key(name: str, role: str) -> tuple[str, str]:
+    """(key, key-file line) from `adain key`, as a user makes them."""
+    out = subprocess.run([sys.executable, "-m", "adain.cli", "key", name, "--role", role], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    return out[0].rsplit(" ", 1)[1], out[1].split(": ", 1)[1]
+
+
+def error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert body["code"] == code and body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def test_api_keys_roles_ownership_quotas_and_rate_limits(tmp_path: Path, weight_files: dict,
+                                                         content_paths: list[Path], style_paths: list[Path]) -> None:
+    keys = {name: make_key(name, role) for name, role in
+            (("alice", "write"), ("bob", "write"), ("reader", "read"), ("boss", "admin"))}
+    key_file = tmp_path / "keys"
+    key_file.write_text("# name role sha256\n" + "\n".join(line for _, line in keys.values()) + "\n")
+    assert all(key not in key_file.read_text() for key, _ in keys.values())  # only hashes are stored
+    style = ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")
+    content = ("c.jpg", content_paths[0].read_bytes(), "image/jpeg")
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--api-keys", str(key_file),
+               "--max-stored-styles", "2", "--rate-limit", "20") as server:
+
+        def client(name: str | None) -> httpx.Client:
+            headers = {"Authorization": f"Bearer {keys[name][0]}"} if name else {}
+            return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+
+        alice, bob, reader, boss, nobody = (client(n) for n in ("alice", "bob", "reader", "boss", None))
+        for r in (nobody.get("/v1/styles"), nobody.post("/v1/styles", files={"image": style}),
+                  httpx.get(f"{server.url}/v1/styles", headers={"Authorization": "Bearer adain_wrong"})):
+            error(r, 401, "unauthorized")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        assert nobody.get("/healthz").status_code == 200 and nobody.get("/readyz").status_code == 200
+
+        mine = alice.post("/v1/styles", files={"image": style}).json()["id"]
+        error(reader.post("/v1/styles", files={"image": style}), 403, "forbidden")
+        assert bob.get("/v1/styles").json()["styles"] == []
+        for r in (bob.get(f"/v1/styles/{mine}"), bob.get(f"/v1/styles/{mine}/thumbnail"),
+                  bob.delete(f"/v1/styles/{mine}")):
+            error(r, 404, "not_found")
+        error(bob.post("/v1/stylize", files={"content": content}, data={"style_id": mine}), 422, "unknown_style")
+        assert alice.post("/v1/stylize", files={"content": content}, data={"style_id": mine}).status_code == 200
+
+        error(alice.patch(f"/v1/styles/{mine}", json={"public": True}), 403, "forbidden")
+        assert boss.patch(f"/v1/styles/{mine}", json={"public": True}).json()["public"] is True
+        assert [s["id"] for s in bob.get("/v1/styles").json()["styles"]] == [mine]  # public: seen, usable
+        assert bob.post("/v1/stylize", files={"content": content}, data={"style_id": mine}).status_code == 200
+        error(bob.delete(f"/v1/styles/{mine}"), 404, "not_found")  # but not his to delete
+
+        assert alice.post("/v1/styles", files={"image": style}).status_code == 201
+        error(alice.post("/v1/styles", files={"image": style}), 429, "quota_exceeded")  # 2 styles per key
+        theirs = bob.post("/v1/styles", files={"image": style}).json()["id"]
+        assert len(boss.get("/v1/styles").json()["styles"]) == 3
+        assert boss.delete(f"/v1/styles/{theirs}").status_code == 204  # admin: any style
+
+        limited = [reader.get("/v1/styles") for _ in range(25)]  # 20 per minute per key
+        assert [r.status_code for r in limited].count(429) >= 5
+        body = error(limited[-1], 429, "rate_limited")
+        assert int(limited[-1].headers["retry-after"]) >= 1 and "retry" in body["message"]
+        assert boss.get("/v1/styles").status_code == 200  # other keys have their own bucket
+
+
+def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path, weight_files: dict,
+                                                                  content_paths: list[Path],
+                                                                  style_paths: list[Path]) -> None:
+    style = {"image": ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")}
+    content = {"content": ("c.jpg", content_paths[0].read_bytes(), "image/jpeg")}
+    good = "https://good.example"
+    with Image.open(style_paths[0]) as img:
+        megapixels = img.width * img.height / 1e6  # what an upload of it costs
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--cors-origins", good,
+               "--docs", "false", "--metrics", "false", "--megapixels-per-minute", f"{4.5 * megapixels:.6f}",
+               "--body-timeout", "1", "--keep-alive-timeout", "1") as server:
+        c = httpx.Client(base_url=server.url, timeout=60)
+        error(c.post("/v1/styles", files=style, headers={"Origin": "https://evil.example"}), 403, "cross_origin")
+        error(c.post("/v1/styles", files=style, headers={"Origin": "null"}), 403, "cross_origin")
+        assert c.get("/v1/styles").json()["styles"] == []  # nothing was stored
+        ok = c.post("/v1/styles", files=style, headers={"Origin": good})
+        assert ok.status_code == 201 and ok.headers["access-control-allow-origin"] == good
+        assert c.post("/v1/styles", files=style, headers={"Origin": server.url}).status_code == 201  # the page
+        preflight = c.options("/v1/stylize", headers={"Origin": good, "Access-Control-Request-Method": "POST",
+                                                      "Access-Control-Request-Headers": "authorization"})
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == good
+        assert "access-control-allow-origin" not in c.get("/v1/styles", headers={"Origin": "https://evil.example"}
+                                                          ).headers
+
+        page = c.get("/")
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        for r in (page, c.get("/v1/styles"), c.get("/nope")):
+            assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+            assert r.headers["referrer-policy"] == "no-referrer" and "content-security-policy" in r.headers
+        for path in ("/docs", "/openapi.json", "/redoc", "/metrics"):
+            error(c.get(path), 404, "not_found")
+
+        stylized = c.post("/v1/stylize", files={**content, "style": style["image"]})  # the style, a small content
+        assert stylized.status_code == 200
+        uploads = [c.post("/v1/styles", files=style) for _ in range(2)]
+        assert uploads[0].status_code == 201  # a little over 4 of 4.5 megapixels so far
+        error(uploads[-1], 429, "rate_limited")
+        assert int(uploads[-1].headers["retry-after"]) >= 1
+
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as slow:
+            slow.sendall(b"POST /v1/styles HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                         b"Content-Length: 100000\r\n\r\n--b\r\n")
+            t0 = time.monotonic()
+            slow.settimeout(10)
+            answer = b"".join(iter(lambda: slow.recv(4096), b""))  # until the server closes the connection
+            assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
+            assert time.monotonic() - t0 < 5
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle.settimeout(10)
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += idle.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            t0 = time.monotonic()
+            assert idle.recv(4096) == b""  # closed by the server after the keep-alive timeout
+            assert time.monotonic() - t0 < 5
