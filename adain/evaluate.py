@@ -27,6 +27,7 @@ from .errors import AdainError, InputError, exit_status
 from .images import read_image, resize_shorter, to_pil
 from .metrics import color_transfer, grid_ratio, shape_score, style_distance
 from .net import Encoder
+from .weights_io import build_encoder
 
 METRIC_MODEL = "vgg16-hed"  # style distances are taken on its encoder, unnormalised, whatever bundle is evaluated
 SHEET_TILE = 160
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-content", type=int, default=50)
     p.add_argument("--holdout-style", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metric-encoder", type=Path, help="vgg16 encoder file for the style distances "
+                   f"(default: {METRIC_MODEL}'s, unnormalised)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--sheet", type=Path, help="write a contact sheet (content | style | output) here")
@@ -131,7 +134,8 @@ def run(args: argparse.Namespace) -> dict:
     contents, styles = held_out(args.content_dir, args.style_dir, args.holdout_content, args.holdout_style, args.seed)
     w = resolve(model=args.model, encoder=args.encoder, decoder=args.decoder)
     stylizer = Stylizer.from_files(w.encoder, w.decoder, w.arch, device=args.device, precision=args.precision)
-    metric = metric_encoder().to(stylizer.device)
+    metric = (build_encoder(args.metric_encoder, "vgg16") if args.metric_encoder else metric_encoder())
+    metric = metric.to(stylizer.device)
     results, rows = [], []
     for i in tqdm(range(args.pairs), desc="pairs", unit="pair", file=sys.stderr):
         c_path, s_path = contents[i % len(contents)], styles[i % len(styles)]

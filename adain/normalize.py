@@ -8,7 +8,7 @@ loss term. Conv ``l`` with output scales ``s_l`` (the channels' mean activations
 
 which is exact: ReLU, max-pooling and reflection padding commute with positive per-channel
 scales, so every feature map is the original one divided by its channels' scales. Dead
-channels (mean below :data:`DEAD`) keep the scale 1. AdaIN at relu4_1 is unchanged up to that scale.
+and rarely active channels (mean below :data:`DEAD` times their layer's median) keep the scale 1. AdaIN at relu4_1 is unchanged up to that scale.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from .errors import WeightsError
 from .net import Encoder
 
 Scales = dict[str, list[float]]  # conv key prefix ("2", "5", ...) -> per-channel scale
-#: Channels whose mean activation is below this are left as they are: scaling up a channel that is almost
-#: never active (HED has some with means of 1e-4) would turn its rare spikes into the largest features.
-DEAD = 1e-2
+#: Channels whose mean activation is below this fraction of their layer's median are left as they are:
+#: scaling up a channel that is rarely active (HED has many, with means of 1e-4 to 1e-1 against medians
+#: of 2 to 13) turns its rare spikes into the largest features, and they then dominate every loss.
+DEAD = 0.1
 
 
 def _convs(encoder: Encoder) -> list[tuple[str, nn.Conv2d]]:
@@ -62,14 +63,14 @@ def mean_activations(encoder: Encoder, images: Iterable[Tensor]) -> Scales:
 def apply_scales(state: dict[str, Tensor], scales: Scales, inverse: bool = False) -> dict[str, Tensor]:
     """The encoder state dict with each listed conv's outputs divided by its scales (compensated downstream).
 
-    ``scales`` lists the 3x3 convs in network order; a scale below :data:`DEAD` counts as 1.
+    ``scales`` lists the 3x3 convs in network order; a scale below :data:`DEAD` times the conv's median counts as 1.
     ``inverse`` multiplies instead: it turns the normalised encoder back into the original.
     """
     out = dict(state)
     previous: Tensor | None = None
     for key, values in scales.items():
         s = torch.tensor(values, dtype=torch.float64)
-        s = torch.where(s >= DEAD, s, torch.ones_like(s))
+        s = torch.where(s >= DEAD * s.median(), s, torch.ones_like(s))
         s = 1 / s if inverse else s
         w, b = state[f"{key}.weight"].double(), state[f"{key}.bias"].double()
         if w.shape[0] != len(s):

@@ -107,8 +107,8 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Ob
     """
     enc = models.encoder
     with torch.no_grad():
-        style_feats = enc.features(style)
-        content_feats = enc.features(content) if objective.structure else [enc(content)]
+        content_feats = enc.features(content) if objective.structure or style is content else [enc(content)]
+        style_feats = content_feats if style is content else enc.features(style)
         target = ops.adain(content_feats[-1], ops.channel_stats(style_feats[-1]))
     out = models.decoder(target, tuple(content.shape[-2:]))
     out_feats = enc.features(out)
@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
     p.add_argument("--recon-steps", type=count_arg(0), default=0,
                    help="warm start: the first N steps train an autoencoder (the style image is the content "
-                        "photo itself, plus a pixel L1 loss), which converges far faster than the style loss")
+                        "photo itself; pixel L1 plus the content-side feature losses, no style loss), which "
+                        "converges far faster than the style loss")
     p.add_argument("--resize", type=count_arg(0), default=512, help="shorter side before cropping (0: keep)")
     p.add_argument("--crop", type=count_arg(16), default=256, help="random crop size")
     p.add_argument("--holdout-content", type=count_arg(0), default=50, help="content images held out for validation")
@@ -437,7 +438,8 @@ def train(args: argparse.Namespace, resume: dict | None = None) -> int:
                 objective, recon = objective_at(args, run.step)
                 with autocast:
                     lc, ls_layers, _ = loss_fn(models, content, content if recon else style, objective)
-                    loss = lc + args.style_weight * torch.stack(ls_layers).sum()
+                    style_weight = 0.0 if recon else args.style_weight  # reconstruction: pixels and features only
+                    loss = lc + style_weight * torch.stack(ls_layers).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -31,9 +31,10 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 
 
 def reencode(src: Path, dest: Path, side: int, quality: int) -> tuple[int, int]:
-    """Every image under ``src/{content,style}`` to ``dest``, shorter side ``side``, same names: (files, skipped)."""
+    """Every image under ``src/{content,style,style_vivid}`` to ``dest``, shorter side ``side``, same names:
+    (files, skipped)."""
     done = skipped = 0
-    files = sorted(p for kind in ("content", "style") for p in (src / kind).rglob("*") if p.is_file())
+    files = sorted(p for kind in ("content", "style", "style_vivid") for p in (src / kind).rglob("*") if p.is_file())
     for path in tqdm(files, desc="re-encoding", unit="img"):
         out = (dest / path.relative_to(src)).with_suffix(".jpg")
         if out.exists():

@@ -1,0 +1,81 @@
+"""The training objectives beyond the paper's: hybrid content terms, reconstruction warm start, warm-up,
+several style folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from adain.losses import layout_loss, normalised_feature_loss
+from adain.runs import latest_checkpoint, read_metrics
+from adain.train import Models, Objective, compute_losses, lr_at
+from tests.conftest import random_networks
+from tests.train_support import TinyData, make_tiny_data, run_train, train_argv, write_images
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_warm_up_ramps_linearly_then_decays() -> None:
+    assert lr_at(0, 1e-4, 0, warmup=10) == pytest.approx(1e-5)
+    assert lr_at(4, 1e-4, 0, warmup=10) == pytest.approx(5e-5)
+    assert lr_at(9, 1e-4, 0, warmup=10) == pytest.approx(1e-4)
+    assert lr_at(20_000, 1e-4, 5e-5, warmup=10) == pytest.approx(5e-5)
+
+
+def test_layout_and_structure_losses_ignore_tone_but_see_shapes(content_paths: list[Path]) -> None:
+    from adain.images import prepare, read_image
+
+    photo = prepare(read_image(content_paths[2]), 64, True)[None]
+    other = prepare(read_image(content_paths[3]), 64, True)[None]
+    assert layout_loss(0.3 + 0.5 * photo, photo) < 1e-3  # an affine change of tone keeps the layout
+    assert layout_loss(other, photo) > 0.2
+    enc, _ = random_networks("vgg16", seed=1)
+    f_photo, f_other = enc.features(photo)[2], enc.features(other)[2]
+    assert normalised_feature_loss(2 * f_photo, f_photo) < 0.01
+    assert normalised_feature_loss(f_other, f_photo) > 0.1
+
+
+def test_each_term_of_the_objective_adds_to_the_content_side_loss(content_paths: list[Path]) -> None:
+    from adain.images import prepare, read_image
+
+    enc, dec = random_networks("vgg16", seed=2)
+    models = Models(enc, dec)
+    c = prepare(read_image(content_paths[0]), 32, True)[None]
+    s = prepare(read_image(content_paths[1]), 32, True)[None]
+    with torch.no_grad():
+        paper, style, _ = compute_losses(models, c, s)
+        terms = [compute_losses(models, c, s, Objective(**{k: 1.0}))[0] - paper
+                 for k in ("structure", "layout", "pixel")]
+    assert len(style) == 4 and all(t > 0 for t in terms)
+
+
+def test_a_hybrid_run_with_a_reconstruction_start_learns_and_records_its_objective(tmp_path: Path,
+                                                                                  weight_files: dict) -> None:
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"], n_content=2, n_style=2, size=(32, 32))
+    run = tmp_path / "run"
+    argv = train_argv(data, run, steps=12, recon_steps=6, warmup=2, holdout_content=1, holdout_style=1,
+                      lr_decay=0, lr=1e-3)
+    assert run_train(data, argv) == 0
+    losses = [r["loss"] for r in read_metrics(run) if r.get("split", "train") == "train"]
+    assert len(losses) == 12 and sum(losses[4:6]) < sum(losses[:2])  # the reconstruction steps learn
+    args = latest_checkpoint(run)[1]["args"]
+    assert (args["loss"], args["structure_weight"], args["layout_weight"], args["recon_steps"]) == \
+        ("hybrid", 1.0, 1.0, 6)  # hybrid is the default for vgg16 encoders
+
+
+def test_several_style_folders_each_hold_out_their_own(tmp_path: Path, weight_files: dict) -> None:
+    data: TinyData = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"], n_content=3, n_style=3)
+    vivid = tmp_path / "vivid"
+    write_images(vivid, 3, seed=9)
+    run = tmp_path / "run"
+    argv = train_argv(data, run, steps=1, holdout_content=1, holdout_style=1, loss="paper")
+    i = argv.index("--style-dir")
+    argv[i + 1 : i + 2] = [str(data.style), str(vivid)]
+    assert run_train(data, argv) == 0
+    state = latest_checkpoint(run)[1]
+    held = state["data"]["style"]["held_out"]
+    assert len(held) == 2 and {Path(p).parent.name for p in held} == {"style", "vivid"}
+    assert len(state["data"]["style"]["train"]) == 4
+    assert state["args"]["structure_weight"] == 0.0
