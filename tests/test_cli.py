@@ -21,6 +21,9 @@ CONTENT_SIZE = (43, 29)  # W, H
 
 #: name -> (arguments added to the common ones, a fragment of the expected error message)
 BAD_INPUT = {
+    "missing content": ("--content {root}/missing.jpg --style {s1}", "missing.jpg: cannot open (No such file"),
+    "missing mask": ("--content {content} --style {s1} --style {s2} --mask {root}/missing.png",
+                     "missing.png: cannot open (No such file"),
     "truncated image": ("--content {truncated} --style {s1}", "truncated.jpg: truncated or corrupt image"),
     "unknown format": ("--content {content} --style {text}", "text.png: not an image in a supported format"),
     "weights count": ("--content {content} --style {s1} --style {s2} --weights 1", "1 weights given for 2 styles"),
@@ -119,6 +122,20 @@ def test_bad_input_is_one_line_and_exit_status_2(runs, paths, name):
 def test_good_runs_succeed(runs, name):
     assert runs[name].returncode == 0, runs[name].stderr
     assert "Traceback" not in runs[name].stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--content", "missing.jpg", "--style", "missing-style.jpg", "-o", "out.png"],
+    ["--content", "missing.jpg", "--style", "x.jpg", "--alpha", "1.5", "-o", "out.png"],
+    ["--content", "missing.jpg", "--style", "x.jpg", "--weights", "1,2", "-o", "out.png"],
+])
+def test_bad_arguments_and_missing_files_are_refused_before_torch_is_imported(tmp_path, args):
+    script = ("import sys; from adain.cli import main; status = main(sys.argv[1:]); "
+              "print(status, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script, "stylize", *args], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert result.stderr.startswith("adain: error: ") and len(result.stderr.splitlines()) == 1
 
 
 def test_resized_output_has_the_resized_content_size(runs, paths):
