@@ -70,7 +70,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decoder", type=Path, help="decoder weight file (.pth or .safetensors)")
     g.add_argument("--arch", choices=("vgg19", "vgg16"), help="architecture of --encoder/--decoder")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 on CPUs with AVX-512 BF16 or AMX and on CUDA GPUs, else fp32 (default auto)")
+    g.add_argument("-v", "--verbose", action="store_true", help="say on stderr which device and precision run")
 
 
 def _stylize_parser(sub: argparse._SubParsersAction) -> None:
@@ -131,8 +133,12 @@ def build_stylizer(args: argparse.Namespace):
     found = resolve(args.model, args.encoder, args.decoder, args.arch)
     tiling = {"tiling": args.tiling, "tile_pixels": args.tile_pixels, "tile_size": args.tile_size} \
         if hasattr(args, "tiling") else {}
-    return Stylizer.from_files(found.encoder, found.decoder, arch=args.arch or found.arch, device=args.device,
-                               precision=args.precision, **tiling)
+    stylizer = Stylizer.from_files(found.encoder, found.decoder, arch=args.arch or found.arch, device=args.device,
+                                   precision=args.precision, **tiling)
+    if args.verbose:
+        chosen = " (auto)" if args.precision == "auto" else ""
+        print(f"adain: {stylizer.device}, precision {stylizer.precision}{chosen}", file=sys.stderr)
+    return stylizer
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:

@@ -31,11 +31,12 @@ from .images import prepare, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder
 from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_tiling, normalised_weights
+from .precision import auto_precision
 from .weights_io import build_decoder, build_encoder, read_arch
 
 ColorMode = Literal["none", "coral", "luminance"]
 COLOR_MODES: tuple[str, ...] = ("none", "coral", "luminance")
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ImageLike = Image.Image | Tensor
 
@@ -174,6 +175,8 @@ class Stylizer:
     ``tiling``: "auto" runs images of more than ``tile_pixels`` pixels in tiles of ``tile_size``
     pixels (plus a halo), "always" tiles every image, "never" none. The three are plain attributes
     and may be changed between calls; ``tiled_passes`` counts the encoder/decoder passes run in tiles.
+    ``precision="auto"`` becomes bf16 on CPUs with native bf16 and on CUDA devices that support it, else
+    fp32 (``adain.precision``); ``self.precision`` is the one chosen.
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
@@ -181,12 +184,14 @@ class Stylizer:
                  tile_pixels: int = TILE_PIXELS, tile_size: int = TILE_SIZE) -> None:
         if encoder.arch != decoder.arch:
             raise InputError(f"encoder is {encoder.arch} but decoder is {decoder.arch}")
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "auto" and precision not in PRECISIONS:
+            raise InputError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got {precision!r}")
         check_tiling(tiling, tile_pixels, tile_size)
         self.tiling, self.tile_pixels, self.tile_size = tiling, int(tile_pixels), int(tile_size)
         self.tiled_passes = 0
         self.device = resolve_device(device)
+        if precision == "auto":
+            precision = auto_precision(self.device.type, self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         self.arch: Arch = encoder.arch

@@ -19,10 +19,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="The model is loaded and warmed up", responses={503: {"model": ErrorResponse}})
 async def readyz(engine: EngineDep) -> dict[str, object]:
-    """200 when every worker is warmed up and alive; 503 while loading, after a worker died, or when stopping."""
+    """200 when every worker is warmed up and alive (with the workers' names and precision); 503 while loading,
+    after a worker died, or when stopping."""
     if not engine.ready:
         raise ServiceError(503, "not_ready", f"not ready: {engine.state}", {"Retry-After": "1"})
-    return {"status": "ready", "workers": [w.name for w in engine.workers]}
+    return {"status": "ready", "workers": [w.name for w in engine.workers], "precision": engine.precision}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

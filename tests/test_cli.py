@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from adain.precision import auto_precision
+
 CONTENT_SIZE = (43, 29)  # W, H
 
 #: name -> (arguments added to the common ones, a fragment of the expected error message)
@@ -47,7 +49,7 @@ BAD_INPUT = {
 #: name -> arguments of runs that must succeed
 GOOD_RUNS = {
     "resized luminance": "--content {content} --style {s1} --content-size 21 --style-size 17 "
-                         "--preserve-color luminance --alpha 0.8 -o {root}/good/lum.png",
+                         "--preserve-color luminance --alpha 0.8 --verbose -o {root}/good/lum.png",
     "cropped coral mask jpeg": "--content {content} --style {s1} --style {s2} --mask {labels} --content-size 21 "
                                "--crop --preserve-color coral -o {root}/good/mask.jpg",
     "batch": "--content-dir {root}/contents --style-dir {root}/styles --output-dir {root}/batch --ext webp "
@@ -122,6 +124,15 @@ def test_bad_input_is_one_line_and_exit_status_2(runs, paths, name):
 def test_good_runs_succeed(runs, name):
     assert runs[name].returncode == 0, runs[name].stderr
     assert "Traceback" not in runs[name].stderr
+
+
+def test_verbose_names_the_device_and_the_precision_auto_chose(runs):
+    expected = auto_precision("cpu")  # bf16 on CPUs with AVX-512 BF16 or AMX, else fp32
+    assert runs["resized luminance"].stderr.splitlines() == [f"adain: cpu, precision {expected} (auto)"]
+
+
+def test_quiet_by_default(runs):
+    assert runs["cropped coral mask jpeg"].stderr == ""
 
 
 @pytest.mark.parametrize("args", [
