@@ -12,7 +12,7 @@ from fastapi import Depends, Header, Request
 
 from .engine import Engine
 from .settings import Settings
-from .store import StyleStore
+from .store_types import StyleStore
 
 T = TypeVar("T")
 

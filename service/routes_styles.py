@@ -12,7 +12,7 @@ from . import prepare
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
 from .jobs import StatsJob
-from .store import NewStyle, StyleInfo
+from .store_types import NewStyle, StyleInfo
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style"}}

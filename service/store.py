@@ -1,71 +1,19 @@
-"""Where uploaded styles live: a small interface, and ``open_store(url)`` to pick the backend.
+"""Where uploaded styles live: ``open_store(url)`` picks the backend.
 
 A style is its original image bytes, a thumbnail, and the statistics of its
 encoding, kept per key (model, style size, colour mode) so that requests using
-it skip the encoder. Backends (service/store_sql.py, one SQLAlchemy Core implementation): SQLite
+it skip the encoder. The interface and its records are in service/store_types.py.
+Backends (service/store_sql.py, one SQLAlchemy Core implementation): SQLite
 (``sqlite:///path`` or a bare path) and PostgreSQL (``postgresql://...``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from adain import ops
 from adain.errors import InputError
 
-
-@dataclass(frozen=True)
-class StyleInfo:
-    """What the API tells about a stored style."""
-
-    id: str
-    name: str
-    width: int
-    height: int
-    bytes: int
-    created: str  # ISO 8601, UTC
-
-
-@dataclass(frozen=True)
-class NewStyle:
-    """A style to add: its file, thumbnail and precomputed statistics by key."""
-
-    name: str
-    width: int
-    height: int
-    image: bytes
-    thumbnail: bytes
-    stats: dict[str, ops.Stats] = field(default_factory=dict)
-
-
-class StyleStore(Protocol):
-    """Storage of styles; methods are blocking (call them off the event loop) and thread-safe."""
-
-    def add(self, style: NewStyle) -> StyleInfo:
-        """Store a style under a new id."""
-
-    def list(self) -> list[StyleInfo]:
-        """Every style, oldest first."""
-
-    def get(self, style_id: str) -> StyleInfo | None:
-        """One style's description, or None."""
-
-    def image(self, style_id: str) -> bytes | None:
-        """The original image file, or None."""
-
-    def thumbnail(self, style_id: str) -> bytes | None:
-        """The JPEG thumbnail, or None."""
-
-    def stats(self, style_id: str, key: str) -> ops.Stats | None:
-        """Statistics stored under ``key`` (each (C,), on the CPU), or None."""
-
-    def delete(self, style_id: str) -> bool:
-        """Remove a style; False when there was none."""
-
-    def close(self) -> None:
-        """Release the backend."""
+from .store_types import StyleStore
 
 
 def default_url() -> str:

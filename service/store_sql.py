@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, Connection
 from adain import ops
 from adain.errors import InputError
 
-from .store import NewStyle, StyleInfo
+from .store_types import NewStyle, StyleInfo
 
 metadata = sa.MetaData()
 styles = sa.Table(
