@@ -21,6 +21,7 @@ from adain.download import sha256_file
 from adain.errors import InputError
 from adain.stylizer import ColorMode, Stylizer, prepare_content, resolve_device
 
+from .collector import WorkerCollector
 from .errors import ServiceError
 from .jobs import DeadlineExceeded, OutOfDeviceMemory, RenderJob, StatsJob, StyleRef, Ticket, WorkerFailed
 from .metrics import Metrics
@@ -72,7 +73,7 @@ class Engine:
         self.closing = False
         self._warm = False
         self._warm_up_task: asyncio.Task | None = None
-        self.metrics.watch(self)
+        self.metrics.registry.register(WorkerCollector(self.workers, lambda: self.ready))
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:

@@ -303,7 +303,7 @@ def test_deploy_docs_list_every_setting_variable_and_metric() -> None:
         assert f"| `{opt.env}` | `{opt.flag}` |" in docs, opt.env
     for name in ("ADAIN_HOME", "ADAIN_MANIFEST", "ADAIN_MIRROR"):
         assert f"| `{name}` |" in docs, name
-    source = (REPO / "service" / "metrics.py").read_text()
+    source = "".join((REPO / "service" / name).read_text() for name in ("metrics.py", "collector.py"))
     found = re.findall(r"\b(Counter|Histogram|Gauge|CounterMetricFamily|GaugeMetricFamily)\(\s*\"(adain_\w+)\"",
                        source)
     assert len(found) >= 10
