@@ -19,11 +19,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .errors import ImageError, ImageTooLarge, UnsupportedImage
+from .options import OUTPUT_FORMATS, open_file, output_format
 
 #: Formats accepted on input (by content, not by file name).
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
-#: Output format -> PIL format name and MIME type.
-OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
 Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with a clear message
@@ -36,11 +35,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     ``formats`` (PIL names) are the accepted formats, recognised by content.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "image")
-    try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot open ({exc.strerror or exc})") from None
-    with fp:
+    with io.BytesIO(source) if isinstance(source, bytes) else open_file(source, label) as fp:
         try:
             img = Image.open(fp, formats=formats)
         except UnidentifiedImageError:
@@ -131,16 +126,6 @@ def to_uint8(img: Tensor) -> Tensor:
 def to_pil(img: Tensor) -> Image.Image:
     """Float (3, H, W) in [0, 1] -> 8-bit RGB PIL image."""
     return Image.fromarray(to_uint8(img).permute(1, 2, 0).numpy())
-
-
-def output_format(path_or_format: str | Path) -> str:
-    """'png' | 'jpeg' | 'webp' from a file name or a format name."""
-    s = str(path_or_format).lower()
-    ext = s.rsplit(".", 1)[-1]
-    fmt = {"jpg": "jpeg"}.get(ext, ext)
-    if fmt not in OUTPUT_FORMATS:
-        raise ImageError(f"{path_or_format}: unsupported output format (use .png, .jpg or .webp)")
-    return fmt
 
 
 def encode_image(img: Tensor, fmt: str = "png", quality: int = 95) -> bytes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -31,22 +30,15 @@ from .errors import InputError
 from .images import prepare, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder
+from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_tiling, normalised_weights
+from .precision import auto_precision
 from .weights_io import build_decoder, build_encoder, read_arch
 
 ColorMode = Literal["none", "coral", "luminance"]
 COLOR_MODES: tuple[str, ...] = ("none", "coral", "luminance")
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ImageLike = Image.Image | Tensor
-Tiling = Literal["auto", "always", "never"]
-TILINGS: tuple[str, ...] = ("auto", "always", "never")
-#: Images with more pixels than this run in tiles (tiling="auto"): 2**21 is about 1448x1448. Untiled,
-#: the full-resolution fp32 activations take several hundred bytes per pixel (GiBs at 2048x2048); tiled,
-#: memory is bounded by the tile size plus the relu4_1 features of the whole image (32 bytes per pixel
-#: in fp32, twice that with the AdaIN target) and the image itself.
-TILE_PIXELS = 2**21
-#: Tile side in image pixels (a multiple of 8); each tile also reads a halo around it (``adain.tiling``).
-TILE_SIZE = 1024
 
 log = logging.getLogger("adain.stylizer")
 
@@ -67,30 +59,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def check_weights(weights: Sequence[float] | None, n_styles: int) -> Tensor:
-    """Validate style weights and normalise them to sum to one (equal when None)."""
-    if n_styles < 1:
-        raise InputError("at least one style is needed")
-    if weights is None:
-        return torch.full((n_styles,), 1.0 / n_styles, dtype=torch.float64)
-    w = [float(x) for x in weights]
-    if len(w) != n_styles:
-        raise InputError(f"{len(w)} weights given for {n_styles} styles")
-    if any(not math.isfinite(x) for x in w):
-        raise InputError(f"weights must be finite numbers, got {w}")
-    if any(x < 0 for x in w):
-        raise InputError(f"weights must not be negative, got {w}")
-    total = sum(w)
-    if total <= 0:
-        raise InputError("the weights are all zero")
-    return torch.tensor(w, dtype=torch.float64) / total
-
-
-def check_alpha(alpha: float) -> float:
-    """alpha must lie in [0, 1]."""
-    alpha = float(alpha)
-    if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
-    return alpha
+    """Validate style weights and normalise them to sum to one (equal when None), as float64 (S,)."""
+    return torch.tensor(normalised_weights(weights, n_styles), dtype=torch.float64)
 
 
 def prepare_content(content: ImageLike, n_styles: int, weights: Sequence[float] | None = None,
@@ -199,22 +169,14 @@ def _check_target(t: Target, size: tuple[int, int]) -> None:
     check_alpha(t.alpha)
 
 
-def check_tiling(tiling_mode: str, tile_pixels: int, tile_size: int) -> None:
-    """Tiling options: a known mode, a threshold >= 1 and a tile side that is a positive multiple of 8."""
-    if tiling_mode not in TILINGS:
-        raise InputError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling_mode!r}")
-    if int(tile_pixels) < 1:
-        raise InputError(f"tile_pixels must be at least 1, got {tile_pixels}")
-    if int(tile_size) < tiling.SCALE or int(tile_size) % tiling.SCALE:
-        raise InputError(f"the tile size must be a positive multiple of {tiling.SCALE}, got {tile_size}")
-
-
 class Stylizer:
     """Encoder + decoder on a device, with a style-statistics cache.
 
     ``tiling``: "auto" runs images of more than ``tile_pixels`` pixels in tiles of ``tile_size``
     pixels (plus a halo), "always" tiles every image, "never" none. The three are plain attributes
     and may be changed between calls; ``tiled_passes`` counts the encoder/decoder passes run in tiles.
+    ``precision="auto"`` becomes bf16 on CPUs with native bf16 and on CUDA devices that support it, else
+    fp32 (``adain.precision``); ``self.precision`` is the one chosen.
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
@@ -222,12 +184,14 @@ class Stylizer:
                  tile_pixels: int = TILE_PIXELS, tile_size: int = TILE_SIZE) -> None:
         if encoder.arch != decoder.arch:
             raise InputError(f"encoder is {encoder.arch} but decoder is {decoder.arch}")
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "auto" and precision not in PRECISIONS:
+            raise InputError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got {precision!r}")
         check_tiling(tiling, tile_pixels, tile_size)
         self.tiling, self.tile_pixels, self.tile_size = tiling, int(tile_pixels), int(tile_size)
         self.tiled_passes = 0
         self.device = resolve_device(device)
+        if precision == "auto":
+            precision = auto_precision(self.device.type, self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         self.arch: Arch = encoder.arch

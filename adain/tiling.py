@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-SCALE = 8  # relu4_1 is 1/8 of the image size (ceil)
+from .options import SCALE
+
 ENCODER_HALO = 96  # pixels; > half the receptive field of relu4_1 in VGG19 (~76 px)
 DECODER_HALO = 6  # feature pixels; > the decoder's reach (~2.3 feature pixels)
 

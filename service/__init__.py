@@ -2,7 +2,8 @@
 
 Layout: ``cli`` (entry point) -> ``settings`` (flags and ADAIN_* variables) -> ``engine`` (workers, dispatch,
 readiness) -> ``worker`` (queue, batching, the model on one device); ``app`` assembles the FastAPI application
-from the ``routes_*`` routers, ``dependencies``, ``middleware``, ``errors`` and ``metrics``; ``prepare`` and
-``media`` turn bytes into work and results into bytes; ``store`` / ``store_sql`` keep uploaded styles (SQLite
-or PostgreSQL); ``ray_app`` runs the same application on Ray Serve (docs/scale.md).
+from the ``routes_*`` routers, ``dependencies``, ``middleware``, ``errors`` and ``metrics`` (the instruments;
+``collector`` reads the workers at scrape time); ``prepare`` and ``media`` turn bytes into work and results
+into bytes; ``store`` / ``store_sql`` keep uploaded styles (SQLite or PostgreSQL; ``store_types`` is their
+interface); ``ray_app`` runs the same application on Ray Serve (docs/scale.md).
 """

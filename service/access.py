@@ -13,7 +13,7 @@ from .errors import ServiceError
 from .keys import Principal, digest
 from .limits import TokenBuckets
 from .settings import Settings
-from .store import Access, StyleStore
+from .store_types import Access, StyleStore
 
 
 @dataclass

@@ -21,6 +21,7 @@ from adain.download import sha256_file
 from adain.errors import InputError
 from adain.stylizer import ColorMode, Stylizer, prepare_content, resolve_device
 
+from .collector import WorkerCollector
 from .errors import ServiceError
 from .jobs import DeadlineExceeded, OutOfDeviceMemory, RenderJob, StatsJob, StyleRef, Ticket, WorkerFailed
 from .metrics import Metrics
@@ -72,7 +73,7 @@ class Engine:
         self.closing = False
         self._warm = False
         self._warm_up_task: asyncio.Task | None = None
-        self.metrics.watch(self)
+        self.metrics.registry.register(WorkerCollector(self.workers, lambda: self.ready))
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -82,7 +83,15 @@ class Engine:
         stylizers = [Stylizer.from_files(found.encoder, found.decoder, arch=arch, device=dev,
                                          precision=settings.precision, cache_size=settings.style_cache)
                      for dev in devices(settings.device) for _ in range(settings.workers)]
-        return cls(stylizers, settings, f"{arch}-{settings.precision}-{sha256_file(found.encoder)[:16]}")
+        engine = cls(stylizers, settings, "")
+        engine.fingerprint = f"{arch}-{engine.precision}-{sha256_file(found.encoder)[:16]}"
+        log.info("precision %s%s", engine.precision, " (auto)" if settings.precision == "auto" else "")
+        return engine
+
+    @property
+    def precision(self) -> str:
+        """The precision the workers run (``settings.precision`` with auto resolved), e.g. 'bf16'."""
+        return ",".join(sorted({w.stylizer.precision for w in self.workers}))
 
     @property
     def state(self) -> str:

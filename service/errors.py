@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from adain.errors import AdainError, ImageError, ImageTooLarge, UnsupportedImage
 
-from .store import StoreError, StoreFull
+from .store_types import StoreError, StoreFull
 
 log = logging.getLogger("adain.service")
 

@@ -23,7 +23,7 @@ from .forms import StylizeForm
 from .jobs import RenderJob, StyleRef
 from .media import thumbnail
 from .settings import Settings
-from .store import StyleStore
+from .store_types import StyleStore
 
 StatsKey = Callable[[int, ColorMode], str]
 

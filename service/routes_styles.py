@@ -16,7 +16,7 @@ from .access import admin, charge_megapixels, writer
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
 from .jobs import StatsJob
-from .store import NewStyle, QuotaExceeded, StyleInfo
+from .store_types import NewStyle, QuotaExceeded, StyleInfo
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style (or another key's private one)"}}

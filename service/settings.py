@@ -29,7 +29,7 @@ class Settings:
     arch: str | None = None
     device: str = "auto"
     workers: int = 1
-    precision: str = "fp32"
+    precision: str = "auto"
     batch_size: int = 8
     batch_window_ms: float = 5.0
     queue_size: int = 64
@@ -160,7 +160,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto | cpu | cuda | cuda:N, or a comma-separated list (one worker each); "
            "auto = every visible GPU (CUDA_VISIBLE_DEVICES), else the CPU", aliases=("--devices",)),
     Option("workers", _int(1), "workers per device (each owns a copy of the model)"),
-    Option("precision", _choice("fp32", "bf16", "fp16"), "inference precision (autocast)"),
+    Option("precision", _choice("auto", "fp32", "bf16", "fp16"), "inference precision (autocast); auto: bf16 on "
+           "CUDA GPUs and on CPUs with AVX-512 BF16 or AMX, else fp32"),
     Option("batch_size", _int(1), "most images one worker runs as one batch"),
     Option("batch_window_ms", _float, "how long a worker waits for more requests to fill a batch"),
     Option("queue_size", _int(1), "requests waiting per worker before new ones get 503"),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from adain.precision import auto_precision
+
 from .service_fixtures import REPO, SIZE, assert_batched_equal, bad_inputs, metric, pixels, serve
 
 # `adain serve` on a device that breaks (as a GPU does after an illegal memory access) on images larger than
@@ -117,7 +119,8 @@ def test_lifecycle_sigterm_finishes_queued_work_styles_survive_restart_and_a_bro
         for name, bad in bad_inputs(content, style_paths[0].read_bytes()).items():
             r = httpx.post(f"{server.url}/v1/stylize", files=bad.files, data=bad.data, timeout=30)
             assert (r.status_code, r.json()["error"]["code"]) == (bad.status, bad.code), name
-        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 200 and ready.json()["precision"] == auto_precision("cpu")  # the default: auto
         responses = asyncio.run(sigterm_while_queued(server))
         assert [r.status_code for r in responses] == [200] * 8
         assert server.process.wait(timeout=60) == 0
