@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import ops, tiling
 from .errors import InputError
-from .images import prepare, to_tensor
+from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder
 from .weights_io import build_decoder, build_encoder, read_arch
@@ -95,28 +95,30 @@ def check_alpha(alpha: float) -> float:
 
 def prepare_content(content: ImageLike, n_styles: int, weights: Sequence[float] | None = None,
                     preserve_color: ColorMode = "none", mask: Tensor | None = None, content_size: int = 0,
-                    crop: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+                    crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> tuple[Tensor, Tensor, Tensor | None]:
     """Check the stylize arguments; returns the prepared content (3, H, W), the normalised weights (S,)
-    and the mask fitted to the prepared content (S, H, W), or None."""
+    and the mask fitted to the prepared content (S, H, W), or None. The prepared size is checked against
+    ``limits`` before anything is resized."""
     if preserve_color not in COLOR_MODES:
         raise InputError(f"preserve_color must be one of {', '.join(COLOR_MODES)}, got {preserve_color!r}")
     if mask is not None and weights is not None:
         raise InputError("weights and a mask cannot be combined: the mask decides where each style goes")
     w = check_weights(weights, n_styles)
     raw = to_tensor(content)
+    check_prepared(tuple(raw.shape[-2:]), content_size, crop, limits, "content")
     masks = None
     if mask is not None:
         if mask.shape[0] != n_styles:
             raise InputError(f"the mask has {mask.shape[0]} regions for {n_styles} styles")
-        masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop)
-    return prepare(raw, content_size, crop), w, masks
+        masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop, limits)
+    return prepare(raw, content_size, crop, limits, "content"), w, masks
 
 
 def prepare_style(style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
-                  style_size: int = 0, crop: bool = False) -> Tensor:
-    """A style image (3, H, W) as the encoder sees it: resized, then matched to the prepared ``content``'s
-    colours (coral) or made grey (luminance)."""
-    s = prepare(to_tensor(style), style_size, crop)
+                  style_size: int = 0, crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
+    """A style image (3, H, W) as the encoder sees it: resized (checked against ``limits`` first), then
+    matched to the prepared ``content``'s colours (coral) or made grey (luminance)."""
+    s = prepare(to_tensor(style), style_size, crop, limits, "style")
     if preserve_color == "coral":
         return ops.coral(s, content)
     if preserve_color == "luminance":
@@ -215,6 +217,7 @@ class Stylizer:
     ``tiling``: "auto" runs images of more than ``tile_pixels`` pixels in tiles of ``tile_size``
     pixels (plus a halo), "always" tiles every image, "never" none. The three are plain attributes
     and may be changed between calls; ``tiled_passes`` counts the encoder/decoder passes run in tiles.
+    ``limits`` (a plain attribute too) bounds what ``stylize`` lets images become once prepared.
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
@@ -236,6 +239,7 @@ class Stylizer:
         self.encoder = encoder.to(self.device, memory_format=fmt).eval()
         self.decoder = decoder.to(self.device, memory_format=fmt).eval().requires_grad_(False)
         self.cache = StatsCache(cache_size)
+        self.limits = DEFAULT_LIMITS  # what images may become once prepared (checked before resizing)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -344,7 +348,8 @@ class Stylizer:
         ``mask`` (S, H, W) assigns regions of the content (at its original size)
         to the styles; then ``weights`` must be None.
         """
-        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop)
+        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop,
+                                      self.limits)
         alpha = check_alpha(alpha)
         stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop) for s in styles])
         out = self.render(model_input(c, preserve_color), [Target(stats, w, alpha, masks)])[0].cpu()
@@ -361,6 +366,6 @@ class Stylizer:
         key = f"{tensor_digest(raw)}:{style_size}:{int(crop)}:{preserve_color}:{content_key}"
         stats = self.cache.get(key)
         if stats is None:
-            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop))
+            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop, self.limits))
             self.cache.put(key, stats)
         return stats

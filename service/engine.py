@@ -63,6 +63,7 @@ class Engine:
             # tiling is the service's choice: above settings.tile_pixels pixels (0: never)
             st.tiling = "auto" if settings.tile_pixels else "never"
             st.tile_pixels, st.tile_size = max(1, settings.tile_pixels), settings.tile_size
+            st.limits = settings.limits
             name = f"{st.device}#{per_device[str(st.device)]}"  # cpu#0, cpu#1, cuda:0#0...
             per_device[str(st.device)] += 1
             self.workers.append(Worker(name, st, self.metrics, settings.batch_size, settings.batch_window_ms / 1000,

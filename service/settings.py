@@ -11,7 +11,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adain.images import SizeLimits
 
 ENV_PREFIX = "ADAIN_"
 
@@ -35,6 +38,7 @@ class Settings:
     request_timeout: float = 60.0
     max_upload_bytes: int = 50_000_000
     max_pixels: int = 25_000_000
+    max_aspect: float = 16.0  # adain.images.DEFAULT_MAX_ASPECT
     max_size: int = 2048
     max_styles: int = 8
     formats: tuple[str, ...] = ("jpeg", "png", "webp")
@@ -47,6 +51,13 @@ class Settings:
     db: str = ""  # empty: the default store (see service.store.open_store)
     shutdown_timeout: float = 30.0
     log_level: str = "info"
+
+    @property
+    def limits(self) -> SizeLimits:
+        """What an image may become once resized (content, styles and masks)."""
+        from adain.images import SizeLimits
+
+        return SizeLimits(self.max_pixels, self.max_aspect)
 
     @property
     def pil_formats(self) -> tuple[str, ...]:
@@ -81,6 +92,13 @@ def _float(text: str) -> float:
         raise ValueError(f"expected a number, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _aspect(text: str) -> float:
+    value = _float(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {text!r}")
     return value
 
 
@@ -139,7 +157,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("queue_size", _int(1), "requests waiting per worker before new ones get 503"),
     Option("request_timeout", _float, "seconds a request may take before it gets 504 (its queued work is dropped)"),
     Option("max_upload_bytes", _int(1), "largest request body (413)"),
-    Option("max_pixels", _int(1), "most pixels per image, read from the header before decoding (413)"),
+    Option("max_pixels", _int(1), "most pixels per image: as uploaded (read from the header before decoding) and as "
+           "resized to content_size / style_size (checked before resizing) (413)"),
+    Option("max_aspect", _aspect, "most the longer side of a resized image may exceed its shorter side, as a factor "
+           "(16: at most 16:1) (422)"),
     Option("max_size", _int(1), "largest content_size / style_size a request may ask for (422)"),
     Option("max_styles", _int(1), "most styles per request (422)"),
     Option("formats", _formats, "accepted input formats, recognised by content (415)"),

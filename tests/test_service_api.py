@@ -196,6 +196,7 @@ async def test_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, styliz
     async with running_app(app_settings(tmp_path, max_upload_bytes=2_000_000), stylizers) as app:
         r = await app.client.post("/v1/stylize", files=bad.files, data=bad.data)
         assert (r.status_code, error_of(r)["code"]) == (bad.status, bad.code), r.text
+        assert bad.says in error_of(r)["message"]
         assert (await app.client.get("/readyz")).status_code == 200
     assert list(spool.iterdir()) == []
 
