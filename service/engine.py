@@ -21,15 +21,13 @@ from adain.download import sha256_file
 from adain.errors import InputError
 from adain.stylizer import ColorMode, Stylizer, prepare_content, resolve_device
 
-from .errors import ServiceError
+from .errors import ServiceError, retry_after
 from .jobs import DeadlineExceeded, OutOfDeviceMemory, RenderJob, StatsJob, StyleRef, Ticket, WorkerFailed
 from .metrics import Metrics
 from .settings import Settings
 from .worker import Worker
 
 log = logging.getLogger("adain.service")
-
-RETRY_AFTER = {"Retry-After": "1"}
 
 
 def devices(spec: str) -> list[torch.device]:
@@ -149,14 +147,14 @@ class Engine:
                 return
             except asyncio.QueueFull:
                 continue
-        raise ServiceError(503, "overloaded", "every queue is full; retry later", RETRY_AFTER)
+        raise ServiceError(503, "overloaded", "every queue is full; retry later", retry_after())
 
     async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
         """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
         if self.closing:
-            raise ServiceError(503, "shutting_down", "the service is shutting down", RETRY_AFTER)
+            raise ServiceError(503, "shutting_down", "the service is shutting down", retry_after())
         if not self.ready:
-            raise ServiceError(503, "not_ready", f"not ready: {self.state}", RETRY_AFTER)
+            raise ServiceError(503, "not_ready", f"not ready: {self.state}", retry_after())
         if timeout <= 0:
             raise ServiceError(504, "deadline_exceeded", "the request ran out of time before reaching the model")
         loop = asyncio.get_running_loop()
@@ -176,5 +174,5 @@ class Engine:
                                f"{self.settings.max_pixels} pixels, but not every size fits this device)") from None
         except WorkerFailed:
             raise ServiceError(503, "worker_failed", "the worker failed; the service is restarting",
-                               RETRY_AFTER) from None
+                               retry_after()) from None
         return ticket

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .dependencies import EngineDep
-from .errors import ErrorResponse, ServiceError
+from .errors import ErrorResponse, ServiceError, retry_after
 
 router = APIRouter(tags=["operations"])
 
@@ -21,7 +21,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(engine: EngineDep) -> dict[str, object]:
     """200 when every worker is warmed up and alive; 503 while loading, after a worker died, or when stopping."""
     if not engine.ready:
-        raise ServiceError(503, "not_ready", f"not ready: {engine.state}", {"Retry-After": "1"})
+        raise ServiceError(503, "not_ready", f"not ready: {engine.state}", retry_after())
     return {"status": "ready", "workers": [w.name for w in engine.workers]}
 
 

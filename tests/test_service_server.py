@@ -138,3 +138,22 @@ def test_lifecycle_sigterm_finishes_queued_work_styles_survive_restart_and_a_bro
         assert r.status_code == 503 and r.json()["error"]["code"] == "worker_failed"
         assert server.process.wait(timeout=60) == 1  # so that the supervisor restarts it
     assert "worker cpu#0 died: CUDA error" in log.read_text()
+
+
+def test_requests_still_running_past_the_shutdown_timeout_get_a_json_503(
+        tmp_path: Path, weight_files: dict, content_paths: list[Path], style_paths: list[Path]) -> None:
+    files = {"content": ("c.jpg", content_paths[0].read_bytes()), "style": ("s.jpg", style_paths[0].read_bytes())}
+
+    async def sigterm_while_running(server) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            big = asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "1024"}))
+            await asyncio.sleep(1)  # decoded and in the model: 1536x1024 takes seconds on a CPU
+            server.process.send_signal(signal.SIGTERM)
+            return await big
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log",
+               "--shutdown-timeout", "0.5") as server:
+        r = asyncio.run(sigterm_while_running(server))
+        assert server.process.wait(timeout=120) == 0
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.json()["error"]["code"] == "shutting_down"
