@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import ops, tiling
-from .errors import InputError
+from .errors import InputError, clip
 from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder
@@ -76,13 +76,14 @@ def check_weights(weights: Sequence[float] | None, n_styles: int) -> Tensor:
     if len(w) != n_styles:
         raise InputError(f"{len(w)} weights given for {n_styles} styles")
     if any(not math.isfinite(x) for x in w):
-        raise InputError(f"weights must be finite numbers, got {w}")
+        raise InputError(f"weights must be finite numbers, got {clip(w)}")
     if any(x < 0 for x in w):
-        raise InputError(f"weights must not be negative, got {w}")
-    total = sum(w)
-    if total <= 0:
+        raise InputError(f"weights must not be negative, got {clip(w)}")
+    top = max(w)
+    if top <= 0:
         raise InputError("the weights are all zero")
-    return torch.tensor(w, dtype=torch.float64) / total
+    scaled = torch.tensor([x / top for x in w], dtype=torch.float64)  # by the largest first: the sum cannot overflow
+    return scaled / scaled.sum()
 
 
 def check_alpha(alpha: float) -> float:

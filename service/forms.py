@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import File, Form, UploadFile
+from fastapi import Depends, File, Form, Request, UploadFile
+
+from adain.errors import clip
 
 from .errors import ServiceError
 
@@ -41,13 +43,27 @@ def parse_weights(values: list[str] | None) -> list[float] | None:
     try:
         weights = [float(x) for v in values for x in v.split(",") if x.strip()]
     except ValueError:
-        raise ServiceError(422, "invalid_request", f"weights must be numbers, got {values}") from None
+        raise ServiceError(422, "invalid_request", f"weights must be numbers, got {clip(values)}") from None
     if not all(math.isfinite(w) for w in weights):
-        raise ServiceError(422, "invalid_request", f"weights must be finite numbers, got {values}")
+        raise ServiceError(422, "invalid_request", f"weights must be finite numbers, got {clip(values)}")
     return weights
 
 
+#: The fields of POST /v1/stylize that take one value (the others are repeatable).
+SINGLE_VALUED = ("content", "alpha", "preserve_color", "content_size", "style_size", "format", "quality")
+
+
+async def given_once(request: Request) -> None:
+    """422 naming the first single-valued field that the form repeats (it would be silently last-wins)."""
+    form = await request.form()  # parsed once per request: FastAPI reads the same, cached form
+    for name in SINGLE_VALUED:
+        count = len(form.getlist(name))
+        if count > 1:
+            raise ServiceError(422, "invalid_request", f"{name} was given {count} times; it takes one value")
+
+
 def stylize_form(
+    _: Annotated[None, Depends(given_once)],
     content: Annotated[UploadFile, File(description="The content image (JPEG, PNG or WebP by default).")],
     style: Annotated[list[UploadFile] | None, File(description="A style image; repeat for a blend.")] = None,
     style_id: Annotated[list[str] | None, Form(description="Id of a stored style (POST /v1/styles); repeatable. "

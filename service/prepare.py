@@ -14,6 +14,7 @@ from pathlib import PurePath
 
 from torch import Tensor
 
+from adain.errors import clip
 from adain.images import check_prepared, open_image, read_image, to_tensor
 from adain.masks import read_masks
 from adain.stylizer import ColorMode, check_alpha, prepare_content
@@ -49,7 +50,7 @@ def decode_style(data: bytes, label: str, style_size: int, settings: Settings) -
 def _size(value: int | None, default: int, name: str, settings: Settings) -> int:
     size = default if value is None else value
     if size > settings.max_size:
-        raise ServiceError(422, "invalid_request", f"{name} must be at most {settings.max_size}, got {size}")
+        raise ServiceError(422, "invalid_request", f"{name} must be at most {settings.max_size}, got {clip(size)}")
     return size
 
 
@@ -62,7 +63,7 @@ def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, sto
             return StyleRef(stats=stats)
     image = store.image(style_id)
     if image is None:
-        raise ServiceError(422, "unknown_style", f"there is no stored style {style_id!r}")
+        raise ServiceError(422, "unknown_style", f"there is no stored style {clip(style_id)!r}")
     return StyleRef(image=decode_style(image, f"style {style_id}", style_size, settings))
 
 

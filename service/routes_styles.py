@@ -8,6 +8,8 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from adain.errors import clip
+
 from . import prepare
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
@@ -26,7 +28,7 @@ class StyleList(BaseModel):
 
 
 def _not_found(style_id: str) -> ServiceError:
-    return ServiceError(404, "not_found", f"there is no stored style {style_id!r}")
+    return ServiceError(404, "not_found", f"there is no stored style {clip(style_id)!r}")
 
 
 @router.post("", status_code=201, summary="Store a style", response_model=StyleInfo,

@@ -216,5 +216,11 @@ def bad_inputs(content: bytes, style: bytes) -> dict[str, BadInput]:
         "style_upscaled_past_max_pixels": BadInput(
             good[:1] + [("style", ("s.png", image_bytes((128, 8), "PNG"), "image/png"))], {"style_size": "2048"},
             413, "image_too_large", "style 1: 128x8 at a shorter side of 2048 is 32768x2048"),
+        "two_contents": BadInput(good + [("content", ("c2.jpg", content, "image/jpeg"))], {}, 422,
+                                 "invalid_request", "content was given 2 times"),
+        "two_alphas": BadInput(good, {"alpha": ["0.5", "0.7"]}, 422, "invalid_request", "alpha was given 2 times"),
+        "long_style_id": BadInput(good[:1], {"style_id": "x" * 10_000}, 422, "unknown_style", "(10000 characters)"),
+        "long_content_size": BadInput(good, {"content_size": "9" * 1000}, 422, "invalid_request",
+                                      "(1000 characters)"),
         "body_too_large": BadInput(with_content("big.png", b"\0" * 3_000_000), {}, 413, "payload_too_large"),
     }
