@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -241,6 +241,7 @@ class Stylizer:
         self.decoder = decoder.to(self.device, memory_format=fmt).eval().requires_grad_(False)
         self.cache = StatsCache(cache_size)
         self.limits = DEFAULT_LIMITS  # what images may become once prepared (checked before resizing)
+        self._local = threading.local()  # each thread's safe-point check (see safe_points)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -266,7 +267,7 @@ class Stylizer:
             return self.encoder(images)
         self.tiled_passes += 1
         log.debug("encoding %dx%d in tiles of %d px", images.shape[-1], images.shape[-2], tile)
-        return tiling.encode_tiled(self.encoder, images, tile)
+        return tiling.encode_tiled(self.encoder, images, tile, between=self._safe_point)
 
     def _decoder_pass(self, feats: Tensor, size: tuple[int, int]) -> Tensor:
         """Decode (N, C, h, w) features to images of ``size`` (H, W), whole or in tiles."""
@@ -275,7 +276,22 @@ class Stylizer:
             return self.decoder(feats, size)
         self.tiled_passes += 1
         log.debug("decoding %dx%d in tiles of %d px", size[1], size[0], tile)
-        return tiling.decode_tiled(self.decoder, feats, size, tile)
+        return tiling.decode_tiled(self.decoder, feats, size, tile, between=self._safe_point)
+
+    @contextlib.contextmanager
+    def safe_points(self, check: Callable[[], None]) -> Iterator[None]:
+        """Call ``check`` at every safe point of the work this thread does in the block: between the encoder,
+        AdaIN and the decoder, and between tiles. An exception it raises abandons the work."""
+        self._local.check = check
+        try:
+            yield
+        finally:
+            self._local.check = None
+
+    def _safe_point(self) -> None:
+        check = getattr(self._local, "check", None)
+        if check is not None:
+            check()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -314,6 +330,7 @@ class Stylizer:
             _check_target(t, size)
         with self._autocast():
             feats = self._encoder_pass(self._to_device(contents, "content image"))
+            self._safe_point()
             mixed = []
             for i, t in enumerate(targets):
                 f = feats[i : i + 1]
@@ -327,6 +344,7 @@ class Stylizer:
                 if t.alpha < 1.0:
                     out = t.alpha * out + (1.0 - t.alpha) * f
                 mixed.append(out)
+            self._safe_point()
             result = self._decoder_pass(torch.cat(mixed), size)
         return result.float().clamp_(0, 1)
 

@@ -1,9 +1,10 @@
-"""The engine: the workers (one per device, or several), dispatch to the shortest queue, readiness.
+"""The engine: the workers (one per device, or several), admission and dispatch, readiness.
 
 ``Engine.load(settings)`` loads the model on every device; ``start()`` starts
 the workers and warms each up in the background (``ready`` turns true when all
 are warm); ``run(work, timeout)`` queues work and awaits it, turning the ways it
-can fail into HTTP errors; ``stop()`` finishes what is queued.
+can fail into HTTP errors (and refuses, with 503, work that its queue could not
+finish in time); ``stop()`` finishes what is queued.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class Engine:
             name = f"{st.device}#{per_device[str(st.device)]}"  # cpu#0, cpu#1, cuda:0#0...
             per_device[str(st.device)] += 1
             self.workers.append(Worker(name, st, self.metrics, settings.batch_size, settings.batch_window_ms / 1000,
-                                       settings.queue_size, on_death=lambda worker: self._fatal()))
+                                       settings.queue_size, on_death=lambda worker: self._fatal(),
+                                       large_pixels=settings.large_pixels))
         self.on_fatal: Callable[[], None] = lambda: None
         self.failed = False
         self.closing = False
@@ -140,18 +142,32 @@ class Engine:
     # ---- requests -------------------------------------------------------------------
 
     def _submit(self, ticket: Ticket) -> None:
-        """Queue ``ticket`` on the least loaded worker that has room (service.ray_app sends it to Ray instead)."""
-        for w in sorted(self.workers, key=lambda w: w.load):
+        """Queue ``ticket`` in the lane for its size, on the worker whose lane drains first, if it can finish
+        there before its deadline (service.ray_app sends it to Ray instead). Else 503 ``overloaded``, with the
+        time that lane takes to drain as Retry-After. An idle lane takes any request: its estimate may be wrong,
+        and running it is how the estimate improves."""
+        lanes = sorted((w.lane_for(ticket) for w in self.workers), key=lambda lane: lane.backlog_s)
+        wait = lanes[0].backlog_s
+        cost = lanes[0].worker.cost.estimate(ticket.pixels)
+        budget = ticket.deadline - ticket.enqueued
+        if wait > 0 and wait + cost > budget:
+            self.metrics.dropped.labels("overloaded").inc()
+            raise ServiceError(503, "overloaded", f"the queue needs about {wait:.1f} s before this request, which "
+                               f"takes about {cost:.1f} s: more than its {budget:g} s; retry later",
+                               retry_after(wait))
+        for lane in lanes:
             try:
-                w.submit(ticket)
+                lane.submit(ticket)
                 return
             except asyncio.QueueFull:
                 continue
-        raise ServiceError(503, "overloaded", "every queue is full; retry later", retry_after())
+        self.metrics.dropped.labels("queue_full").inc()
+        raise ServiceError(503, "overloaded", "every queue is full; retry later", retry_after(wait))
 
     async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
         """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
         if self.closing:
+            self.metrics.dropped.labels("shutting_down").inc()
             raise ServiceError(503, "shutting_down", "the service is shutting down", retry_after())
         if not self.ready:
             raise ServiceError(503, "not_ready", f"not ready: {self.state}", retry_after())
@@ -166,7 +182,7 @@ class Engine:
                 await ticket.future
         except (TimeoutError, DeadlineExceeded):
             raise ServiceError(504, "deadline_exceeded", f"no result within {timeout:g} s; the work was dropped "
-                               "if it had not started") from None
+                               "(at the next safe point if it had started)") from None
         except OutOfDeviceMemory as exc:
             raise ServiceError(413, "too_large_for_device",
                                f"the request needs more memory than {exc.device} has: {exc.pixels} pixels; "

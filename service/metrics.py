@@ -29,8 +29,9 @@ class Metrics:
                                "(decode, queue, model, encode)", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("adain_batch_size", "Requests per model run, by worker", ["worker"],
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.dropped = Counter("adain_dropped", "Queued requests dropped without computing them", ["reason"],
-                               registry=r)
+        self.dropped = Counter("adain_dropped", "Requests refused or dropped: overloaded (could not finish in "
+                               "time), queue_full, deadline (expired in the queue), given_up, abandoned (expired "
+                               "while running; stopped at a safe point), shutting_down", ["reason"], registry=r)
         self.oom = Counter("adain_oom", "Device out-of-memory events: batch split, or a single request rejected",
                            ["outcome"], registry=r)
 
@@ -66,6 +67,8 @@ class _EngineCollector:
                                      labels=["worker"])
         tiled = CounterMetricFamily("adain_tiled_passes", "Encoder/decoder passes run in tiles (large images)",
                                     labels=["worker"])
+        backlog = GaugeMetricFamily("adain_backlog_seconds", "Estimated seconds of work queued or running, by worker "
+                                    "and lane", labels=["worker", "lane"])
         gpu = GaugeMetricFamily("adain_gpu_memory_bytes", "GPU memory held by PyTorch", labels=["device", "kind"])
         for w in workers:
             depth.add_metric([w.name], w.depth)
@@ -73,10 +76,12 @@ class _EngineCollector:
             hits.add_metric([w.name], w.stylizer.cache.hits)
             misses.add_metric([w.name], w.stylizer.cache.misses)
             tiled.add_metric([w.name], w.stylizer.tiled_passes)
+            for lane in w.lanes:
+                backlog.add_metric([w.name, lane.kind], lane.backlog_s)
         for dev in sorted({str(w.stylizer.device) for w in workers if w.stylizer.device.type == "cuda"}):
             gpu.add_metric([dev, "allocated"], torch.cuda.memory_allocated(dev))
             gpu.add_metric([dev, "reserved"], torch.cuda.memory_reserved(dev))
             gpu.add_metric([dev, "peak_allocated"], torch.cuda.max_memory_allocated(dev))
         ready = GaugeMetricFamily("adain_ready", "1 when the model is loaded and warmed up")
         ready.add_metric([], float(self.engine.ready))
-        yield from (depth, up, hits, misses, tiled, gpu, ready)
+        yield from (depth, up, hits, misses, tiled, backlog, gpu, ready)

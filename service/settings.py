@@ -47,6 +47,7 @@ class Settings:
     style_cache: int = 1024
     tile_pixels: int = 2**21  # adain.stylizer.TILE_PIXELS
     tile_size: int = 1024  # adain.stylizer.TILE_SIZE
+    large_pixels: int = 2**20
     decode_threads: int = min(4, os.cpu_count() or 1)
     db: str = ""  # empty: the default store (see service.store.open_store)
     shutdown_timeout: float = 30.0
@@ -154,8 +155,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("precision", _choice("fp32", "bf16", "fp16"), "inference precision (autocast)"),
     Option("batch_size", _int(1), "most images one worker runs as one batch"),
     Option("batch_window_ms", _float, "how long a worker waits for more requests to fill a batch"),
-    Option("queue_size", _int(1), "requests waiting per worker before new ones get 503"),
-    Option("request_timeout", _float, "seconds a request may take before it gets 504 (its queued work is dropped)"),
+    Option("queue_size", _int(1), "requests waiting per worker lane before new ones get 503"),
+    Option("request_timeout", _float, "seconds a request may take before it gets 504 (its work is dropped, at the "
+           "next safe point if it started); requests the queue could not finish in time get 503 at once"),
     Option("max_upload_bytes", _int(1), "largest request body (413)"),
     Option("max_pixels", _int(1), "most pixels per image: as uploaded (read from the header before decoding) and as "
            "resized to content_size / style_size (checked before resizing) (413)"),
@@ -170,6 +172,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("tile_pixels", _int(0), "images (content or style, as prepared) with more pixels than this run through "
            "the networks in overlapping tiles, bounding memory (0: never tile)"),
     Option("tile_size", _tile_size, "tile side in pixels, a multiple of 8 (each tile also reads a halo)"),
+    Option("large_pixels", _int(0), "requests with more pixels than this (content and styles to encode, as "
+           "prepared) run in a second lane of each worker, one at a time, so that they never hold up small ones "
+           "(0: one lane)"),
     Option("decode_threads", _int(1), "threads decoding, validating and encoding images"),
     Option("db", str, "style store: sqlite:///PATH, a file path, or postgresql://USER:PASSWORD@HOST:PORT/DB "
            "(default: a SQLite file in the user data folder)"),
