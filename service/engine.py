@@ -22,11 +22,12 @@ from adain.download import sha256_file
 from adain.errors import InputError
 from adain.stylizer import ColorMode, Stylizer, prepare_content, resolve_device
 
+from .admission import HEADROOM
 from .errors import ServiceError, retry_after
 from .jobs import DeadlineExceeded, OutOfDeviceMemory, RenderJob, StatsJob, StyleRef, Ticket, WorkerFailed
 from .metrics import Metrics
 from .settings import Settings
-from .worker import Worker
+from .worker import Lane, Worker
 
 log = logging.getLogger("adain.service")
 
@@ -143,18 +144,10 @@ class Engine:
 
     def _submit(self, ticket: Ticket) -> None:
         """Queue ``ticket`` in the lane for its size, on the worker whose lane drains first, if it can finish
-        there before its deadline (service.ray_app sends it to Ray instead). Else 503 ``overloaded``, with the
-        time that lane takes to drain as Retry-After. An idle lane takes any request: its estimate may be wrong,
-        and running it is how the estimate improves."""
+        there before its deadline (service.ray_app sends it to Ray instead); see :meth:`_admit`."""
         lanes = sorted((w.lane_for(ticket) for w in self.workers), key=lambda lane: lane.backlog_s)
+        self._admit(ticket, lanes[0])
         wait = lanes[0].backlog_s
-        cost = lanes[0].worker.cost.estimate(ticket.pixels)
-        budget = ticket.deadline - ticket.enqueued
-        if wait > 0 and wait + cost > budget:
-            self.metrics.dropped.labels("overloaded").inc()
-            raise ServiceError(503, "overloaded", f"the queue needs about {wait:.1f} s before this request, which "
-                               f"takes about {cost:.1f} s: more than its {budget:g} s; retry later",
-                               retry_after(wait))
         for lane in lanes:
             try:
                 lane.submit(ticket)
@@ -163,6 +156,26 @@ class Engine:
                 continue
         self.metrics.dropped.labels("queue_full").inc()
         raise ServiceError(503, "overloaded", "every queue is full; retry later", retry_after(wait))
+
+    def _admit(self, ticket: Ticket, lane: Lane) -> None:
+        """Refuse ``ticket`` if ``lane`` (the one that drains first) could not finish it before its deadline:
+        504 when the request alone takes longer (as measured for its size), 503 ``overloaded`` with the lane's
+        drain time as Retry-After when the work ahead of it does, or when the lane is busy and has not yet
+        measured work of this size. An idle lane takes any other request: running it is how it learns."""
+        cost_model = lane.worker.cost
+        wait, cost = lane.backlog_s, cost_model.estimate(ticket.pixels)
+        budget = ticket.deadline - ticket.enqueued
+        known = cost_model.knows(ticket.pixels)
+        if known and cost > budget:
+            self.metrics.dropped.labels("too_slow").inc()
+            raise ServiceError(504, "deadline_exceeded", f"this request takes about {cost:.0f} s here, more than "
+                               f"its {budget:g} s; ask for a smaller size or allow more time")
+        if wait > 0 and (not known or wait + cost > HEADROOM * budget):
+            self.metrics.dropped.labels("overloaded").inc()
+            ahead = f"the queue needs about {wait:.1f} s before this request"
+            why = (f"{ahead}, which takes about {cost:.1f} s: too long for its {budget:g} s" if known else
+                   f"{ahead}, and requests of this size have not been measured yet")
+            raise ServiceError(503, "overloaded", f"{why}; retry later", retry_after(wait))
 
     async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
         """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""

@@ -238,8 +238,11 @@ class Lane:
         outcomes = await loop.run_in_executor(self._executor, self._compute, [t.work for t in live], check)
         model_s = loop.time() - start
         self.metrics.batch_size.labels(self.name).observe(len(live))
+        pixels, seconds = sum(t.pixels for t in live) // len(live), model_s / len(live)
         if not any(isinstance(o, BaseException) for o in outcomes):
-            self.worker.cost.observe(sum(t.pixels for t in live) // len(live), model_s / len(live))
+            self.worker.cost.observe(pixels, seconds)
+        elif all(isinstance(o, DeadlineExceeded) for o in outcomes):  # abandoned: it takes at least this long
+            self.worker.cost.at_least(pixels, seconds)
         for ticket, outcome in zip(live, outcomes, strict=True):
             ticket.queue_s, ticket.model_s, ticket.batch = start - ticket.enqueued, model_s, len(live)
             ticket.settle(outcome)

@@ -146,8 +146,8 @@ def test_requests_still_running_past_the_shutdown_timeout_get_a_json_503(
 
     async def sigterm_while_running(server) -> httpx.Response:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-            big = asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "256"}))
-            await asyncio.sleep(1)  # decoded and in the model: 384x256 takes seconds on a CPU
+            big = asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "512"}))
+            await asyncio.sleep(1)  # decoded and in the model: 768x512 takes seconds on a CPU
             server.process.send_signal(signal.SIGTERM)
             return await big
 
@@ -162,7 +162,7 @@ def test_requests_still_running_past_the_shutdown_timeout_get_a_json_503(
 def test_late_work_is_abandoned_hopeless_work_refused_and_large_work_runs_beside_small_work(
         tmp_path: Path, weight_files: dict, content_paths: list[Path], style_paths: list[Path]) -> None:
     files = {"content": ("c.jpg", content_paths[0].read_bytes()), "style": ("s.jpg", style_paths[0].read_bytes())}
-    big = {"content_size": "256"}  # 384x256, in two tiles of 256 px: seconds on a CPU
+    big = {"content_size": "512"}  # 768x512, in six tiles of 256 px: seconds on a CPU
 
     async def scenario(url: str) -> dict[str, object]:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
