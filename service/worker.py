@@ -79,8 +79,8 @@ class Worker:
         self.cost = CostModel()
         self.error: BaseException | None = None
         self.lanes = [Lane(self, "small", batch_size, window_s, queue_size)]
-        if large_pixels:
-            self.lanes.append(Lane(self, "large", 1, 0.0, queue_size))
+        if large_pixels:  # on half the CPU threads, so that the small lane keeps the others
+            self.lanes.append(Lane(self, "large", 1, 0.0, queue_size, max(1, torch.get_num_threads() // 2)))
         self._on_death = on_death
 
     def start(self) -> None:
@@ -127,9 +127,11 @@ class Worker:
 
 
 class Lane:
-    """A queue, its batching loop and a compute thread of a :class:`Worker`."""
+    """A queue, its batching loop and a compute thread of a :class:`Worker` (using ``threads`` CPU threads for
+    its operators; 0: the process's number)."""
 
-    def __init__(self, worker: Worker, kind: str, batch_size: int, window_s: float, queue_size: int) -> None:
+    def __init__(self, worker: Worker, kind: str, batch_size: int, window_s: float, queue_size: int,
+                 threads: int = 0) -> None:
         self.worker, self.kind = worker, kind
         self.stylizer, self.metrics, self.name = worker.stylizer, worker.metrics, worker.name
         self.batch_size, self.window_s = batch_size, window_s
@@ -137,7 +139,9 @@ class Lane:
         self._current: list[Ticket] = []
         self._outstanding: set[Ticket] = set()  # queued or running
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"adain-worker-{self.name}-{kind}")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"adain-worker-{self.name}-{kind}",
+                                            initializer=torch.set_num_threads if threads else None,
+                                            initargs=(threads,) if threads else ())
 
     # ---- life cycle ---------------------------------------------------------
 
