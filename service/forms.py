@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -49,21 +50,22 @@ def parse_weights(values: list[str] | None) -> list[float] | None:
     return weights
 
 
-#: The fields of POST /v1/stylize that take one value (the others are repeatable).
-SINGLE_VALUED = ("content", "alpha", "preserve_color", "content_size", "style_size", "format", "quality")
+def given_once(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency: 422 naming the first of the single-valued fields ``names`` that the form repeats (it
+    would otherwise be silently last-wins)."""
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once per request: FastAPI reads the same, cached form
+        for name in names:
+            count = len(form.getlist(name))
+            if count > 1:
+                raise ServiceError(422, "invalid_request", f"{name} was given {count} times; it takes one value")
 
-
-async def given_once(request: Request) -> None:
-    """422 naming the first single-valued field that the form repeats (it would be silently last-wins)."""
-    form = await request.form()  # parsed once per request: FastAPI reads the same, cached form
-    for name in SINGLE_VALUED:
-        count = len(form.getlist(name))
-        if count > 1:
-            raise ServiceError(422, "invalid_request", f"{name} was given {count} times; it takes one value")
+    return check
 
 
 def stylize_form(
-    _: Annotated[None, Depends(given_once)],
+    _: Annotated[None, Depends(given_once("content", "alpha", "preserve_color", "content_size", "style_size",
+                                          "format", "quality"))],
     content: Annotated[UploadFile, File(description="The content image (JPEG, PNG or WebP by default).")],
     style: Annotated[list[UploadFile] | None, File(description="A style image; repeat for a blend.")] = None,
     style_id: Annotated[list[str] | None, Form(description="Id of a stored style (POST /v1/styles); repeatable. "

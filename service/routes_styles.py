@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +13,7 @@ from adain.errors import clip
 from . import prepare
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
+from .forms import given_once
 from .jobs import StatsJob
 from .store import NewStyle, StyleInfo
 
@@ -33,7 +34,8 @@ def _not_found(style_id: str) -> ServiceError:
 
 @router.post("", status_code=201, summary="Store a style", response_model=StyleInfo,
              responses={413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
-                        422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+                        422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+             dependencies=[Depends(given_once("image", "name"))])
 async def create_style(response: Response, settings: SettingsDep, engine: EngineDep, store: StoreDep, pool: PoolDep,
                        timeout: TimeoutDep,
                        image: Annotated[UploadFile, File(description="The style image.")],

@@ -293,4 +293,7 @@ async def test_uploads_are_checked_like_stylize_inputs(tmp_path: Path, stylizers
         for data, status, code in cases:
             r = await app.client.post("/v1/styles", files={"image": ("s.png", data, "image/png")})
             assert (r.status_code, error_of(r)["code"]) == (status, code)
+        png = ("a.png", image_bytes((32, 32), "PNG"), "image/png")
+        twice = await app.client.post("/v1/styles", files=[("image", png), ("image", png)])
+        assert (twice.status_code, error_of(twice)["message"]) == (422, "image was given 2 times; it takes one value")
         assert (await app.client.get("/v1/styles")).json() == {"styles": []}
