@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from .errors import ImageError, InputError
+from .errors import ImageError, InputError, clip
 
 Tiling = Literal["auto", "always", "never"]
 TILINGS: tuple[str, ...] = ("auto", "always", "never")
@@ -38,13 +38,15 @@ def normalised_weights(weights: Sequence[float] | None, n_styles: int) -> list[f
     if len(w) != n_styles:
         raise InputError(f"{len(w)} weights given for {n_styles} styles")
     if any(not math.isfinite(x) for x in w):
-        raise InputError(f"weights must be finite numbers, got {w}")
+        raise InputError(f"weights must be finite numbers, got {clip(w)}")
     if any(x < 0 for x in w):
-        raise InputError(f"weights must not be negative, got {w}")
-    total = sum(w)
-    if total <= 0:
+        raise InputError(f"weights must not be negative, got {clip(w)}")
+    top = max(w)
+    if top <= 0:
         raise InputError("the weights are all zero")
-    return [x / total for x in w]
+    scaled = [x / top for x in w]  # by the largest first: the sum cannot overflow
+    total = sum(scaled)
+    return [x / total for x in scaled]
 
 
 def check_alpha(alpha: float) -> float:

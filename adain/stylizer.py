@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from . import ops, tiling
 from .errors import InputError
-from .images import prepare, to_tensor
+from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder
 from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_tiling, normalised_weights
@@ -65,28 +65,30 @@ def check_weights(weights: Sequence[float] | None, n_styles: int) -> Tensor:
 
 def prepare_content(content: ImageLike, n_styles: int, weights: Sequence[float] | None = None,
                     preserve_color: ColorMode = "none", mask: Tensor | None = None, content_size: int = 0,
-                    crop: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+                    crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> tuple[Tensor, Tensor, Tensor | None]:
     """Check the stylize arguments; returns the prepared content (3, H, W), the normalised weights (S,)
-    and the mask fitted to the prepared content (S, H, W), or None."""
+    and the mask fitted to the prepared content (S, H, W), or None. The prepared size is checked against
+    ``limits`` before anything is resized."""
     if preserve_color not in COLOR_MODES:
         raise InputError(f"preserve_color must be one of {', '.join(COLOR_MODES)}, got {preserve_color!r}")
     if mask is not None and weights is not None:
         raise InputError("weights and a mask cannot be combined: the mask decides where each style goes")
     w = check_weights(weights, n_styles)
     raw = to_tensor(content)
+    check_prepared(tuple(raw.shape[-2:]), content_size, crop, limits, "content")
     masks = None
     if mask is not None:
         if mask.shape[0] != n_styles:
             raise InputError(f"the mask has {mask.shape[0]} regions for {n_styles} styles")
-        masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop)
-    return prepare(raw, content_size, crop), w, masks
+        masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop, limits)
+    return prepare(raw, content_size, crop, limits, "content"), w, masks
 
 
 def prepare_style(style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
-                  style_size: int = 0, crop: bool = False) -> Tensor:
-    """A style image (3, H, W) as the encoder sees it: resized, then matched to the prepared ``content``'s
-    colours (coral) or made grey (luminance)."""
-    s = prepare(to_tensor(style), style_size, crop)
+                  style_size: int = 0, crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
+    """A style image (3, H, W) as the encoder sees it: resized (checked against ``limits`` first), then
+    matched to the prepared ``content``'s colours (coral) or made grey (luminance)."""
+    s = prepare(to_tensor(style), style_size, crop, limits, "style")
     if preserve_color == "coral":
         return ops.coral(s, content)
     if preserve_color == "luminance":
@@ -177,6 +179,7 @@ class Stylizer:
     and may be changed between calls; ``tiled_passes`` counts the encoder/decoder passes run in tiles.
     ``precision="auto"`` becomes bf16 on CPUs with native bf16 and on CUDA devices that support it, else
     fp32 (``adain.precision``); ``self.precision`` is the one chosen.
+    ``limits`` (a plain attribute too) bounds what ``stylize`` lets images become once prepared.
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
@@ -200,6 +203,8 @@ class Stylizer:
         self.encoder = encoder.to(self.device, memory_format=fmt).eval()
         self.decoder = decoder.to(self.device, memory_format=fmt).eval().requires_grad_(False)
         self.cache = StatsCache(cache_size)
+        self.limits = DEFAULT_LIMITS  # what images may become once prepared (checked before resizing)
+        self._local = threading.local()  # each thread's safe-point check (see safe_points)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -225,7 +230,7 @@ class Stylizer:
             return self.encoder(images)
         self.tiled_passes += 1
         log.debug("encoding %dx%d in tiles of %d px", images.shape[-1], images.shape[-2], tile)
-        return tiling.encode_tiled(self.encoder, images, tile)
+        return tiling.encode_tiled(self.encoder, images, tile, between=self._safe_point)
 
     def _decoder_pass(self, feats: Tensor, size: tuple[int, int]) -> Tensor:
         """Decode (N, C, h, w) features to images of ``size`` (H, W), whole or in tiles."""
@@ -234,7 +239,22 @@ class Stylizer:
             return self.decoder(feats, size)
         self.tiled_passes += 1
         log.debug("decoding %dx%d in tiles of %d px", size[1], size[0], tile)
-        return tiling.decode_tiled(self.decoder, feats, size, tile)
+        return tiling.decode_tiled(self.decoder, feats, size, tile, between=self._safe_point)
+
+    @contextlib.contextmanager
+    def safe_points(self, check: Callable[[], None]) -> Iterator[None]:
+        """Call ``check`` at every safe point of the work this thread does in the block: between the encoder,
+        AdaIN and the decoder, and between tiles. An exception it raises abandons the work."""
+        self._local.check = check
+        try:
+            yield
+        finally:
+            self._local.check = None
+
+    def _safe_point(self) -> None:
+        check = getattr(self._local, "check", None)
+        if check is not None:
+            check()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -273,6 +293,7 @@ class Stylizer:
             _check_target(t, size)
         with self._autocast():
             feats = self._encoder_pass(self._to_device(contents, "content image"))
+            self._safe_point()
             mixed = []
             for i, t in enumerate(targets):
                 f = feats[i : i + 1]
@@ -286,6 +307,7 @@ class Stylizer:
                 if t.alpha < 1.0:
                     out = t.alpha * out + (1.0 - t.alpha) * f
                 mixed.append(out)
+            self._safe_point()
             result = self._decoder_pass(torch.cat(mixed), size)
         return result.float().clamp_(0, 1)
 
@@ -308,7 +330,8 @@ class Stylizer:
         ``mask`` (S, H, W) assigns regions of the content (at its original size)
         to the styles; then ``weights`` must be None.
         """
-        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop)
+        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop,
+                                      self.limits)
         alpha = check_alpha(alpha)
         stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop) for s in styles])
         out = self.render(model_input(c, preserve_color), [Target(stats, w, alpha, masks)])[0].cpu()
@@ -325,6 +348,6 @@ class Stylizer:
         key = f"{tensor_digest(raw)}:{style_size}:{int(crop)}:{preserve_color}:{content_key}"
         stats = self.cache.get(key)
         if stats is None:
-            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop))
+            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop, self.limits))
             self.cache.put(key, stats)
         return stats

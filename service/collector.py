@@ -11,7 +11,7 @@ from .worker import Worker
 
 
 class WorkerCollector:
-    """The workers' queues, liveness, style caches and tiled passes, GPU memory and readiness."""
+    """The workers' queues, liveness, style caches and tiled passes, lanes' backlog, GPU memory and readiness."""
 
     def __init__(self, workers: Sequence[Worker], ready: Callable[[], bool]) -> None:
         self.workers, self.ready = workers, ready
@@ -28,6 +28,8 @@ class WorkerCollector:
                                      labels=["worker"])
         tiled = CounterMetricFamily("adain_tiled_passes", "Encoder/decoder passes run in tiles (large images)",
                                     labels=["worker"])
+        backlog = GaugeMetricFamily("adain_backlog_seconds", "Estimated seconds of work queued or running, by worker "
+                                    "and lane", labels=["worker", "lane"])
         gpu = GaugeMetricFamily("adain_gpu_memory_bytes", "GPU memory held by PyTorch", labels=["device", "kind"])
         for w in workers:
             depth.add_metric([w.name], w.depth)
@@ -35,10 +37,12 @@ class WorkerCollector:
             hits.add_metric([w.name], w.stylizer.cache.hits)
             misses.add_metric([w.name], w.stylizer.cache.misses)
             tiled.add_metric([w.name], w.stylizer.tiled_passes)
+            for lane in w.lanes:
+                backlog.add_metric([w.name, lane.kind], lane.backlog_s)
         for dev in sorted({str(w.stylizer.device) for w in workers if w.stylizer.device.type == "cuda"}):
             gpu.add_metric([dev, "allocated"], torch.cuda.memory_allocated(dev))
             gpu.add_metric([dev, "reserved"], torch.cuda.memory_reserved(dev))
             gpu.add_metric([dev, "peak_allocated"], torch.cuda.max_memory_allocated(dev))
         ready = GaugeMetricFamily("adain_ready", "1 when the model is loaded and warmed up")
         ready.add_metric([], float(self.ready()))
-        yield from (depth, up, hits, misses, tiled, gpu, ready)
+        yield from (depth, up, hits, misses, tiled, backlog, gpu, ready)

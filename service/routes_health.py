@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from .dependencies import EngineDep
-from .errors import ErrorResponse, ServiceError
+from .errors import ErrorResponse, ServiceError, retry_after
 from .store_types import StoreError
 
 log = logging.getLogger("adain.service")
@@ -31,7 +31,7 @@ async def readyz(request: Request, engine: EngineDep) -> dict[str, object]:
     precision); 503 while loading, after a worker died, when stopping, or when the store is unavailable (its
     database file deleted, say)."""
     if not engine.ready:
-        raise ServiceError(503, "not_ready", f"not ready: {engine.state}", {"Retry-After": "1"})
+        raise ServiceError(503, "not_ready", f"not ready: {engine.state}", retry_after())
     try:
         await run_in_threadpool(request.app.state.store.check)
     except StoreError as exc:

@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from adain.errors import clip
+
 from .errors import ServiceError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -27,7 +29,7 @@ def _file(name: str) -> FileResponse:
     files = {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in MEDIA_TYPES}
     path = files.get(name)
     if path is None:
-        raise ServiceError(404, "not_found", f"there is no file {name!r}")
+        raise ServiceError(404, "not_found", f"there is no file {clip(name)!r}")
     headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
     return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=headers)
 

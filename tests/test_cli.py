@@ -43,6 +43,10 @@ BAD_INPUT = {
     "corrupt weights": ("--content {content} --style {s1} --decoder {corrupt}",
                         "corrupt.pth: not a readable weight file"),
     "bad extension": ("--content {content} --style {s1} -o {root}/out.gif", "out.gif: unsupported output format"),
+    "thin content upscaled": ("--content {thin} --style {s1} --content-size 2048",
+                              "content: 4000x1 at a shorter side of 2048 is 8192000x2048 = 16777216000 pixels"),
+    "thin style upscaled": ("--content {content} --style {thin} --style-size 64",
+                            "style: 4000x1 at a shorter side of 64 is 256000x64, sides more than 16:1 apart"),
     "usage error": ("--content {content} --style {s1} --weights a,b", "argument --weights: weights must be"),
 }
 
@@ -68,12 +72,13 @@ def paths(tmp_path_factory, content_paths, style_paths, weight_files) -> dict[st
     p = {"root": root, "content": root / "content.png", "s1": root / "s1.png", "s2": root / "s2.jpg",
          "truncated": root / "truncated.jpg", "text": root / "text.png", "labels": root / "labels.png",
          "labels3": root / "labels3.png", "small_mask": root / "small_mask.png", "corrupt": root / "corrupt.pth",
-         "missing": root / "missing.pth", "dec16": weight_files["vgg16"]["decoder_st"]}
+         "missing": root / "missing.pth", "thin": root / "thin.png", "dec16": weight_files["vgg16"]["decoder_st"]}
     _save_resized(content_paths[2], CONTENT_SIZE, p["content"])
     _save_resized(style_paths[3], (31, 23), p["s1"])
     _save_resized(style_paths[4], (26, 35), p["s2"])
     p["truncated"].write_bytes(content_paths[0].read_bytes()[:3000])
     p["text"].write_text("not an image\n")
+    Image.new("RGB", (4000, 1)).save(p["thin"])  # 93 bytes
     p["corrupt"].write_bytes(b"\x00junk" * 64)
     labels = (np.arange(CONTENT_SIZE[0]) * 3 // CONTENT_SIZE[0]).astype(np.uint8)[None].repeat(CONTENT_SIZE[1], 0)
     Image.fromarray(labels).save(p["labels3"])
