@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import AdainError, exit_status
+from .options import TILE_PIXELS, TILE_SIZE, check_alpha, check_tiling, normalised_weights, open_file, output_format
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -69,7 +70,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decoder", type=Path, help="decoder weight file (.pth or .safetensors)")
     g.add_argument("--arch", choices=("vgg19", "vgg16"), help="architecture of --encoder/--decoder")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 on CPUs with AVX-512 BF16 or AMX and on CUDA GPUs, else fp32 (default auto)")
+    g.add_argument("-v", "--verbose", action="store_true", help="say on stderr which device and precision run")
 
 
 def _stylize_parser(sub: argparse._SubParsersAction) -> None:
@@ -88,8 +91,6 @@ def _stylize_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_tiling_args(p: argparse.ArgumentParser) -> None:
     """--tiling / --tile-pixels / --tile-size: large images run in overlapping tiles."""
-    from .stylizer import TILE_PIXELS, TILE_SIZE
-
     g = p.add_argument_group("tiling (large images in overlapping tiles, AdaIN statistics over the whole image)")
     g.add_argument("--tiling", choices=("auto", "always", "never"), default="auto",
                    help="auto: tile images of more than --tile-pixels pixels (default %(default)s)")
@@ -132,18 +133,16 @@ def build_stylizer(args: argparse.Namespace):
     found = resolve(args.model, args.encoder, args.decoder, args.arch)
     tiling = {"tiling": args.tiling, "tile_pixels": args.tile_pixels, "tile_size": args.tile_size} \
         if hasattr(args, "tiling") else {}
-    return Stylizer.from_files(found.encoder, found.decoder, arch=args.arch or found.arch, device=args.device,
-                               precision=args.precision, **tiling)
+    stylizer = Stylizer.from_files(found.encoder, found.decoder, arch=args.arch or found.arch, device=args.device,
+                                   precision=args.precision, **tiling)
+    if args.verbose:
+        chosen = " (auto)" if args.precision == "auto" else ""
+        print(f"adain: {stylizer.device}, precision {stylizer.precision}{chosen}", file=sys.stderr)
+    return stylizer
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    """adain stylize."""
-    from tqdm import tqdm
-
-    from .images import read_image, save_image
-    from .masks import read_masks
-    from .stylizer import check_alpha, check_tiling, check_weights
-
+    """adain stylize: every argument and input file is checked before torch is imported (seconds)."""
     contents = list(args.content) + (_images_in(args.content_dir) if args.content_dir else [])
     if not contents:
         raise AdainError("give --content FILE or --content-dir DIR")
@@ -158,13 +157,19 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if not batch and not (args.output or args.output_dir):
         raise AdainError("give -o OUTPUT")
     if args.output:
-        from .images import output_format
-
         output_format(args.output)  # fail before any work on a bad extension
     n_styles = len(style_sets[0])
-    check_weights(args.weights, n_styles)  # fail fast, before loading the model
+    normalised_weights(args.weights, n_styles)
     check_alpha(args.alpha)
     check_tiling(args.tiling, args.tile_pixels, args.tile_size)
+    for path in (*args.style, *args.mask, *contents):
+        open_file(path).close()
+
+    from tqdm import tqdm
+
+    from .images import read_image, save_image
+    from .masks import read_masks
+
     styles_cache = {p: read_image(p) for p in args.style}  # a blend's styles are checked before loading the model
     masks = read_masks(args.mask, n_styles) if args.mask else None
     stylizer = build_stylizer(args)
@@ -205,11 +210,14 @@ def blend_weights(args: argparse.Namespace, stylizer, content, styles, masks) ->
                             content_size=args.content_size, style_size=args.style_size, crop=args.crop).tolist()
 
 
+OPTIMIZE_HELP = "stylize by optimising the pixels (Gatys et al.): slower, higher fidelity"
+
+
 def _optimize_parser(sub: argparse._SubParsersAction) -> None:
-    from .gatys import INITS, OPTIMIZERS, STYLE_LOSSES, OptimizeOptions
+    from .gatys import INITS, OPTIMIZERS, STYLE_LOSSES, OptimizeOptions  # imports torch
 
     d = OptimizeOptions()
-    p = sub.add_parser("optimize", help="stylize by optimising the pixels (Gatys et al.): slower, higher fidelity",
+    p = sub.add_parser("optimize", help=OPTIMIZE_HELP,
                        description="Stylize one content image by optimising its pixels against content, style and "
                                    "total-variation losses on the encoder's features (Gatys et al., 2016).")
     p.add_argument("--content", type=Path, action="append", default=[], help="content image")
@@ -260,10 +268,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .gatys import OptimizeOptions
-    from .images import output_format, read_image, save_image
+    from .images import read_image, save_image
     from .masks import read_masks
     from .optimize import optimize_image
-    from .stylizer import check_weights
 
     if len(args.content) != 1 or not args.style:
         raise AdainError("give one --content FILE and --style FILE (repeatable)")
@@ -271,7 +278,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise AdainError("give -o OUTPUT")
     output_format(args.output)
     options = OptimizeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(OptimizeOptions)})
-    check_weights(args.weights, len(args.style))
+    normalised_weights(args.weights, len(args.style))
     masks = read_masks(args.mask, len(args.style)) if args.mask else None
     content, styles = read_image(args.content[0]), [read_image(p) for p in args.style]
     with contextlib.ExitStack() as stack:
@@ -388,7 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{stylize,optimize,weights,train,evaluate,serve,key}")
     _stylize_parser(sub)
-    _optimize_parser(sub)
+    if argv[:1] == ["optimize"]:  # its options come from adain.gatys, which imports torch: only when asked for
+        _optimize_parser(sub)
+    else:
+        sub.add_parser("optimize", help=OPTIMIZE_HELP)
     _weights_parser(sub)
     sub.add_parser("train", help="train a decoder (adain train --help)")
     sub.add_parser("evaluate", help="measure a bundle on held-out pairs (adain evaluate --help)")

@@ -5,6 +5,16 @@ from __future__ import annotations
 import sys
 
 
+def clip(value: object, limit: int = 64) -> str:
+    """``value`` as an error message may echo it: as text, cut in the middle to at most ``limit`` characters."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    marker = f"...({len(text)} characters)..."
+    keep = max(2, limit - len(marker))
+    return f"{text[: keep // 2]}{marker}{text[-(keep - keep // 2):]}"
+
+
 class AdainError(Exception):
     """Base class of the errors a user can cause and fix."""
 

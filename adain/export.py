@@ -26,7 +26,7 @@ from .errors import AdainError, InputError, WeightsError
 from .losses import held_out_losses
 from .net import FEATURE_LAYERS, Decoder
 from .runs import latest_checkpoint, load_checkpoint, read_metrics
-from .train import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
+from .train_setup import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
 from .weights_io import build_decoder, load_into, save_safetensors
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

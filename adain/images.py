@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .errors import ImageError, ImageTooLarge, UnsupportedImage
+from .options import OUTPUT_FORMATS, open_file, output_format
 
 #: Formats accepted on input (by content, not by file name).
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
-#: Output format -> PIL format name and MIME type.
-OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Most the longer side of a prepared image may exceed its shorter side, as a factor (16: at most 16:1).
+DEFAULT_MAX_ASPECT = 16.0
 
 Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with a clear message
 
@@ -36,11 +38,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     ``formats`` (PIL names) are the accepted formats, recognised by content.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "image")
-    try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot open ({exc.strerror or exc})") from None
-    with fp:
+    with io.BytesIO(source) if isinstance(source, bytes) else open_file(source, label) as fp:
         try:
             img = Image.open(fp, formats=formats)
         except UnidentifiedImageError:
@@ -117,8 +115,46 @@ def center_crop(img: Tensor, size: int) -> Tensor:
     return img[..., top : top + size, left : left + size]
 
 
-def prepare(img: Tensor, size: int, crop: bool) -> Tensor:
-    """Resize by the shorter side, then optionally center-crop to a square."""
+@dataclass(frozen=True)
+class SizeLimits:
+    """What an image may become once prepared (resized, cropped): checked before any pixel is resized."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_aspect: float = DEFAULT_MAX_ASPECT
+
+
+def prepared_size(hw: tuple[int, int], size: int, crop: bool) -> tuple[int, int]:
+    """(H, W) that :func:`prepare` makes of an image of ``hw`` (H, W), computed without touching pixels."""
+    h, w = hw
+    if size > 0 and min(h, w) != size:
+        long = int(size * max(h, w) / min(h, w))
+        h, w = (size, long) if h <= w else (long, size)
+    if crop:
+        side = size or min(h, w)
+        return side, side
+    return h, w
+
+
+def check_prepared(hw: tuple[int, int], size: int, crop: bool, limits: SizeLimits, label: str = "image") -> None:
+    """Raise ImageTooLarge (too many pixels) or ImageError (sides too far apart) for what ``prepare`` would make
+    of an image of ``hw`` (H, W) at ``size`` (0: kept as it is)."""
+    h, w = prepared_size(hw, size, crop)
+    asked = f"{label}: {hw[1]}x{hw[0]}" + (f" at a shorter side of {size}" if size else "") + f" is {w}x{h}"
+    if h * w > limits.max_pixels:
+        raise ImageTooLarge(f"{asked} = {h * w} pixels, more than the limit of {limits.max_pixels}; "
+                            "ask for a smaller size")
+    if max(h, w) > limits.max_aspect * min(h, w):
+        raise ImageError(f"{asked}, sides more than {limits.max_aspect:g}:1 apart (the limit)")
+
+
+#: The limits the library applies unless told otherwise.
+DEFAULT_LIMITS = SizeLimits()
+
+
+def prepare(img: Tensor, size: int, crop: bool, limits: SizeLimits = DEFAULT_LIMITS, label: str = "image") -> Tensor:
+    """Resize by the shorter side, then optionally center-crop to a square; the result is checked against
+    ``limits`` before resizing (see :func:`check_prepared`)."""
+    check_prepared(tuple(img.shape[-2:]), size, crop, limits, label)
     img = resize_shorter(img, size)
     return center_crop(img, size) if crop else img
 
@@ -131,16 +167,6 @@ def to_uint8(img: Tensor) -> Tensor:
 def to_pil(img: Tensor) -> Image.Image:
     """Float (3, H, W) in [0, 1] -> 8-bit RGB PIL image."""
     return Image.fromarray(to_uint8(img).permute(1, 2, 0).numpy())
-
-
-def output_format(path_or_format: str | Path) -> str:
-    """'png' | 'jpeg' | 'webp' from a file name or a format name."""
-    s = str(path_or_format).lower()
-    ext = s.rsplit(".", 1)[-1]
-    fmt = {"jpg": "jpeg"}.get(ext, ext)
-    if fmt not in OUTPUT_FORMATS:
-        raise ImageError(f"{path_or_format}: unsupported output format (use .png, .jpg or .webp)")
-    return fmt
 
 
 def encode_image(img: Tensor, fmt: str = "png", quality: int = 95) -> bytes:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .images import DEFAULT_MAX_PIXELS, INPUT_FORMATS, open_image, prepare
+from .images import DEFAULT_LIMITS, DEFAULT_MAX_PIXELS, INPUT_FORMATS, SizeLimits, open_image, prepare
 
 #: A single grey mask whose values are all at most this is read as a label image.
 LABEL_MAX = 15
@@ -78,12 +78,13 @@ def read_masks(sources: Sequence[str | Path | bytes], n_styles: int,
     return masks_from_images(images, n_styles)
 
 
-def fit_masks(masks: Tensor, content_hw: tuple[int, int], size: int, crop: bool) -> Tensor:
+def fit_masks(masks: Tensor, content_hw: tuple[int, int], size: int, crop: bool,
+              limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
     """Resize and crop masks (K, H, W) exactly like the content image they belong to."""
     if tuple(masks.shape[-2:]) != tuple(content_hw):
         raise InputError(f"mask is {masks.shape[-1]}x{masks.shape[-2]} but the content image is "
                          f"{content_hw[1]}x{content_hw[0]}; they must be the same size")
-    return prepare(masks, size, crop) if size or crop else masks
+    return prepare(masks, size, crop, limits, "mask") if size or crop else masks
 
 
 def feature_masks(masks: Tensor, feat_hw: tuple[int, int]) -> Tensor:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,25 +27,18 @@ from torch import Tensor
 
 from . import ops, tiling
 from .errors import InputError
-from .images import prepare, to_tensor
+from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder
+from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_tiling, normalised_weights
+from .precision import auto_precision
 from .weights_io import build_decoder, build_encoder, read_arch
 
 ColorMode = Literal["none", "coral", "luminance"]
 COLOR_MODES: tuple[str, ...] = ("none", "coral", "luminance")
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ImageLike = Image.Image | Tensor
-Tiling = Literal["auto", "always", "never"]
-TILINGS: tuple[str, ...] = ("auto", "always", "never")
-#: Images with more pixels than this run in tiles (tiling="auto"): 2**21 is about 1448x1448. Untiled,
-#: the full-resolution fp32 activations take several hundred bytes per pixel (GiBs at 2048x2048); tiled,
-#: memory is bounded by the tile size plus the relu4_1 features of the whole image (32 bytes per pixel
-#: in fp32, twice that with the AdaIN target) and the image itself.
-TILE_PIXELS = 2**21
-#: Tile side in image pixels (a multiple of 8); each tile also reads a halo around it (``adain.tiling``).
-TILE_SIZE = 1024
 
 log = logging.getLogger("adain.stylizer")
 
@@ -67,56 +59,36 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def check_weights(weights: Sequence[float] | None, n_styles: int) -> Tensor:
-    """Validate style weights and normalise them to sum to one (equal when None)."""
-    if n_styles < 1:
-        raise InputError("at least one style is needed")
-    if weights is None:
-        return torch.full((n_styles,), 1.0 / n_styles, dtype=torch.float64)
-    w = [float(x) for x in weights]
-    if len(w) != n_styles:
-        raise InputError(f"{len(w)} weights given for {n_styles} styles")
-    if any(not math.isfinite(x) for x in w):
-        raise InputError(f"weights must be finite numbers, got {w}")
-    if any(x < 0 for x in w):
-        raise InputError(f"weights must not be negative, got {w}")
-    total = sum(w)
-    if total <= 0:
-        raise InputError("the weights are all zero")
-    return torch.tensor(w, dtype=torch.float64) / total
-
-
-def check_alpha(alpha: float) -> float:
-    """alpha must lie in [0, 1]."""
-    alpha = float(alpha)
-    if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
-    return alpha
+    """Validate style weights and normalise them to sum to one (equal when None), as float64 (S,)."""
+    return torch.tensor(normalised_weights(weights, n_styles), dtype=torch.float64)
 
 
 def prepare_content(content: ImageLike, n_styles: int, weights: Sequence[float] | None = None,
                     preserve_color: ColorMode = "none", mask: Tensor | None = None, content_size: int = 0,
-                    crop: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+                    crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> tuple[Tensor, Tensor, Tensor | None]:
     """Check the stylize arguments; returns the prepared content (3, H, W), the normalised weights (S,)
-    and the mask fitted to the prepared content (S, H, W), or None."""
+    and the mask fitted to the prepared content (S, H, W), or None. The prepared size is checked against
+    ``limits`` before anything is resized."""
     if preserve_color not in COLOR_MODES:
         raise InputError(f"preserve_color must be one of {', '.join(COLOR_MODES)}, got {preserve_color!r}")
     if mask is not None and weights is not None:
         raise InputError("weights and a mask cannot be combined: the mask decides where each style goes")
     w = check_weights(weights, n_styles)
     raw = to_tensor(content)
+    check_prepared(tuple(raw.shape[-2:]), content_size, crop, limits, "content")
     masks = None
     if mask is not None:
         if mask.shape[0] != n_styles:
             raise InputError(f"the mask has {mask.shape[0]} regions for {n_styles} styles")
-        masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop)
-    return prepare(raw, content_size, crop), w, masks
+        masks = fit_masks(mask, tuple(raw.shape[-2:]), content_size, crop, limits)
+    return prepare(raw, content_size, crop, limits, "content"), w, masks
 
 
 def prepare_style(style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
-                  style_size: int = 0, crop: bool = False) -> Tensor:
-    """A style image (3, H, W) as the encoder sees it: resized, then matched to the prepared ``content``'s
-    colours (coral) or made grey (luminance)."""
-    s = prepare(to_tensor(style), style_size, crop)
+                  style_size: int = 0, crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
+    """A style image (3, H, W) as the encoder sees it: resized (checked against ``limits`` first), then
+    matched to the prepared ``content``'s colours (coral) or made grey (luminance)."""
+    s = prepare(to_tensor(style), style_size, crop, limits, "style")
     if preserve_color == "coral":
         return ops.coral(s, content)
     if preserve_color == "luminance":
@@ -199,22 +171,15 @@ def _check_target(t: Target, size: tuple[int, int]) -> None:
     check_alpha(t.alpha)
 
 
-def check_tiling(tiling_mode: str, tile_pixels: int, tile_size: int) -> None:
-    """Tiling options: a known mode, a threshold >= 1 and a tile side that is a positive multiple of 8."""
-    if tiling_mode not in TILINGS:
-        raise InputError(f"tiling must be one of {', '.join(TILINGS)}, got {tiling_mode!r}")
-    if int(tile_pixels) < 1:
-        raise InputError(f"tile_pixels must be at least 1, got {tile_pixels}")
-    if int(tile_size) < tiling.SCALE or int(tile_size) % tiling.SCALE:
-        raise InputError(f"the tile size must be a positive multiple of {tiling.SCALE}, got {tile_size}")
-
-
 class Stylizer:
     """Encoder + decoder on a device, with a style-statistics cache.
 
     ``tiling``: "auto" runs images of more than ``tile_pixels`` pixels in tiles of ``tile_size``
     pixels (plus a halo), "always" tiles every image, "never" none. The three are plain attributes
     and may be changed between calls; ``tiled_passes`` counts the encoder/decoder passes run in tiles.
+    ``precision="auto"`` becomes bf16 on CPUs with native bf16 and on CUDA devices that support it, else
+    fp32 (``adain.precision``); ``self.precision`` is the one chosen.
+    ``limits`` (a plain attribute too) bounds what ``stylize`` lets images become once prepared.
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
@@ -222,12 +187,14 @@ class Stylizer:
                  tile_pixels: int = TILE_PIXELS, tile_size: int = TILE_SIZE) -> None:
         if encoder.arch != decoder.arch:
             raise InputError(f"encoder is {encoder.arch} but decoder is {decoder.arch}")
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "auto" and precision not in PRECISIONS:
+            raise InputError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got {precision!r}")
         check_tiling(tiling, tile_pixels, tile_size)
         self.tiling, self.tile_pixels, self.tile_size = tiling, int(tile_pixels), int(tile_size)
         self.tiled_passes = 0
         self.device = resolve_device(device)
+        if precision == "auto":
+            precision = auto_precision(self.device.type, self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         self.arch: Arch = encoder.arch
@@ -236,6 +203,8 @@ class Stylizer:
         self.encoder = encoder.to(self.device, memory_format=fmt).eval()
         self.decoder = decoder.to(self.device, memory_format=fmt).eval().requires_grad_(False)
         self.cache = StatsCache(cache_size)
+        self.limits = DEFAULT_LIMITS  # what images may become once prepared (checked before resizing)
+        self._local = threading.local()  # each thread's safe-point check (see safe_points)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -261,7 +230,7 @@ class Stylizer:
             return self.encoder(images)
         self.tiled_passes += 1
         log.debug("encoding %dx%d in tiles of %d px", images.shape[-1], images.shape[-2], tile)
-        return tiling.encode_tiled(self.encoder, images, tile)
+        return tiling.encode_tiled(self.encoder, images, tile, between=self._safe_point)
 
     def _decoder_pass(self, feats: Tensor, size: tuple[int, int]) -> Tensor:
         """Decode (N, C, h, w) features to images of ``size`` (H, W), whole or in tiles."""
@@ -270,7 +239,22 @@ class Stylizer:
             return self.decoder(feats, size)
         self.tiled_passes += 1
         log.debug("decoding %dx%d in tiles of %d px", size[1], size[0], tile)
-        return tiling.decode_tiled(self.decoder, feats, size, tile)
+        return tiling.decode_tiled(self.decoder, feats, size, tile, between=self._safe_point)
+
+    @contextlib.contextmanager
+    def safe_points(self, check: Callable[[], None]) -> Iterator[None]:
+        """Call ``check`` at every safe point of the work this thread does in the block: between the encoder,
+        AdaIN and the decoder, and between tiles. An exception it raises abandons the work."""
+        self._local.check = check
+        try:
+            yield
+        finally:
+            self._local.check = None
+
+    def _safe_point(self) -> None:
+        check = getattr(self._local, "check", None)
+        if check is not None:
+            check()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -309,6 +293,7 @@ class Stylizer:
             _check_target(t, size)
         with self._autocast():
             feats = self._encoder_pass(self._to_device(contents, "content image"))
+            self._safe_point()
             mixed = []
             for i, t in enumerate(targets):
                 f = feats[i : i + 1]
@@ -322,6 +307,7 @@ class Stylizer:
                 if t.alpha < 1.0:
                     out = t.alpha * out + (1.0 - t.alpha) * f
                 mixed.append(out)
+            self._safe_point()
             result = self._decoder_pass(torch.cat(mixed), size)
         return result.float().clamp_(0, 1)
 
@@ -344,7 +330,8 @@ class Stylizer:
         ``mask`` (S, H, W) assigns regions of the content (at its original size)
         to the styles; then ``weights`` must be None.
         """
-        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop)
+        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop,
+                                      self.limits)
         alpha = check_alpha(alpha)
         stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop) for s in styles])
         out = self.render(model_input(c, preserve_color), [Target(stats, w, alpha, masks)])[0].cpu()
@@ -361,6 +348,6 @@ class Stylizer:
         key = f"{tensor_digest(raw)}:{style_size}:{int(crop)}:{preserve_color}:{content_key}"
         stats = self.cache.get(key)
         if stats is None:
-            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop))
+            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop, self.limits))
             self.cache.put(key, stats)
         return stats

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-SCALE = 8  # relu4_1 is 1/8 of the image size (ceil)
+from .options import SCALE
+
 ENCODER_HALO = 96  # pixels; > half the receptive field of relu4_1 in VGG19 (~76 px)
 DECODER_HALO = 6  # feature pixels; > the decoder's reach (~2.3 feature pixels)
 
@@ -26,16 +27,23 @@ def _spans(length: int, core: int, halo: int) -> Iterator[tuple[int, int, int, i
         yield max(0, start - halo), min(length, end + halo), start, end
 
 
+def _nothing() -> None:
+    pass
+
+
 def _tiled(fn: Callable[[Tensor], Tensor], x: Tensor, core: int, halo: int, to_out: Callable[[int], int],
-           out_channels: int, out_hw: tuple[int, int]) -> Tensor:
+           out_channels: int, out_hw: tuple[int, int], between: Callable[[], None]) -> Tensor:
     """Apply ``fn`` tile by tile over the last two dims of ``x`` and assemble the tile cores.
 
     ``to_out`` maps an input coordinate to the output coordinate (x/8 rounded up, or 8x). The result
-    has the dtype and memory format of the tiles ``fn`` returns.
+    has the dtype and memory format of the tiles ``fn`` returns. ``between`` is called before each tile
+    after the first (an exception from it abandons the pass).
     """
     out: Tensor | None = None
     for r0, r1, k0, k1 in _spans(x.shape[-2], core, halo):
         for c0, c1, j0, j1 in _spans(x.shape[-1], core, halo):
+            if out is not None:
+                between()
             y = fn(x[..., r0:r1, c0:c1])
             if out is None:  # the tiles' dtype (bf16 under autocast) and memory format
                 last = y.is_contiguous(memory_format=torch.channels_last)
@@ -47,19 +55,23 @@ def _tiled(fn: Callable[[Tensor], Tensor], x: Tensor, core: int, halo: int, to_o
     return out
 
 
-def encode_tiled(encoder: Callable[[Tensor], Tensor], images: Tensor, tile: int, channels: int = 512) -> Tensor:
-    """relu4_1 of (N, 3, H, W) computed in tiles of ``tile`` pixels (a multiple of 8)."""
+def encode_tiled(encoder: Callable[[Tensor], Tensor], images: Tensor, tile: int, channels: int = 512,
+                 between: Callable[[], None] = _nothing) -> Tensor:
+    """relu4_1 of (N, 3, H, W) computed in tiles of ``tile`` pixels (a multiple of 8); ``between`` runs
+    between tiles."""
     if tile % SCALE:
         raise ValueError(f"tile size must be a multiple of {SCALE}, got {tile}")
     h, w = images.shape[-2:]
     out_hw = (math.ceil(h / SCALE), math.ceil(w / SCALE))
-    return _tiled(encoder, images, tile, ENCODER_HALO, lambda v: -(-v // SCALE), channels, out_hw)
+    return _tiled(encoder, images, tile, ENCODER_HALO, lambda v: -(-v // SCALE), channels, out_hw, between)
 
 
-def decode_tiled(decoder: Callable[[Tensor], Tensor], feats: Tensor, size: tuple[int, int], tile: int) -> Tensor:
-    """Decode (N, C, h, w) features in tiles of ``tile`` output pixels; crop to ``size``."""
+def decode_tiled(decoder: Callable[[Tensor], Tensor], feats: Tensor, size: tuple[int, int], tile: int,
+                 between: Callable[[], None] = _nothing) -> Tensor:
+    """Decode (N, C, h, w) features in tiles of ``tile`` output pixels; crop to ``size``; ``between`` runs
+    between tiles."""
     if tile % SCALE:
         raise ValueError(f"tile size must be a multiple of {SCALE}, got {tile}")
     full = (feats.shape[-2] * SCALE, feats.shape[-1] * SCALE)
-    out = _tiled(decoder, feats, tile // SCALE, DECODER_HALO, lambda v: v * SCALE, 3, full)
+    out = _tiled(decoder, feats, tile // SCALE, DECODER_HALO, lambda v: v * SCALE, 3, full, between)
     return out[..., : size[0], : size[1]]

@@ -33,11 +33,10 @@ from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from . import ops
-from .data import PairDataset, Pairs, StreamSampler, Unreadable, collate, fixed_pairs, list_images, split
+from .data import PairDataset, StreamSampler, Unreadable, collate, list_images, split
 from .download import sha256_file
 from .errors import AdainError, InputError, exit_status
 from .losses import content_loss, held_out_losses, layout_loss, normalised_feature_loss, style_losses
-from .net import Decoder, Encoder
 from .runs import (
     MetricsLog,
     TrainingDiverged,
@@ -47,36 +46,16 @@ from .runs import (
     save_checkpoint,
     trim_metrics,
 )
+from .train_setup import Models, count_arg, held_out_pairs, init_models
 from .weights_io import load_into
 
 LOCK = ".lock"
 SAMPLE_PAIRS = 4  # rows of the sample grids
-HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
 # Arguments that define the run: a resumed run must keep them (the data split, the optimisation).
 FIXED_ON_RESUME = ("content_dir", "style_dir", "batch_size", "lr", "lr_decay", "style_weight", "resize", "crop",
                    "holdout_content", "holdout_style", "seed", "init_decoder", "loss")
 NOT_INHERITED = ("output_dir", "resume", "no_progress")  # everything else defaults to the checkpoint's value
 PATH_ARGS = ("content_dir", "style_dir", "encoder", "init_decoder", "output_dir")
-
-
-@dataclass
-class Models:
-    """The frozen encoder and the decoder being trained."""
-
-    encoder: Encoder
-    decoder: Decoder
-
-
-def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None) -> tuple[Models, dict]:
-    """The encoder (a bundle's or a file) and a fresh decoder whose initial weights depend only on ``seed``.
-
-    Seeds the global torch RNG. Returns the encoder description stored in checkpoints and model cards.
-    """
-    from .bundles import resolve_encoder
-
-    torch.manual_seed(seed)
-    enc, info = resolve_encoder(model=model, encoder=encoder, arch=arch)
-    return Models(enc, Decoder(enc.arch)), info
 
 
 @dataclass(frozen=True)
@@ -135,12 +114,6 @@ def lr_at(step: int, base_lr: float, decay: float, warmup: int = 0) -> float:
     return ramp * base_lr / (1.0 + decay * step)
 
 
-def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
-    """The fixed validation pairs of a run: its first held-out files, crops seeded by :data:`HELD_OUT_SEED`."""
-    return fixed_pairs([Path(p) for p in data["content"]["held_out"]], [Path(p) for p in data["style"]["held_out"]],
-                       n, resize, crop, HELD_OUT_SEED)
-
-
 def note_unreadable(data: dict, found: Iterable[Unreadable]) -> None:
     """Record files that failed to decode after the scan: warn once, count them as skipped."""
     for kind, path in found:
@@ -152,21 +125,6 @@ def note_unreadable(data: dict, found: Iterable[Unreadable]) -> None:
 
 
 # ---- arguments -----------------------------------------------------------------
-
-def count_arg(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``adain train``."""

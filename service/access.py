@@ -9,11 +9,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .errors import ServiceError
+from .errors import ServiceError, retry_after
 from .keys import Principal, digest
 from .limits import TokenBuckets
 from .settings import Settings
-from .store import Access, StyleStore
+from .store_types import Access, StyleStore
 
 
 @dataclass
@@ -37,8 +37,8 @@ def rate_limited(waited: float, what: str) -> ServiceError:
     """429 with Retry-After (whole seconds, at least 1)."""
     if math.isinf(waited):
         return ServiceError(429, "rate_limited", f"this request alone needs more than the {what} limit")
-    seconds = max(1, math.ceil(waited))
-    return ServiceError(429, "rate_limited", f"too many {what}: retry in {seconds} s", {"Retry-After": str(seconds)})
+    headers = retry_after(waited)
+    return ServiceError(429, "rate_limited", f"too many {what}: retry in {headers['Retry-After']} s", headers)
 
 
 def principal(request: Request) -> Principal:

@@ -13,7 +13,7 @@ from fastapi import Depends, Header, Request
 from .access import scoped_store
 from .engine import Engine
 from .settings import Settings
-from .store import StyleStore
+from .store_types import StyleStore
 
 T = TypeVar("T")
 

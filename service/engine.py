@@ -1,9 +1,10 @@
-"""The engine: the workers (one per device, or several), dispatch to the shortest queue, readiness.
+"""The engine: the workers (one per device, or several), admission and dispatch, readiness.
 
 ``Engine.load(settings)`` loads the model on every device; ``start()`` starts
 the workers and warms each up in the background (``ready`` turns true when all
 are warm); ``run(work, timeout)`` queues work and awaits it, turning the ways it
-can fail into HTTP errors; ``stop()`` finishes what is queued.
+can fail into HTTP errors (and refuses, with 503, work that its queue could not
+finish in time); ``stop()`` finishes what is queued.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from adain.download import sha256_file
 from adain.errors import InputError
 from adain.stylizer import ColorMode, Stylizer, prepare_content, resolve_device
 
-from .errors import ServiceError
+from .admission import HEADROOM
+from .collector import WorkerCollector
+from .errors import ServiceError, retry_after
 from .jobs import DeadlineExceeded, OutOfDeviceMemory, RenderJob, StatsJob, StyleRef, Ticket, WorkerFailed
 from .metrics import Metrics
 from .settings import Settings
-from .worker import Worker
+from .worker import Lane, Worker
 
 log = logging.getLogger("adain.service")
-
-RETRY_AFTER = {"Retry-After": "1"}
 
 
 def devices(spec: str) -> list[torch.device]:
@@ -63,16 +64,18 @@ class Engine:
             # tiling is the service's choice: above settings.tile_pixels pixels (0: never)
             st.tiling = "auto" if settings.tile_pixels else "never"
             st.tile_pixels, st.tile_size = max(1, settings.tile_pixels), settings.tile_size
+            st.limits = settings.limits
             name = f"{st.device}#{per_device[str(st.device)]}"  # cpu#0, cpu#1, cuda:0#0...
             per_device[str(st.device)] += 1
             self.workers.append(Worker(name, st, self.metrics, settings.batch_size, settings.batch_window_ms / 1000,
-                                       settings.queue_size, on_death=lambda worker: self._fatal()))
+                                       settings.queue_size, on_death=lambda worker: self._fatal(),
+                                       large_pixels=settings.large_pixels))
         self.on_fatal: Callable[[], None] = lambda: None
         self.failed = False
         self.closing = False
         self._warm = False
         self._warm_up_task: asyncio.Task | None = None
-        self.metrics.watch(self)
+        self.metrics.registry.register(WorkerCollector(self.workers, lambda: self.ready))
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -82,7 +85,15 @@ class Engine:
         stylizers = [Stylizer.from_files(found.encoder, found.decoder, arch=arch, device=dev,
                                          precision=settings.precision, cache_size=settings.style_cache)
                      for dev in devices(settings.device) for _ in range(settings.workers)]
-        return cls(stylizers, settings, f"{arch}-{settings.precision}-{sha256_file(found.encoder)[:16]}")
+        engine = cls(stylizers, settings, "")
+        engine.fingerprint = f"{arch}-{engine.precision}-{sha256_file(found.encoder)[:16]}"
+        log.info("precision %s%s", engine.precision, " (auto)" if settings.precision == "auto" else "")
+        return engine
+
+    @property
+    def precision(self) -> str:
+        """The precision the workers run (``settings.precision`` with auto resolved), e.g. 'bf16'."""
+        return ",".join(sorted({w.stylizer.precision for w in self.workers}))
 
     @property
     def state(self) -> str:
@@ -141,21 +152,47 @@ class Engine:
     # ---- requests -------------------------------------------------------------------
 
     def _submit(self, ticket: Ticket) -> None:
-        """Queue ``ticket`` on the least loaded worker that has room (service.ray_app sends it to Ray instead)."""
-        for w in sorted(self.workers, key=lambda w: w.load):
+        """Queue ``ticket`` in the lane for its size, on the worker whose lane drains first, if it can finish
+        there before its deadline (service.ray_app sends it to Ray instead); see :meth:`_admit`."""
+        lanes = sorted((w.lane_for(ticket) for w in self.workers), key=lambda lane: lane.backlog_s)
+        self._admit(ticket, lanes[0])
+        wait = lanes[0].backlog_s
+        for lane in lanes:
             try:
-                w.submit(ticket)
+                lane.submit(ticket)
                 return
             except asyncio.QueueFull:
                 continue
-        raise ServiceError(503, "overloaded", "every queue is full; retry later", RETRY_AFTER)
+        self.metrics.dropped.labels("queue_full").inc()
+        raise ServiceError(503, "overloaded", "every queue is full; retry later", retry_after(wait))
+
+    def _admit(self, ticket: Ticket, lane: Lane) -> None:
+        """Refuse ``ticket`` if ``lane`` (the one that drains first) could not finish it before its deadline:
+        504 when the request alone takes longer (as measured for its size), 503 ``overloaded`` with the lane's
+        drain time as Retry-After when the work ahead of it does, or when the lane is busy and has not yet
+        measured work of this size. An idle lane takes any other request: running it is how it learns."""
+        cost_model = lane.worker.cost
+        wait, cost = lane.backlog_s, cost_model.estimate(ticket.pixels)
+        budget = ticket.deadline - ticket.enqueued
+        known = cost_model.knows(ticket.pixels)
+        if known and cost > budget:
+            self.metrics.dropped.labels("too_slow").inc()
+            raise ServiceError(504, "deadline_exceeded", f"this request takes about {cost:.0f} s here, more than "
+                               f"its {budget:g} s; ask for a smaller size or allow more time")
+        if wait > 0 and (not known or wait + cost > HEADROOM * budget):
+            self.metrics.dropped.labels("overloaded").inc()
+            ahead = f"the queue needs about {wait:.1f} s before this request"
+            why = (f"{ahead}, which takes about {cost:.1f} s: too long for its {budget:g} s" if known else
+                   f"{ahead}, and requests of this size have not been measured yet")
+            raise ServiceError(503, "overloaded", f"{why}; retry later", retry_after(wait))
 
     async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
         """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
         if self.closing:
-            raise ServiceError(503, "shutting_down", "the service is shutting down", RETRY_AFTER)
+            self.metrics.dropped.labels("shutting_down").inc()
+            raise ServiceError(503, "shutting_down", "the service is shutting down", retry_after())
         if not self.ready:
-            raise ServiceError(503, "not_ready", f"not ready: {self.state}", RETRY_AFTER)
+            raise ServiceError(503, "not_ready", f"not ready: {self.state}", retry_after())
         if timeout <= 0:
             raise ServiceError(504, "deadline_exceeded", "the request ran out of time before reaching the model")
         loop = asyncio.get_running_loop()
@@ -167,7 +204,7 @@ class Engine:
                 await ticket.future
         except (TimeoutError, DeadlineExceeded):
             raise ServiceError(504, "deadline_exceeded", f"no result within {timeout:g} s; the work was dropped "
-                               "if it had not started") from None
+                               "(at the next safe point if it had started)") from None
         except OutOfDeviceMemory as exc:
             raise ServiceError(413, "too_large_for_device",
                                f"the request needs more memory than {exc.device} has: {exc.pixels} pixels; "
@@ -175,5 +212,5 @@ class Engine:
                                f"{self.settings.max_pixels} pixels, but not every size fits this device)") from None
         except WorkerFailed:
             raise ServiceError(503, "worker_failed", "the worker failed; the service is restarting",
-                               RETRY_AFTER) from None
+                               retry_after()) from None
         return ticket

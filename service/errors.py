@@ -7,6 +7,7 @@ that names the request id, while the traceback goes to the log only.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,13 +17,18 @@ from starlette.exceptions import HTTPException
 
 from adain.errors import AdainError, ImageError, ImageTooLarge, UnsupportedImage
 
-from .store import StoreError, StoreFull
+from .store_types import StoreError, StoreFull
 
 log = logging.getLogger("adain.service")
 
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                 415: "unsupported_media_type", 422: "invalid_request", 500: "internal", 503: "unavailable",
                 504: "deadline_exceeded", 507: "insufficient_storage"}
+
+
+def retry_after(seconds: float = 1.0) -> dict[str, str]:
+    """The Retry-After header for a retry in ``seconds`` (whole seconds, at least 1)."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 class ErrorBody(BaseModel):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import File, Form, UploadFile
+from fastapi import Depends, File, Form, Request, UploadFile
+
+from adain.errors import clip
 
 from .errors import ServiceError
 
@@ -41,13 +44,28 @@ def parse_weights(values: list[str] | None) -> list[float] | None:
     try:
         weights = [float(x) for v in values for x in v.split(",") if x.strip()]
     except ValueError:
-        raise ServiceError(422, "invalid_request", f"weights must be numbers, got {values}") from None
+        raise ServiceError(422, "invalid_request", f"weights must be numbers, got {clip(values)}") from None
     if not all(math.isfinite(w) for w in weights):
-        raise ServiceError(422, "invalid_request", f"weights must be finite numbers, got {values}")
+        raise ServiceError(422, "invalid_request", f"weights must be finite numbers, got {clip(values)}")
     return weights
 
 
+def given_once(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency: 422 naming the first of the single-valued fields ``names`` that the form repeats (it
+    would otherwise be silently last-wins)."""
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once per request: FastAPI reads the same, cached form
+        for name in names:
+            count = len(form.getlist(name))
+            if count > 1:
+                raise ServiceError(422, "invalid_request", f"{name} was given {count} times; it takes one value")
+
+    return check
+
+
 def stylize_form(
+    _: Annotated[None, Depends(given_once("content", "alpha", "preserve_color", "content_size", "style_size",
+                                          "format", "quality"))],
     content: Annotated[UploadFile, File(description="The content image (JPEG, PNG or WebP by default).")],
     style: Annotated[list[UploadFile] | None, File(description="A style image; repeat for a blend.")] = None,
     style_id: Annotated[list[str] | None, Form(description="Id of a stored style (POST /v1/styles); repeatable. "

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from adain import ops
+from adain.images import prepared_size
 from adain.stylizer import ColorMode, model_input
+
+
+def _prepared_pixels(image: Tensor, size: int) -> int:
+    h, w = prepared_size(tuple(image.shape[-2:]), size, False)
+    return h * w
 
 
 @dataclass
@@ -41,6 +47,12 @@ class RenderJob:
         """Jobs with equal keys run as one batch."""
         return tuple(self.model_input.shape)
 
+    @property
+    def pixels(self) -> int:
+        """What the networks will see: the content, and the styles still to encode, as prepared."""
+        styles = [_prepared_pixels(ref.image, self.style_size) for ref in self.styles if ref.image is not None]
+        return self.content.shape[-1] * self.content.shape[-2] + sum(styles)
+
 
 @dataclass
 class StatsJob:
@@ -50,8 +62,13 @@ class StatsJob:
     style_size: int
     modes: tuple[ColorMode, ...]
 
+    @property
+    def pixels(self) -> int:
+        """What the encoder will see: the style, as prepared, once per mode."""
+        return _prepared_pixels(self.image, self.style_size) * len(self.modes)
 
-@dataclass
+
+@dataclass(eq=False)  # compared and hashed by identity
 class Ticket:
     """A job in a worker's queue; the request awaits ``future``. Times are event-loop seconds."""
 
@@ -62,6 +79,10 @@ class Ticket:
     queue_s: float = 0.0
     model_s: float = 0.0
     batch: int = 0
+    pixels: int = field(init=False)  # the work's size, as the cost model sees it
+
+    def __post_init__(self) -> None:
+        self.pixels = self.work.pixels
 
     def settle(self, outcome: object) -> None:
         """Complete the future with a result, or an exception instance; no-op when it is done already."""
@@ -74,7 +95,11 @@ class Ticket:
 
 
 class DeadlineExceeded(Exception):
-    """The request's deadline passed before its turn: the work was dropped."""
+    """The request's deadline passed before its turn, or while it ran: the work was dropped."""
+
+
+class Abandoned(Exception):
+    """Raised at a safe point of the model's work when nobody waits for its result any more."""
 
 
 class OutOfDeviceMemory(Exception):

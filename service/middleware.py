@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -10,7 +11,9 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ServiceError, error_response
+from adain.errors import clip
+
+from .errors import ServiceError, error_response, retry_after
 from .metrics import Metrics
 
 log = logging.getLogger("adain.service")
@@ -21,7 +24,11 @@ _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 class RequestMiddleware:
     """Give each request an id (the client's X-Request-ID when sane), echo it, count the request by route and
-    status, and turn any exception that got this far into a JSON 500 (the traceback goes to the log)."""
+    status, and turn any exception that got this far into a JSON 500 (the traceback goes to the log).
+
+    uvicorn cancels the requests still running when ``--shutdown-timeout`` has passed (and nothing else
+    cancels a request); those that have not started their response get a JSON 503 ``shutting_down``.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -44,6 +51,14 @@ class RequestMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            asyncio.current_task().uncancel()  # answered here: the task ends normally
+            self.metrics.dropped.labels("shutting_down").inc()
+            response = error_response(request_id, 503, "shutting_down", "the service shut down before this "
+                                      "request finished; retry it", retry_after())
+            await response(scope, receive, send_with_id)
         except Exception:
             log.exception("request %s (%s %s) failed", request_id, scope["method"], scope["path"])
             if not started:
@@ -63,7 +78,7 @@ class BodyLimitMiddleware:
 
     def _error(self, size: str) -> ServiceError:
         return ServiceError(413, "payload_too_large",
-                            f"the request body is {size} bytes; the limit is {self.max_bytes}")
+                            f"the request body is {clip(size)} bytes; the limit is {self.max_bytes}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

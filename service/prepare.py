@@ -14,7 +14,8 @@ from pathlib import PurePath
 
 from torch import Tensor
 
-from adain.images import open_image, read_image, to_tensor
+from adain.errors import clip
+from adain.images import check_prepared, open_image, read_image, to_tensor
 from adain.masks import read_masks
 from adain.stylizer import ColorMode, check_alpha, prepare_content
 
@@ -23,7 +24,7 @@ from .forms import StylizeForm
 from .jobs import RenderJob, StyleRef
 from .media import thumbnail
 from .settings import Settings
-from .store import StyleStore
+from .store_types import StyleStore
 
 StatsKey = Callable[[int, ColorMode], str]
 
@@ -39,10 +40,17 @@ def decode(data: bytes, label: str, settings: Settings) -> Tensor:
     return read_image(_not_empty(data, label), settings.max_pixels, label, settings.pil_formats)
 
 
+def decode_style(data: bytes, label: str, style_size: int, settings: Settings) -> Tensor:
+    """A style image, decoded and checked at the size it will be resized to (413/422 before any resizing)."""
+    image = decode(data, label, settings)
+    check_prepared(tuple(image.shape[-2:]), style_size, False, settings.limits, label)
+    return image
+
+
 def _size(value: int | None, default: int, name: str, settings: Settings) -> int:
     size = default if value is None else value
     if size > settings.max_size:
-        raise ServiceError(422, "invalid_request", f"{name} must be at most {settings.max_size}, got {size}")
+        raise ServiceError(422, "invalid_request", f"{name} must be at most {settings.max_size}, got {clip(size)}")
     return size
 
 
@@ -55,8 +63,8 @@ def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, sto
             return StyleRef(stats=stats)
     image = store.image(style_id)
     if image is None:
-        raise ServiceError(422, "unknown_style", f"there is no stored style {style_id!r}")
-    return StyleRef(image=decode(image, f"style {style_id}", settings))
+        raise ServiceError(422, "unknown_style", f"there is no stored style {clip(style_id)!r}")
+    return StyleRef(image=decode_style(image, f"style {style_id}", style_size, settings))
 
 
 def render_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list[bytes], settings: Settings,
@@ -70,14 +78,15 @@ def render_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: li
     content_size = _size(form.content_size, settings.content_size, "content_size", settings)
     style_size = _size(form.style_size, settings.style_size, "style_size", settings)
     alpha = check_alpha(form.alpha)
-    refs = [StyleRef(image=decode(data, f"style {i + 1}", settings)) for i, data in enumerate(styles)]
+    refs = [StyleRef(image=decode_style(data, f"style {i + 1}", style_size, settings)) for i, data in enumerate(styles)]
     refs += [_stored_style(sid, form.preserve_color, style_size, store, stats_key, settings) for sid in form.style_ids]
     image = decode(content, "content", settings)
     mask = None
     if masks:
         sources = [_not_empty(data, f"mask {i + 1}") for i, data in enumerate(masks)]
         mask = read_masks(sources, n, settings.max_pixels, settings.pil_formats)
-    prepared, weights, fitted = prepare_content(image, n, form.weights, form.preserve_color, mask, content_size)
+    prepared, weights, fitted = prepare_content(image, n, form.weights, form.preserve_color, mask, content_size,
+                                                limits=settings.limits)
     return RenderJob(prepared, refs, weights, alpha, fitted, form.preserve_color, style_size)
 
 
@@ -94,6 +103,7 @@ class DecodedStyle:
 def style_upload(data: bytes, settings: Settings) -> DecodedStyle:
     """Decode and check an image sent to POST /v1/styles."""
     img = open_image(_not_empty(data, "image"), settings.max_pixels, "image", formats=settings.pil_formats)
+    check_prepared((img.height, img.width), settings.style_size, False, settings.limits, "image")
     return DecodedStyle(to_tensor(img), img.width, img.height, thumbnail(img))
 
 

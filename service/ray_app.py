@@ -59,6 +59,7 @@ class Model:
         device = devices(settings.device)[0]  # with num_gpus: 1, Ray makes the replica's GPU the only one visible
         engine = Engine.load(replace(settings, device=str(device), workers=1))
         self.worker, self.fingerprint, self.name = engine.workers[0], engine.fingerprint, _replica_name()
+        self.precision = engine.precision
         self.error: BaseException | None = None
         self._batch.set_max_batch_size(settings.batch_size)
         self._batch.set_batch_wait_timeout_s(settings.batch_window_ms / 1000)
@@ -70,7 +71,7 @@ class Model:
 
     def info(self) -> dict[str, str]:
         """What the ingress needs to know: the encoder's fingerprint keys the stored style statistics."""
-        return {"fingerprint": self.fingerprint, "replica": self.name}
+        return {"fingerprint": self.fingerprint, "replica": self.name, "precision": self.precision}
 
     async def run(self, work: RenderJob | StatsJob, timeout: float) -> tuple[object, float, float, int, str]:
         """(result or exception, queue seconds, model seconds, tile size, replica) for one piece of work."""
@@ -105,6 +106,11 @@ class RemoteEngine(Engine):
         super().__init__([], settings, fingerprint="")
         self.model = model
         self._calls: set[asyncio.Task] = set()
+        self._precision = ""  # the model replicas', once one has answered
+
+    @property
+    def precision(self) -> str:
+        return self._precision
 
     async def start(self) -> None:
         self._warm_up_task = asyncio.create_task(self._connect())
@@ -112,7 +118,8 @@ class RemoteEngine(Engine):
     async def _connect(self) -> None:
         while True:
             try:
-                self.fingerprint = (await self.model.info.remote())["fingerprint"]
+                info = await self.model.info.remote()
+                self.fingerprint, self._precision = info["fingerprint"], info["precision"]
                 self._warm = True
                 return
             except Exception as exc:

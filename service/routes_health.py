@@ -9,8 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from .dependencies import EngineDep
-from .errors import ErrorResponse, ServiceError
-from .store import StoreError
+from .errors import ErrorResponse, ServiceError, retry_after
+from .store_types import StoreError
 
 log = logging.getLogger("adain.service")
 
@@ -27,16 +27,17 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The model is loaded and warmed up, the style store usable",
             responses={503: {"model": ErrorResponse}})
 async def readyz(request: Request, engine: EngineDep) -> dict[str, object]:
-    """200 when every worker is warmed up and alive and the style store answers; 503 while loading, after a worker
-    died, when stopping, or when the store is unavailable (its database file deleted, say)."""
+    """200 when every worker is warmed up and alive and the style store answers (with the workers' names and
+    precision); 503 while loading, after a worker died, when stopping, or when the store is unavailable (its
+    database file deleted, say)."""
     if not engine.ready:
-        raise ServiceError(503, "not_ready", f"not ready: {engine.state}", {"Retry-After": "1"})
+        raise ServiceError(503, "not_ready", f"not ready: {engine.state}", retry_after())
     try:
         await run_in_threadpool(request.app.state.store.check)
     except StoreError as exc:
         log.error("request %s (readiness): %s", request.state.request_id, exc)
         raise ServiceError(503, "not_ready", f"not ready: the style store is unavailable: {exc}") from None
-    return {"status": "ready", "workers": [w.name for w in engine.workers]}
+    return {"status": "ready", "workers": [w.name for w in engine.workers], "precision": engine.precision}
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -11,12 +11,15 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from adain.errors import clip
+
 from . import prepare
 from .access import admin, charge_megapixels, writer
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
+from .forms import given_once
 from .jobs import StatsJob
-from .store import NewStyle, QuotaExceeded, StyleInfo
+from .store_types import NewStyle, QuotaExceeded, StyleInfo
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style (or another key's private one)"}}
@@ -37,10 +40,11 @@ class StylePatch(BaseModel):
 
 
 def _not_found(style_id: str) -> ServiceError:
-    return ServiceError(404, "not_found", f"there is no stored style {style_id!r}")
+    return ServiceError(404, "not_found", f"there is no stored style {clip(style_id)!r}")
 
 
-@router.post("", status_code=201, summary="Store a style", response_model=StyleInfo, dependencies=[Depends(writer)],
+@router.post("", status_code=201, summary="Store a style", response_model=StyleInfo,
+             dependencies=[Depends(writer), Depends(given_once("image", "name"))],
              responses={**FORBIDDEN, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
                         422: {"model": ErrorResponse}, 429: {"model": ErrorResponse, "description": "rate limit "
                         "(with Retry-After) or quota (quota_exceeded) reached"}, 503: {"model": ErrorResponse},

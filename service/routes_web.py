@@ -1,4 +1,6 @@
-"""The web page: GET / and its files under /static/ (service/static). The page talks only to the public API."""
+"""The web page: GET /, its icon at /favicon.ico and its files under /static/ (service/static).
+
+The page talks only to the public API."""
 
 from __future__ import annotations
 
@@ -7,11 +9,14 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from adain.errors import clip
+
 from .errors import ServiceError
 
 STATIC = Path(__file__).resolve().parent / "static"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-               ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
+               ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
+               ".ico": "image/x-icon"}
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 # The page loads only its own files, shows uploads and results as blob: URLs, and is never framed.
@@ -24,7 +29,7 @@ def _file(name: str) -> FileResponse:
     files = {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in MEDIA_TYPES}
     path = files.get(name)
     if path is None:
-        raise ServiceError(404, "not_found", f"there is no file {name!r}")
+        raise ServiceError(404, "not_found", f"there is no file {clip(name)!r}")
     headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
     return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=headers)
 
@@ -33,6 +38,12 @@ def _file(name: str) -> FileResponse:
 async def index() -> FileResponse:
     """The web page."""
     return _file("index.html")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    """The page's icon (browsers ask for it at this address)."""
+    return _file("favicon.ico")
 
 
 @router.get("/static/{name}")

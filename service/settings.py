@@ -12,7 +12,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adain.images import SizeLimits
 
 ENV_PREFIX = "ADAIN_"
 
@@ -29,13 +32,14 @@ class Settings:
     arch: str | None = None
     device: str = "auto"
     workers: int = 1
-    precision: str = "fp32"
+    precision: str = "auto"
     batch_size: int = 8
     batch_window_ms: float = 5.0
     queue_size: int = 64
     request_timeout: float = 60.0
     max_upload_bytes: int = 50_000_000
     max_pixels: int = 25_000_000
+    max_aspect: float = 16.0  # adain.images.DEFAULT_MAX_ASPECT
     max_size: int = 2048
     max_styles: int = 8
     formats: tuple[str, ...] = ("jpeg", "png", "webp")
@@ -44,6 +48,7 @@ class Settings:
     style_cache: int = 1024
     tile_pixels: int = 2**21  # adain.stylizer.TILE_PIXELS
     tile_size: int = 1024  # adain.stylizer.TILE_SIZE
+    large_pixels: int = 2**20
     decode_threads: int = min(4, os.cpu_count() or 1)
     db: str = ""  # empty: the default store (see service.store.open_store)
     shutdown_timeout: float = 30.0
@@ -58,6 +63,13 @@ class Settings:
     metrics: bool = True
     keep_alive_timeout: float = 5.0
     body_timeout: float = 60.0
+
+    @property
+    def limits(self) -> SizeLimits:
+        """What an image may become once resized (content, styles and masks)."""
+        from adain.images import SizeLimits
+
+        return SizeLimits(self.max_pixels, self.max_aspect)
 
     @property
     def pil_formats(self) -> tuple[str, ...]:
@@ -92,6 +104,13 @@ def _float(text: str) -> float:
         raise ValueError(f"expected a number, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _aspect(text: str) -> float:
+    value = _float(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {text!r}")
     return value
 
 
@@ -160,13 +179,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto | cpu | cuda | cuda:N, or a comma-separated list (one worker each); "
            "auto = every visible GPU (CUDA_VISIBLE_DEVICES), else the CPU", aliases=("--devices",)),
     Option("workers", _int(1), "workers per device (each owns a copy of the model)"),
-    Option("precision", _choice("fp32", "bf16", "fp16"), "inference precision (autocast)"),
+    Option("precision", _choice("auto", "fp32", "bf16", "fp16"), "inference precision (autocast); auto: bf16 on "
+           "CUDA GPUs and on CPUs with AVX-512 BF16 or AMX, else fp32"),
     Option("batch_size", _int(1), "most images one worker runs as one batch"),
     Option("batch_window_ms", _float, "how long a worker waits for more requests to fill a batch"),
-    Option("queue_size", _int(1), "requests waiting per worker before new ones get 503"),
-    Option("request_timeout", _float, "seconds a request may take before it gets 504 (its queued work is dropped)"),
+    Option("queue_size", _int(1), "requests waiting per worker lane before new ones get 503"),
+    Option("request_timeout", _float, "seconds a request may take before it gets 504 (its work is dropped, at the "
+           "next safe point if it started); requests the queue could not finish in time get 503 at once"),
     Option("max_upload_bytes", _int(1), "largest request body (413)"),
-    Option("max_pixels", _int(1), "most pixels per image, read from the header before decoding (413)"),
+    Option("max_pixels", _int(1), "most pixels per image: as uploaded (read from the header before decoding) and as "
+           "resized to content_size / style_size (checked before resizing) (413)"),
+    Option("max_aspect", _aspect, "most the longer side of a resized image may exceed its shorter side, as a factor "
+           "(16: at most 16:1) (422)"),
     Option("max_size", _int(1), "largest content_size / style_size a request may ask for (422)"),
     Option("max_styles", _int(1), "most styles per request (422)"),
     Option("formats", _formats, "accepted input formats, recognised by content (415)"),
@@ -176,6 +200,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("tile_pixels", _int(0), "images (content or style, as prepared) with more pixels than this run through "
            "the networks in overlapping tiles, bounding memory (0: never tile)"),
     Option("tile_size", _tile_size, "tile side in pixels, a multiple of 8 (each tile also reads a halo)"),
+    Option("large_pixels", _int(0), "requests with more pixels than this (content and styles to encode, as "
+           "prepared) run in a second lane of each worker, one at a time, so that they never hold up small ones "
+           "(0: one lane)"),
     Option("decode_threads", _int(1), "threads decoding, validating and encoding images"),
     Option("db", str, "style store: sqlite:///PATH, a file path, or postgresql://USER:PASSWORD@HOST:PORT/DB "
            "(default: a SQLite file in the user data folder)"),

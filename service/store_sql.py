@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, Connection
 from adain import ops
 from adain.errors import InputError
 
-from .store import Access, NewStyle, QuotaExceeded, StoreError, StoreFull, StoreUnavailable, StyleInfo
+from .store_types import Access, NewStyle, QuotaExceeded, StoreError, StoreFull, StoreUnavailable, StyleInfo
 
 metadata = sa.MetaData()
 styles = sa.Table(
@@ -162,7 +162,7 @@ def _postgres_engine(url: URL) -> sa.Engine:
 
 
 class SQLStyleStore:
-    """:class:`~service.store.StyleStore` in SQLite (``path``) or PostgreSQL (``url``), schema created on start."""
+    """:class:`~service.store_types.StyleStore` in SQLite (``path``) or PostgreSQL (``url``), creating its schema."""
 
     def __init__(self, *, path: Path | None = None, url: URL | None = None) -> None:
         if (path is None) == (url is None):

@@ -173,6 +173,7 @@ class BadInput:
     data: dict[str, str | list[str]]
     status: int
     code: str
+    says: str = ""  # a part of the message
 
 
 def bad_inputs(content: bytes, style: bytes) -> dict[str, BadInput]:
@@ -208,5 +209,18 @@ def bad_inputs(content: bytes, style: bytes) -> dict[str, BadInput]:
         "negative_style_size": BadInput(good, {"style_size": "-5"}, 422, "invalid_request"),
         "unknown_output_format": BadInput(good, {"format": "gif"}, 422, "invalid_request"),
         "unknown_preserve_color": BadInput(good, {"preserve_color": "sepia"}, 422, "invalid_request"),
+        "thin_content_upscaled": BadInput(with_content("thin.png", image_bytes((400, 1), "PNG")),
+                                          {"content_size": "64"}, 422, "invalid_image", "is 25600x64"),
+        "thin_content_at_2048": BadInput(with_content("thin.png", image_bytes((4000, 1), "PNG")),
+                                         {"content_size": "2048"}, 413, "image_too_large", "is 8192000x2048"),
+        "style_upscaled_past_max_pixels": BadInput(
+            good[:1] + [("style", ("s.png", image_bytes((128, 8), "PNG"), "image/png"))], {"style_size": "2048"},
+            413, "image_too_large", "style 1: 128x8 at a shorter side of 2048 is 32768x2048"),
+        "two_contents": BadInput(good + [("content", ("c2.jpg", content, "image/jpeg"))], {}, 422,
+                                 "invalid_request", "content was given 2 times"),
+        "two_alphas": BadInput(good, {"alpha": ["0.5", "0.7"]}, 422, "invalid_request", "alpha was given 2 times"),
+        "long_style_id": BadInput(good[:1], {"style_id": "x" * 10_000}, 422, "unknown_style", "(10000 characters)"),
+        "long_content_size": BadInput(good, {"content_size": "9" * 1000}, 422, "invalid_request",
+                                      "(1000 characters)"),
         "body_too_large": BadInput(with_content("big.png", b"\0" * 3_000_000), {}, 413, "payload_too_large"),
     }

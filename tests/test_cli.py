@@ -17,10 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from adain.precision import auto_precision
+
 CONTENT_SIZE = (43, 29)  # W, H
 
 #: name -> (arguments added to the common ones, a fragment of the expected error message)
 BAD_INPUT = {
+    "missing content": ("--content {root}/missing.jpg --style {s1}", "missing.jpg: cannot open (No such file"),
+    "missing mask": ("--content {content} --style {s1} --style {s2} --mask {root}/missing.png",
+                     "missing.png: cannot open (No such file"),
     "truncated image": ("--content {truncated} --style {s1}", "truncated.jpg: truncated or corrupt image"),
     "unknown format": ("--content {content} --style {text}", "text.png: not an image in a supported format"),
     "weights count": ("--content {content} --style {s1} --style {s2} --weights 1", "1 weights given for 2 styles"),
@@ -38,13 +43,17 @@ BAD_INPUT = {
     "corrupt weights": ("--content {content} --style {s1} --decoder {corrupt}",
                         "corrupt.pth: not a readable weight file"),
     "bad extension": ("--content {content} --style {s1} -o {root}/out.gif", "out.gif: unsupported output format"),
+    "thin content upscaled": ("--content {thin} --style {s1} --content-size 2048",
+                              "content: 4000x1 at a shorter side of 2048 is 8192000x2048 = 16777216000 pixels"),
+    "thin style upscaled": ("--content {content} --style {thin} --style-size 64",
+                            "style: 4000x1 at a shorter side of 64 is 256000x64, sides more than 16:1 apart"),
     "usage error": ("--content {content} --style {s1} --weights a,b", "argument --weights: weights must be"),
 }
 
 #: name -> arguments of runs that must succeed
 GOOD_RUNS = {
     "resized luminance": "--content {content} --style {s1} --content-size 21 --style-size 17 "
-                         "--preserve-color luminance --alpha 0.8 -o {root}/good/lum.png",
+                         "--preserve-color luminance --alpha 0.8 --verbose -o {root}/good/lum.png",
     "cropped coral mask jpeg": "--content {content} --style {s1} --style {s2} --mask {labels} --content-size 21 "
                                "--crop --preserve-color coral -o {root}/good/mask.jpg",
     "batch": "--content-dir {root}/contents --style-dir {root}/styles --output-dir {root}/batch --ext webp "
@@ -63,12 +72,13 @@ def paths(tmp_path_factory, content_paths, style_paths, weight_files) -> dict[st
     p = {"root": root, "content": root / "content.png", "s1": root / "s1.png", "s2": root / "s2.jpg",
          "truncated": root / "truncated.jpg", "text": root / "text.png", "labels": root / "labels.png",
          "labels3": root / "labels3.png", "small_mask": root / "small_mask.png", "corrupt": root / "corrupt.pth",
-         "missing": root / "missing.pth", "dec16": weight_files["vgg16"]["decoder_st"]}
+         "missing": root / "missing.pth", "thin": root / "thin.png", "dec16": weight_files["vgg16"]["decoder_st"]}
     _save_resized(content_paths[2], CONTENT_SIZE, p["content"])
     _save_resized(style_paths[3], (31, 23), p["s1"])
     _save_resized(style_paths[4], (26, 35), p["s2"])
     p["truncated"].write_bytes(content_paths[0].read_bytes()[:3000])
     p["text"].write_text("not an image\n")
+    Image.new("RGB", (4000, 1)).save(p["thin"])  # 93 bytes
     p["corrupt"].write_bytes(b"\x00junk" * 64)
     labels = (np.arange(CONTENT_SIZE[0]) * 3 // CONTENT_SIZE[0]).astype(np.uint8)[None].repeat(CONTENT_SIZE[1], 0)
     Image.fromarray(labels).save(p["labels3"])
@@ -119,6 +129,29 @@ def test_bad_input_is_one_line_and_exit_status_2(runs, paths, name):
 def test_good_runs_succeed(runs, name):
     assert runs[name].returncode == 0, runs[name].stderr
     assert "Traceback" not in runs[name].stderr
+
+
+def test_verbose_names_the_device_and_the_precision_auto_chose(runs):
+    expected = auto_precision("cpu")  # bf16 on CPUs with AVX-512 BF16 or AMX, else fp32
+    assert runs["resized luminance"].stderr.splitlines() == [f"adain: cpu, precision {expected} (auto)"]
+
+
+def test_quiet_by_default(runs):
+    assert runs["cropped coral mask jpeg"].stderr == ""
+
+
+@pytest.mark.parametrize("args", [
+    ["--content", "missing.jpg", "--style", "missing-style.jpg", "-o", "out.png"],
+    ["--content", "missing.jpg", "--style", "x.jpg", "--alpha", "1.5", "-o", "out.png"],
+    ["--content", "missing.jpg", "--style", "x.jpg", "--weights", "1,2", "-o", "out.png"],
+])
+def test_bad_arguments_and_missing_files_are_refused_before_torch_is_imported(tmp_path, args):
+    script = ("import sys; from adain.cli import main; status = main(sys.argv[1:]); "
+              "print(status, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script, "stylize", *args], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert result.stderr.startswith("adain: error: ") and len(result.stderr.splitlines()) == 1
 
 
 def test_resized_output_has_the_resized_content_size(runs, paths):

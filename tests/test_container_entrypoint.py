@@ -154,7 +154,8 @@ def test_dockerfile_runs_as_a_non_root_user_serves_on_all_interfaces_and_keeps_s
     assert read_image({"MODEL": "vgg19-original"}).env["ADAIN_MODEL"] == "vgg19-original"  # build arg -> runtime
     assert image.env["ADAIN_MODEL"] == ""  # empty = unset: the default bundle, or just --encoder/--decoder
     ignored = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()}
-    for kept_out in ("tests", "runs", ".venv", ".git", "data", "**/__pycache__", ".pytest_cache", ".ruff_cache"):
+    for kept_out in ("tests", "runs", ".venv", ".venv-ci", ".git", "data", "**/__pycache__", ".pytest_cache",
+                     ".ruff_cache"):
         assert kept_out in ignored, kept_out
 
 
@@ -302,7 +303,7 @@ def test_deploy_docs_list_every_setting_variable_and_metric() -> None:
         assert f"| `{opt.env}` | `{opt.flag}` |" in docs, opt.env
     for name in ("ADAIN_HOME", "ADAIN_MANIFEST", "ADAIN_MIRROR"):
         assert f"| `{name}` |" in docs, name
-    source = (REPO / "service" / "metrics.py").read_text()
+    source = "".join((REPO / "service" / name).read_text() for name in ("metrics.py", "collector.py"))
     found = re.findall(r"\b(Counter|Histogram|Gauge|CounterMetricFamily|GaugeMetricFamily)\(\s*\"(adain_\w+)\"",
                        source)
     assert len(found) >= 10

@@ -11,12 +11,15 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import save_image as tv_save_image
 
-from adain.errors import ImageError
+from adain.errors import ImageError, ImageTooLarge
 from adain.images import (
+    SizeLimits,
     center_crop,
     encode_image,
     open_image,
     output_format,
+    prepare,
+    prepared_size,
     read_image,
     resize_shorter,
     save_image,
@@ -88,6 +91,26 @@ def test_resize_and_crop_match_torchvision(h, w, size):
     torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(center_crop(ours, size), TF.center_crop(reference, [size, size]))
     assert resize_shorter(img, 0) is img
+
+
+@pytest.mark.parametrize(("h", "w"), [(45, 61), (61, 45), (30, 30), (1, 17), (7, 3)])
+@pytest.mark.parametrize("size", [0, 20, 33, 50])
+@pytest.mark.parametrize("crop", [False, True])
+def test_prepared_size_is_what_prepare_makes(h, w, size, crop):
+    out = prepare(torch.rand(3, h, w), size, crop, SizeLimits(10**9, 10**9))
+    assert prepared_size((h, w), size, crop) == tuple(out.shape[-2:])
+
+
+@pytest.mark.parametrize(("hw", "size", "error", "message"), [
+    ((1, 400), 64, ImageError, "image: 400x1 at a shorter side of 64 is 25600x64, sides more than 16:1 apart"),
+    ((1, 4000), 2048, ImageTooLarge, "4000x1 at a shorter side of 2048 is 8192000x2048 = 16777216000 pixels, "
+                                     "more than the limit of 25000000"),
+    ((100, 100), 6000, ImageTooLarge, "100x100 at a shorter side of 6000 is 6000x6000 = 36000000 pixels"),
+    ((20, 400), 0, ImageError, "image: 400x20 is 400x20, sides more than 16:1 apart"),
+])
+def test_prepare_checks_the_prepared_size_before_resizing(hw, size, error, message):
+    with pytest.raises(error, match=message):  # before resizing: 8192000x2048 would take 201 GB
+        prepare(torch.zeros(3, *hw), size, False, SizeLimits(25_000_000, 16))
 
 
 def test_to_uint8_rounds_like_torchvision_save_image(tmp_path):

@@ -76,7 +76,7 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
     async with running_app(app_settings(tmp_path), stylizers) as app:
         c = app.client
         assert (await c.get("/healthz")).json() == {"status": "ok"}
-        assert (await c.get("/readyz")).json() == {"status": "ready", "workers": ["cpu#0"]}
+        assert (await c.get("/readyz")).json() == {"status": "ready", "workers": ["cpu#0"], "precision": "fp32"}
         assert "swagger" in (await c.get("/docs")).text.lower()
         schema = (await c.get("/openapi.json")).json()
         fields = schema["components"]["schemas"]
@@ -95,7 +95,7 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
         assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
 
 
-@pytest.mark.parametrize("variant", ["blend", "luminance", "coral", "mask"])
+@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", "mask"])
 async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Stylizer], content: bytes,
                                           styles: list[bytes], variant: str) -> None:
     data: dict[str, str] = {}
@@ -103,6 +103,8 @@ async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Styliz
     masks: list[bytes] = []
     if variant == "blend":
         data, kwargs = {"weights": "0.7,0.3", "alpha": "0.8"}, {"weights": [0.7, 0.3], "alpha": 0.8}
+    elif variant == "huge_weights":  # their sum overflows
+        data, kwargs = {"weights": "1e308,1e308"}, {"weights": [1, 1]}
     elif variant == "mask":
         w, h = Image.open(io.BytesIO(content)).size
         label = np.zeros((h, w), np.uint8)
@@ -196,6 +198,7 @@ async def test_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, styliz
     async with running_app(app_settings(tmp_path, max_upload_bytes=2_000_000), stylizers) as app:
         r = await app.client.post("/v1/stylize", files=bad.files, data=bad.data)
         assert (r.status_code, error_of(r)["code"]) == (bad.status, bad.code), r.text
+        assert bad.says in error_of(r)["message"] and len(error_of(r)["message"]) <= 300
         assert (await app.client.get("/readyz")).status_code == 200
     assert list(spool.iterdir()) == []
 
@@ -223,32 +226,15 @@ async def test_full_queue_answers_503_with_retry_after(tmp_path: Path, stylizers
     async with running_app(settings, stylizers) as app:
         responses = await asyncio.gather(*(app.client.post("/v1/stylize", files=form(content, styles[:1]),
                                                            data={"content_size": "128"}) for _ in range(6)))
+        text = (await app.client.get("/metrics")).text
     statuses = sorted(r.status_code for r in responses)
     assert 200 in statuses and 503 in statuses and set(statuses) == {200, 503}, statuses
     for r in responses:
         if r.status_code == 503:
-            assert error_of(r)["code"] == "overloaded" and r.headers["retry-after"] == "1"
-
-
-async def test_deadline_gives_504_and_drops_the_work(tmp_path: Path, stylizers: list[Stylizer], content: bytes,
-                                                     styles: list[bytes]) -> None:
-    async with running_app(app_settings(tmp_path, batch_size=1, batch_window_ms=0), stylizers) as app:
-        async def late() -> object:
-            await asyncio.sleep(0.05)  # queued behind the slow request
-            return await app.client.post("/v1/stylize", files=form(content, styles[:1]),
-                                         headers={"x-request-timeout": "0.2"})
-
-        slow, hurried = await asyncio.gather(
-            app.client.post("/v1/stylize", files=form(content, styles[:1]), data={"content_size": "256"}), late())
-        assert slow.status_code == 200, slow.text
-        assert hurried.status_code == 504 and error_of(hurried)["code"] == "deadline_exceeded"
-        for _ in range(100):
-            text = (await app.client.get("/metrics")).text
-            if metric(text, "adain_dropped_total", reason="deadline") == 1:
-                break
-            await asyncio.sleep(0.02)
-        assert metric(text, "adain_dropped_total", reason="deadline") == 1
-        assert metric(text, "adain_batch_size_count") == 2  # the warm-up and the slow request; never the late one
+            assert error_of(r)["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1
+    shed = metric(text, "adain_dropped_total", reason="queue_full") + metric(text, "adain_dropped_total",
+                                                                             reason="overloaded")
+    assert shed == statuses.count(503)
 
 
 class SmallDevice(Stylizer):
@@ -289,7 +275,7 @@ async def test_out_of_memory_splits_batches_and_rejects_what_cannot_fit(
 async def test_a_dead_worker_fails_requests_and_readiness(tmp_path: Path, stylizers: list[Stylizer],
                                                           content: bytes, styles: list[bytes]) -> None:
     async with running_app(app_settings(tmp_path), stylizers) as app:
-        app.engine.workers[0]._executor.shutdown()  # the compute thread is gone: the worker's loop breaks
+        app.engine.workers[0].lanes[0]._executor.shutdown()  # the compute thread is gone: the lane's loop breaks
         r = await app.client.post("/v1/stylize", files=form(content, styles[:1]))
         assert r.status_code == 503 and error_of(r)["code"] == "worker_failed"
         ready = await app.client.get("/readyz")
@@ -307,4 +293,7 @@ async def test_uploads_are_checked_like_stylize_inputs(tmp_path: Path, stylizers
         for data, status, code in cases:
             r = await app.client.post("/v1/styles", files={"image": ("s.png", data, "image/png")})
             assert (r.status_code, error_of(r)["code"]) == (status, code)
+        png = ("a.png", image_bytes((32, 32), "PNG"), "image/png")
+        twice = await app.client.post("/v1/styles", files=[("image", png), ("image", png)])
+        assert (twice.status_code, error_of(twice)["message"]) == (422, "image was given 2 times; it takes one value")
         assert (await app.client.get("/v1/styles")).json() == {"styles": []}

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from adain.errors import InputError
+from adain.precision import auto_precision
 from service.cli import main as serve_main
+from service.engine import Engine
 from service.settings import OPTIONS, Settings, load_settings
 from service.store import open_store
 from service.store_sql import SQLStyleStore
@@ -36,6 +38,23 @@ def test_bad_values_are_usage_errors(argv: list[str], env: dict[str, str], culpr
     with pytest.raises(SystemExit) as exc:
         load_settings(argv, env)
     assert exc.value.code == 2 and culprit in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_the_engine_logs_and_runs_the_precision_chosen(precision: str, weight_files: dict,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    weights = weight_files["vgg16"]
+    settings = load_settings([] if precision == "auto" else ["--precision", precision],
+                             {"ADAIN_DEVICE": "cpu", "ADAIN_ENCODER": str(weights["encoder_st"]),
+                              "ADAIN_DECODER": str(weights["decoder_st"])})
+    assert Settings().precision == "auto"
+    with caplog.at_level("INFO", logger="adain.service"):
+        engine = Engine.load(settings)
+    chosen = auto_precision("cpu") if precision == "auto" else precision  # bf16 on CPUs with AVX-512 BF16 or AMX
+    assert engine.precision == chosen and engine.workers[0].stylizer.precision == chosen
+    assert f"-{chosen}-" in engine.fingerprint  # stored style statistics are kept per precision
+    expected_line = f"precision {chosen}" + (" (auto)" if precision == "auto" else "")
+    assert expected_line in [r.getMessage() for r in caplog.records]
 
 
 def test_every_setting_has_an_option_and_is_documented() -> None:

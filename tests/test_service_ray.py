@@ -124,7 +124,7 @@ def test_requests_spread_over_both_model_replicas_and_equal_the_library(server: 
     assert all(len(r.headers.get_list("x-request-id")) == 1 and "model;dur=" in r.headers["server-timing"]
                for r in responses)
     w = weight_files["vgg16"]
-    st = Stylizer.from_files(w["encoder_st"], w["decoder_st"], device="cpu")
+    st = Stylizer.from_files(w["encoder_st"], w["decoder_st"], device="cpu", precision="auto")  # the service's default
     want = to_uint8(st.stylize(read_image(content), [read_image(style)], content_size=SIZE, style_size=SIZE))
     for r in responses:
         assert_batched_equal(pixels(r.content), want.permute(1, 2, 0).numpy())  # Serve batches them

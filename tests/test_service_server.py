@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from adain.precision import auto_precision
+
 from .service_fixtures import REPO, SIZE, assert_batched_equal, bad_inputs, metric, pixels, serve
 
 # `adain serve` on a device that breaks (as a GPU does after an illegal memory access) on images larger than
@@ -117,7 +119,8 @@ def test_lifecycle_sigterm_finishes_queued_work_styles_survive_restart_and_a_bro
         for name, bad in bad_inputs(content, style_paths[0].read_bytes()).items():
             r = httpx.post(f"{server.url}/v1/stylize", files=bad.files, data=bad.data, timeout=30)
             assert (r.status_code, r.json()["error"]["code"]) == (bad.status, bad.code), name
-        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 200 and ready.json()["precision"] == auto_precision("cpu")  # the default: auto
         responses = asyncio.run(sigterm_while_queued(server))
         assert [r.status_code for r in responses] == [200] * 8
         assert server.process.wait(timeout=60) == 0
@@ -138,3 +141,68 @@ def test_lifecycle_sigterm_finishes_queued_work_styles_survive_restart_and_a_bro
         assert r.status_code == 503 and r.json()["error"]["code"] == "worker_failed"
         assert server.process.wait(timeout=60) == 1  # so that the supervisor restarts it
     assert "worker cpu#0 died: CUDA error" in log.read_text()
+
+
+def test_requests_still_running_past_the_shutdown_timeout_get_a_json_503(
+        tmp_path: Path, weight_files: dict, content_paths: list[Path], style_paths: list[Path]) -> None:
+    files = {"content": ("c.jpg", content_paths[0].read_bytes()), "style": ("s.jpg", style_paths[0].read_bytes())}
+
+    async def sigterm_while_running(server) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            big = asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "512"}))
+            await asyncio.sleep(1)  # decoded and in the model: 768x512 takes seconds on a CPU
+            server.process.send_signal(signal.SIGTERM)
+            return await big
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log",
+               "--shutdown-timeout", "0.5") as server:
+        r = asyncio.run(sigterm_while_running(server))
+        assert server.process.wait(timeout=120) == 0
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.json()["error"]["code"] == "shutting_down"
+
+
+def test_late_work_is_abandoned_hopeless_work_refused_and_large_work_runs_beside_small_work(
+        tmp_path: Path, weight_files: dict, content_paths: list[Path], style_paths: list[Path]) -> None:
+    files = {"content": ("c.jpg", content_paths[0].read_bytes()), "style": ("s.jpg", style_paths[0].read_bytes())}
+    big = {"content_size": "512"}  # 768x512, in six tiles of 256 px: seconds on a CPU
+
+    async def scenario(url: str) -> dict[str, object]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            async def scrape(name: str, **labels: str) -> float:
+                return metric((await client.get("/metrics")).text, name, **labels)
+
+            async def until(name: str, value: float, **labels: str) -> None:
+                for _ in range(1000):
+                    if await scrape(name, **labels) >= value:
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"{name}{labels} never reached {value}")
+
+            seen: dict[str, object] = {}
+            # (a) past its deadline, the work stops at the next safe point (between tiles): the decoder never runs
+            seen["late"] = await client.post("/v1/stylize", files=files, data=big, headers={"x-request-timeout": "0.5"})
+            await until("adain_dropped_total", 1, reason="abandoned")
+            seen["tiled_passes"] = await scrape("adain_tiled_passes_total")
+            # (c) a large request runs in its own lane: small ones are answered while it runs
+            large = asyncio.create_task(client.post("/v1/stylize", files=files, data=big))
+            await until("adain_backlog_seconds", 1e-9, lane="large")
+            seen["small"] = await asyncio.gather(*(client.post("/v1/stylize", files=files) for _ in range(3)))
+            seen["large_running"] = not large.done()
+            # (b) one that could not finish before its deadline behind the large one is refused at once
+            seen["hopeless"] = await client.post("/v1/stylize", files=files, data=big,
+                                                 headers={"x-request-timeout": "1"})
+            seen["overloaded"] = await scrape("adain_dropped_total", reason="overloaded")
+            seen["large"] = await large
+        return seen
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--tile-pixels", "65536",
+               "--tile-size", "256", "--large-pixels", "65536") as server:
+        seen = asyncio.run(scenario(server.url))
+    late, hopeless = seen["late"], seen["hopeless"]
+    assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded", late.text
+    assert seen["tiled_passes"] == 1  # the encoder's, cut short; no decoder pass
+    assert [r.status_code for r in seen["small"]] == [200] * 3 and seen["large_running"]
+    assert seen["large"].status_code == 200
+    assert hopeless.status_code == 503 and hopeless.json()["error"]["code"] == "overloaded", hopeless.text
+    assert int(hopeless.headers["retry-after"]) >= 1 and seen["overloaded"] == 1

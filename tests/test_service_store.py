@@ -14,8 +14,9 @@ import torch
 
 from adain import ops
 from adain.errors import InputError
-from service.store import Access, NewStyle, QuotaExceeded, StyleStore, open_store
+from service.store import open_store
 from service.store_sql import MIGRATIONS, SQLStyleStore, styles
+from service.store_types import Access, NewStyle, QuotaExceeded, StyleStore
 
 from .postgres_fixtures import _free_port, new_database
 

@@ -47,6 +47,8 @@ def styles(style_paths) -> list[torch.Tensor]:
     ([2, 2], 2, [0.5, 0.5]),
     ([0.7, 0.3], 2, [0.7, 0.3]),
     ([3, 0, 1], 3, [0.75, 0, 0.25]),
+    ([1e308, 1e308], 2, [0.5, 0.5]),  # the sum overflows
+    ([1e308, 1e-300], 2, [1.0, 0.0]),
 ])
 def test_weights_are_normalised(weights, n, expected):
     assert check_weights(weights, n).tolist() == pytest.approx(expected)

@@ -6,6 +6,7 @@ ADAIN_WEB_SCREENSHOT=docs/web.png to save a screenshot of the page with its resu
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -76,7 +77,7 @@ def only_public_api(server: Server, urls: list[str]) -> list[str]:
         if u.scheme in ("blob", "data"):
             continue
         if (u.scheme, u.netloc) != (origin.scheme, origin.netloc) or not (
-                u.path == "/" or u.path.startswith(("/static/", "/v1/stylize", "/v1/styles"))):
+                u.path in ("/", "/favicon.ico") or u.path.startswith(("/static/", "/v1/stylize", "/v1/styles"))):
             bad.append(url)
     return bad
 
@@ -148,7 +149,8 @@ def test_stylize_with_an_upload_and_a_stored_style(page, server: Server, content
         page.screenshot(path=os.environ["ADAIN_WEB_SCREENSHOT"], full_page=True)
 
 
-def test_an_unreadable_image_shows_the_api_error_in_words(page, server: Server, style_paths: list[Path]) -> None:
+def test_a_file_that_is_not_an_image_is_flagged_at_once_and_its_failure_clears_the_last_result(
+        page, server: Server, content_paths: list[Path], style_paths: list[Path]) -> None:
     bad = {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": b"just some text, not an image\n" * 10}
     expected = httpx.post(f"{server.url}/v1/stylize",
                           files=[("content", (bad["name"], bad["buffer"], bad["mimeType"])),
@@ -157,16 +159,43 @@ def test_an_unreadable_image_shows_the_api_error_in_words(page, server: Server, 
     message = expected.json()["error"]["message"]
     assert message  # e.g. "content: not an image in one of jpeg, png, webp"
 
-    page.set_input_files("#content-input", files=[bad])
+    # A result first, with its Download link.
+    page.set_input_files("#content-input", str(content_paths[1]))
+    page.locator("#content-preview").wait_for()
     page.set_input_files("#style-input", str(style_paths[0]))
+    page.select_option("#content-size", str(SIZE))
     page.click("#go")
+    page.locator("#download").wait_for()
+    assert page.locator("#result").is_visible()
+
+    # Picking a file that is not an image says so at once, in the drop box and in red, before Stylize.
+    page.set_input_files("#content-input", files=[bad])
     error = page.locator("#error")
     error.wait_for()
+    assert error.inner_text() == "photo.jpg does not look like an image; choose a photo (JPEG, PNG or WebP)."
+    assert page.locator("#content-preview").is_hidden()
+    assert page.locator("#content-hint").inner_text().startswith("photo.jpg: not an image this browser can show.")
+
+    # The server has the last word; its refusal replaces the message and clears the earlier result.
+    page.click("#go")
+    page.wait_for_function("() => document.getElementById('status').textContent === 'Failed.'")
     assert error.inner_text() == f"{message} (415)"
-    assert page.locator("#status").inner_text() == "Failed."
     assert page.locator("#result").is_hidden() and page.locator("#download").is_hidden()
+    assert page.locator("#download").get_attribute("href") is None
     assert page.locator("#go").is_enabled()
     assert page.script_errors == []
+
+
+def test_the_page_icon_is_served(page, server: Server) -> None:
+    # The browser fetches icons itself, out of Playwright's sight: fetch the page's declared icon from the page.
+    href = page.evaluate("() => document.querySelector('link[rel=icon]').href")
+    assert urlsplit(href).path == "/favicon.ico"  # where browsers look without the link too
+    got = page.evaluate("async (url) => { const r = await fetch(url); "
+                        "return [r.status, r.headers.get('content-type'), (await r.arrayBuffer()).byteLength]; }", href)
+    icon_bytes = httpx.get(href).content
+    assert got == [200, "image/x-icon", len(icon_bytes)]
+    with Image.open(io.BytesIO(icon_bytes)) as icon:
+        assert icon.format == "ICO" and {(16, 16), (32, 32)} <= icon.info["sizes"]
 
 
 def test_phone_sized_layout_has_no_horizontal_overflow(browser, server: Server, content_paths: list[Path],

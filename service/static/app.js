@@ -16,14 +16,33 @@ async function apiError(response) {
   return `The server answered ${response.status} ${response.statusText}`;
 }
 
+const CONTENT_HINT = "Drop a photo here or click to choose";
+
 function setContent(file) {
   if (!file) return;
   state.content = file;
+  showError("");
   const img = $("content-preview");
+  if (img.src) URL.revokeObjectURL(img.src);
+  img.hidden = true;
+  $("content-hint").textContent = `Loading ${file.name}…`;
+  $("content-hint").hidden = false;
+  img.onload = () => { img.hidden = false; $("content-hint").hidden = true; };
+  img.onerror = () => {  // say so at once; the server still judges it (it reads formats a browser cannot show)
+    $("content-hint").textContent = `${file.name}: not an image this browser can show. ${CONTENT_HINT}`;
+    showError(`${file.name} does not look like an image; choose a photo (JPEG, PNG or WebP).`);
+  };
   img.src = URL.createObjectURL(file);
-  img.hidden = false;
-  $("content-hint").hidden = true;
   updateStatus();
+}
+
+function clearResult() {
+  if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
+  state.resultUrl = null;
+  $("result").removeAttribute("src");
+  $("result").hidden = true;
+  $("download").removeAttribute("href");
+  $("download").hidden = true;
 }
 
 function addStyle(entry) {
@@ -174,6 +193,7 @@ async function stylize() {
     $("status").className = "muted";
     $("status").textContent = `Done in ${seconds} s${timing ? ` (server: ${timing})` : ""}.`;
   } catch (err) {
+    clearResult();  // the previous result and its Download link belong to other settings
     $("status").className = "muted";
     $("status").textContent = "Failed.";
     showError(err.message || String(err));

@@ -1,0 +1,61 @@
+"""How long work will take: a worker's measured seconds per pixel, by image size.
+
+The cost per pixel depends on the size (fixed costs weigh more on small
+images, caches hold less of large ones), so the rate is learnt per size class
+(a power of two of pixels) as a moving average of the worker's own runs; a
+size not seen yet borrows the rate of the nearest class that was, and is
+``known`` only when a class next to it was measured. Work stopped at its
+deadline counts too, as a lower bound. The engine adds up these estimates to
+know how long a queue takes to drain, and refuses work that could not finish
+in time.
+"""
+
+from __future__ import annotations
+
+import threading
+
+#: Weight of the newest run in the moving average.
+SMOOTHING = 0.3
+#: Work is admitted only when expected to finish within this share of its time: estimates are averages,
+#: and batches, contention between the lanes and the style encodings make single runs vary.
+HEADROOM = 0.8
+
+
+class CostModel:
+    """Seconds per pixel of one worker, by size class; thread-safe."""
+
+    def __init__(self) -> None:
+        self._rates: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, pixels: int, seconds: float) -> None:
+        """Record a run: ``seconds`` per image of ``pixels`` pixels."""
+        if pixels <= 0 or seconds <= 0:
+            return
+        key, rate = pixels.bit_length(), seconds / pixels
+        with self._lock:
+            old = self._rates.get(key)
+            self._rates[key] = rate if old is None else (1 - SMOOTHING) * old + SMOOTHING * rate
+
+    def at_least(self, pixels: int, seconds: float) -> None:
+        """Record work stopped after ``seconds`` per image of ``pixels`` pixels: it takes at least that long."""
+        if pixels <= 0 or seconds <= 0:
+            return
+        key = pixels.bit_length()
+        with self._lock:
+            self._rates[key] = max(self._rates.get(key, 0.0), seconds / pixels)
+
+    def knows(self, pixels: int) -> bool:
+        """Was work of this size class, or of one next to it, measured?"""
+        key = pixels.bit_length()
+        with self._lock:
+            return any(abs(k - key) <= 1 for k in self._rates)
+
+    def estimate(self, pixels: int) -> float:
+        """Seconds one image of ``pixels`` pixels should take; 0 before any run was observed."""
+        key = pixels.bit_length()
+        with self._lock:
+            if not self._rates:
+                return 0.0
+            nearest = min(self._rates, key=lambda k: (abs(k - key), -k))
+            return self._rates[nearest] * pixels
