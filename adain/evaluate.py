@@ -61,18 +61,10 @@ def held_out(content_dir: Path, style_dirs: list[Path], holdout_content: int = 5
 
 
 def metric_encoder() -> Encoder:
-    """HED's VGG16 as published (unnormalised): the encoder of :data:`METRIC_MODEL` with its scales undone."""
+    """HED's VGG16 as published (unnormalised): the encoder of :data:`METRIC_MODEL`."""
     from .bundles import resolve_encoder
-    from .manifest import get_bundle
-    from .normalize import apply_scales, load_scales
 
-    encoder, _ = resolve_encoder(model=METRIC_MODEL, quiet=True)
-    bundle = get_bundle(METRIC_MODEL)
-    spec = bundle.files["encoder"]
-    if spec.scales:
-        state = apply_scales(encoder.layers.state_dict(), load_scales(bundle.root / spec.scales), inverse=True)
-        encoder.layers.load_state_dict(state)
-    return encoder
+    return resolve_encoder(model=METRIC_MODEL, quiet=True)[0]
 
 
 def evaluate_pair(stylizer, metric: Encoder, content: Tensor, style: Tensor, alpha: float) -> tuple[PairResult, Tensor]:

@@ -7,8 +7,9 @@ loss term. Conv ``l`` with output scales ``s_l`` (the channels' mean activations
     W'_l[o, i] = W_l[o, i] * s_{l-1}[i] / s_l[o],    b'_l[o] = b_l[o] / s_l[o],
 
 which is exact: ReLU, max-pooling and reflection padding commute with positive per-channel
-scales, so every feature map is the original one divided by its channels' scales. Dead
-and rarely active channels (mean below :data:`DEAD` times their layer's median) keep the scale 1. AdaIN at relu4_1 is unchanged up to that scale.
+scales, so every feature map is the original one divided by its channels' scales. Dead and
+rarely active channels (mean below :data:`DEAD` times their layer's median) keep the scale 1.
+AdaIN at relu4_1 is unchanged up to that scale.
 """
 
 from __future__ import annotations
@@ -60,18 +61,16 @@ def mean_activations(encoder: Encoder, images: Iterable[Tensor]) -> Scales:
     return {key: (totals[key] / counts[key]).tolist() for key in totals}
 
 
-def apply_scales(state: dict[str, Tensor], scales: Scales, inverse: bool = False) -> dict[str, Tensor]:
+def apply_scales(state: dict[str, Tensor], scales: Scales) -> dict[str, Tensor]:
     """The encoder state dict with each listed conv's outputs divided by its scales (compensated downstream).
 
     ``scales`` lists the 3x3 convs in network order; a scale below :data:`DEAD` times the conv's median counts as 1.
-    ``inverse`` multiplies instead: it turns the normalised encoder back into the original.
     """
     out = dict(state)
     previous: Tensor | None = None
     for key, values in scales.items():
         s = torch.tensor(values, dtype=torch.float64)
         s = torch.where(s >= DEAD * s.median(), s, torch.ones_like(s))
-        s = 1 / s if inverse else s
         w, b = state[f"{key}.weight"].double(), state[f"{key}.bias"].double()
         if w.shape[0] != len(s):
             raise ValueError(f"conv {key}: {w.shape[0]} channels, {len(s)} scales")

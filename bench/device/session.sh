@@ -23,15 +23,13 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 
-# Training: a new run from the shipped decoder at the paper's sizes, with the recipe of docs/training.md
-# (normalised encoder, hybrid loss, style weight 10); SIGTERM at the deadline saves a checkpoint.
+# Training: a new run from the shipped decoder at the paper's sizes; SIGTERM at the deadline saves a checkpoint.
 rm -rf "$RUN"
 timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
     --style-dir "$CARRY/data/style" "$CARRY/data/style_vivid" --encoder "$CARRY/encoder.safetensors" --arch vgg16 \
     --init-decoder weights/vgg16-hed-decoder.safetensors --output-dir "$RUN" --device "$DEVICE" \
-    --steps 200000 --batch-size 8 --resize 256 --crop 256 --loss hybrid --style-weight 10 --lr 2e-4 --warmup 200 \
-    --workers "$(( $(nproc) - 2 ))" --checkpoint-every 2000 --sample-every 5000 --eval-every 5000 --log-every 100 \
-    --no-progress
+    --steps 200000 --batch-size 8 --resize 256 --crop 256 --loss paper --style-weight 1 --workers "$(( $(nproc) - 2 ))" \
+    --checkpoint-every 2000 --sample-every 5000 --eval-every 5000 --log-every 100 --no-progress
 echo "train exit $? (124: stopped at the deadline by SIGTERM, checkpoint saved)"
 python3 -m adain.train export "$RUN" -o "$OUT/decoder.safetensors" --dtype fp16 --device "$DEVICE" \
     --encoder "$CARRY/encoder.safetensors" && cp "$RUN/metrics.jsonl" "$OUT/"
