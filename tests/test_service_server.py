@@ -149,8 +149,8 @@ def test_requests_still_running_past_the_shutdown_timeout_get_a_json_503(
 
     async def sigterm_while_running(server) -> httpx.Response:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-            big = asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "512"}))
-            await asyncio.sleep(1)  # decoded and in the model: 768x512 takes seconds on a CPU
+            big = asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "1536"}))
+            await asyncio.sleep(1)  # decoded and in the model: 2304x1536 takes many seconds on a CPU
             server.process.send_signal(signal.SIGTERM)
             return await big
 
