@@ -67,11 +67,12 @@ def metric_encoder() -> Encoder:
     return resolve_encoder(model=METRIC_MODEL, quiet=True)[0]
 
 
-def evaluate_pair(stylizer, metric: Encoder, content: Tensor, style: Tensor, alpha: float) -> tuple[PairResult, Tensor]:
-    """Measures of one pair (images already at their evaluation size) and the output."""
+def evaluate_pair(stylizer, metric: Encoder, names: tuple[str, str], content: Tensor, style: Tensor,
+                  alpha: float) -> tuple[PairResult, Tensor]:
+    """Measures of one pair (images already at their evaluation size, ``names`` for the report) and the output."""
     out = stylizer.stylize(content, [style], alpha=alpha)
     baseline = style_distance(metric, color_transfer(content, style), style)
-    return PairResult("", "", shape_score(content, out), style_distance(metric, out, style) / max(baseline, 1e-12),
+    return PairResult(*names, shape_score(content, out), style_distance(metric, out, style) / max(baseline, 1e-12),
                       grid_ratio(out, 4), grid_ratio(out, 8)), out
 
 
@@ -133,8 +134,7 @@ def run(args: argparse.Namespace) -> dict:
         c_path, s_path = contents[i % len(contents)], styles[i % len(styles)]
         c = resize_shorter(read_image(c_path), args.size)
         s = resize_shorter(read_image(s_path), args.size)
-        result, out = evaluate_pair(stylizer, metric, c, s, args.alpha)
-        result.content, result.style = c_path.name, s_path.name
+        result, out = evaluate_pair(stylizer, metric, (c_path.name, s_path.name), c, s, args.alpha)
         results.append(result)
         rows.append((c, s, out))
     report = {"model": w.model, "encoder": str(w.encoder), "decoder": str(w.decoder), "size": args.size,
