@@ -24,7 +24,7 @@ from . import __version__
 from .download import sha256_file
 from .errors import AdainError, InputError, WeightsError
 from .losses import held_out_losses
-from .net import FEATURE_LAYERS, Decoder
+from .net import Decoder
 from .runs import latest_checkpoint, load_checkpoint, read_metrics
 from .train_setup import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
 from .weights_io import build_decoder, load_into, save_safetensors
@@ -34,7 +34,8 @@ WINDOW = 10  # metrics records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
 
 LOSS_DEFINITIONS = (
-    "t = AdaIN(relu4_1(content), relu4_1(style)) is the decoder's input. content = MSE(relu4_1(output), t); "
+    "t = AdaIN(L(content), L(style)) is the decoder's input, L its layer (relu4_1 as in the paper, or the "
+    "decoder's layer in the model card). content = MSE(L(output), t); "
     "style = sum over relu1_1..relu4_1 of MSE(channel means) + MSE(channel stds) between output and style image; "
     "total = content + style_weight * style. Outputs are not clamped to [0, 1], as in training."
 )
@@ -47,13 +48,13 @@ HELD_OUT_MEANING = {
               "run's --init-decoder file (training.init_decoder)",
     "content_as_output": "the content image itself as the output (no stylisation): a decoder ignoring the style",
     "target.content": "0 by definition: t matches itself. t is a feature map, not an image, so no output reaches it",
-    "target.content_floor": "mean(min(t, 0)^2): a lower bound on the content loss of any image, since relu4_1 "
+    "target.content_floor": "mean(min(t, 0)^2): a lower bound on the content loss of any image, since ReLU "
                             "features are >= 0 while t can be negative",
-    "target.style_relu4_1": "the relu4_1 term of the style loss for t itself: AdaIN gives t the style's channel "
-                            "means exactly and its stds up to a factor sqrt(var / (var + eps)) of the content's "
-                            "channel variance, so it is small, but not 0 where a content channel is (nearly) "
-                            "constant. Compare with style_layers.relu4_1 of the decoders; the relu1_1..relu3_1 terms "
-                            "do not exist for t, a feature map rather than an image",
+    "target.style_<layer>": "the AdaIN layer's term of the style loss for t itself: AdaIN gives t the style's "
+                            "channel means exactly and its stds up to a factor sqrt(var / (var + eps)) of the "
+                            "content's channel variance, so it is small, but not 0 where a content channel is "
+                            "(nearly) constant. Compare with that layer's style_layers term of the decoders; the "
+                            "other terms do not exist for t, a feature map rather than an image",
 }
 
 
@@ -91,8 +92,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
     """Write the checkpoint's decoder to ``output``; returns it as read back from the file."""
-    arch = state["arch"]
-    decoder = Decoder(arch)
+    arch, layer = state["arch"], state.get("layer", "relu4_1")
+    decoder = Decoder(arch, layer)
     decoder.layers.load_state_dict(state["decoder"])
     if dtype == "fp16":
         peak = max(v.abs().max().item() for v in state["decoder"].values())
@@ -100,7 +101,7 @@ def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
             raise InputError(f"a weight of magnitude {peak:g} does not fit fp16: use --dtype fp32 or bf16")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
-    save_safetensors(decoder, tmp, arch, DTYPES[dtype], {"step": str(state["step"]),
+    save_safetensors(decoder, tmp, arch, DTYPES[dtype], {"step": str(state["step"]), "layer": layer,
                                                           "encoder_sha256": str(state["encoder"].get("sha256"))})
     os.replace(tmp, output)
     return build_decoder(output, arch)
@@ -143,7 +144,8 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
     args, info = state["args"], state["encoder"]
     if encoder is None and "file" in info:
         encoder = Path(info["file"])
-    models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"])
+    layer = state.get("layer", "relu4_1")
+    models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"], layer)
     if found["sha256"] != info.get("sha256"):
         raise WeightsError(f"encoder sha256 {found['sha256']} is not the run's ({info.get('sha256')})")
     if state.get("init_decoder"):
@@ -162,7 +164,7 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
         "trained": result.decoders["trained"].as_dict(w), "step_0": result.decoders["step_0"].as_dict(w),
         "content_as_output": result.content_as_output.as_dict(w),
         "target": {"content": 0.0, "content_floor": result.target_content_floor,
-                   f"style_{FEATURE_LAYERS[-1]}": result.target_style_relu4_1},
+                   f"style_{layer}": result.target_style},
         "unreadable": [p for _, p in pairs.unreadable], "meaning": HELD_OUT_MEANING,
     }
 
@@ -209,7 +211,8 @@ def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict
         "format": CARD_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "adain_version": __version__,
-        "decoder": {"file": output.name, "sha256": sha256_file(output), "arch": state["arch"], "dtype": dtype},
+        "decoder": {"file": output.name, "sha256": sha256_file(output), "arch": state["arch"],
+                    "layer": state.get("layer", "relu4_1"), "dtype": dtype},
         "encoder": state["encoder"],
         "checkpoint": {"file": str(ckpt), "step": step},
         "training": {"steps": step, "planned_steps": args["steps"], "batch_size": args["batch_size"],

@@ -1,7 +1,8 @@
 """The training losses of the paper (Sec. 6.2), and their evaluation on held-out pairs.
 
-For a content image c and a style image s, with f the encoder up to relu4_1 and
-t = AdaIN(f(c), f(s)) the decoder's input:
+For a content image c and a style image s, with f the encoder up to relu4_1 (or
+the shallower layer a decoder is trained at) and t = AdaIN(f(c), f(s)) the
+decoder's input:
 
 * content loss: MSE(f(output), t);
 * style loss: sum over relu1_1..relu4_1 of MSE(channel means) + MSE(channel stds)
@@ -23,7 +24,7 @@ from .net import FEATURE_LAYERS, Decoder, Encoder
 
 
 def content_loss(out_feat: Tensor, target: Tensor) -> Tensor:
-    """MSE between relu4_1 of the output and the AdaIN target t."""
+    """MSE between the output's features at the AdaIN layer and the AdaIN target t."""
     return F.mse_loss(out_feat.float(), target.float())
 
 
@@ -83,7 +84,7 @@ class HeldOutLosses:
     decoders: dict[str, Losses]
     content_as_output: Losses  # the content image taken as the output: no stylisation at all
     target_content_floor: float  # mean(min(t, 0)^2): no image's content loss can be lower
-    target_style_relu4_1: float  # relu4_1 style term of t itself (small: AdaIN copies the style's stats up to eps)
+    target_style: float  # the AdaIN layer's style term of t itself (small: AdaIN copies the style's stats up to eps)
 
 
 class _Mean:
@@ -122,21 +123,22 @@ def held_out_losses(encoder: Encoder, decoders: Mapping[str, Decoder], content: 
     for dec in decoders.values():
         dec.eval()
     means = {name: _Mean() for name in [*decoders, "content_as_output", "target"]}
+    k = FEATURE_LAYERS.index(encoder.layer)  # where AdaIN works
     try:
         for i in range(0, len(content), batch_size):
             c = content[i : i + batch_size].to(device).float()
             s = style[i : i + batch_size].to(device).float()
             c_feats, s_feats = encoder.features(c), encoder.features(s)
-            t = ops.adain(c_feats[-1], ops.channel_stats(s_feats[-1]))
+            t = ops.adain(c_feats[k], ops.channel_stats(s_feats[k]))
             n = len(c)
-            means["content_as_output"].add([content_loss(c_feats[-1], t), *style_losses(c_feats, s_feats)], n)
-            means["target"].add([t.clamp(max=0).square().mean(), *style_losses([t], s_feats[-1:])], n)
+            means["content_as_output"].add([content_loss(c_feats[k], t), *style_losses(c_feats, s_feats)], n)
+            means["target"].add([t.clamp(max=0).square().mean(), *style_losses([t], s_feats[k : k + 1])], n)
             for name, dec in decoders.items():
                 o_feats = encoder.features(dec(t, tuple(c.shape[-2:])).float())
-                means[name].add([content_loss(o_feats[-1], t), *style_losses(o_feats, s_feats)], n)
+                means[name].add([content_loss(o_feats[k], t), *style_losses(o_feats, s_feats)], n)
     finally:
         for name, dec in decoders.items():
             dec.train(modes[name])
-    floor, style4 = means["target"].result()
+    floor, target_style = means["target"].result()
     return HeldOutLosses(len(content), {name: _losses(means[name]) for name in decoders},
-                         _losses(means["content_as_output"]), floor, style4)
+                         _losses(means["content_as_output"]), floor, target_style)

@@ -22,7 +22,7 @@ TILINGS: tuple[str, ...] = ("auto", "always", "never")
 TILE_PIXELS = 2**21
 #: Tile side in image pixels (a multiple of 8); each tile also reads a halo around it (``adain.tiling``).
 TILE_SIZE = 1024
-SCALE = 8  # relu4_1 is 1/8 of the image size (ceil): tiles start on multiples of it
+SCALE = 8  # relu4_1 is 1/8 of the image size (ceil), relu3_1 1/4: tiles start on multiples of 8
 
 #: output format -> (PIL format, MIME type)
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}

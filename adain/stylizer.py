@@ -200,7 +200,7 @@ class Stylizer:
         self.arch: Arch = encoder.arch
         self.precision = precision
         fmt = torch.channels_last
-        self.encoder = encoder.to(self.device, memory_format=fmt).eval()
+        self.encoder = encoder.at(decoder.layer).to(self.device, memory_format=fmt).eval()
         self.decoder = decoder.to(self.device, memory_format=fmt).eval().requires_grad_(False)
         self.cache = StatsCache(cache_size)
         self.limits = DEFAULT_LIMITS  # what images may become once prepared (checked before resizing)
@@ -224,7 +224,7 @@ class Stylizer:
         return self.tile_size
 
     def _encoder_pass(self, images: Tensor) -> Tensor:
-        """relu4_1 of device images (N, 3, H, W), whole or in tiles."""
+        """The AdaIN layer's features of device images (N, 3, H, W), whole or in tiles."""
         tile = self.tile_for(tuple(images.shape[-2:]))
         if not tile:
             return self.encoder(images)
@@ -271,13 +271,13 @@ class Stylizer:
 
     @torch.inference_mode()
     def encode(self, images: Tensor) -> Tensor:
-        """relu4_1 features of (N, 3, H, W) images."""
+        """The AdaIN layer's features (relu4_1, or the decoder's shallower layer) of (N, 3, H, W) images."""
         with self._autocast():
             return self._encoder_pass(self._to_device(images, "style image"))
 
     @torch.inference_mode()
     def compute_stats(self, style: Tensor) -> ops.Stats:
-        """relu4_1 channel stats of one prepared style image (3, H, W), each (C,), on the device."""
+        """AdaIN-layer channel stats of one prepared style image (3, H, W), each (C,), on the device."""
         s = ops.channel_stats(self.encode(style))
         return ops.Stats(s.mean[0], s.std[0])
 

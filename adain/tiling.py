@@ -1,7 +1,8 @@
 """Encoder and decoder passes over overlapping tiles, for images too large to run whole.
 
-Tiles start on multiples of 8 pixels so that the max-pool and upsampling grids
-line up with the untiled pass; each tile carries a halo wider than the half
+Tiles start on multiples of 8 pixels (a multiple of every network's scale, 8 at
+relu4_1 and 4 at relu3_1) so that the max-pool and upsampling grids line up with
+the untiled pass; each tile carries a halo wider than the half
 receptive field of the network, and only its core is kept. AdaIN statistics
 are taken by the caller over the whole feature map, never per tile.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from .net import Decoder, Encoder, channels_of
 from .options import SCALE
 
 ENCODER_HALO = 96  # pixels; > half the receptive field of relu4_1 in VGG19 (~76 px)
@@ -35,7 +37,7 @@ def _tiled(fn: Callable[[Tensor], Tensor], x: Tensor, core: int, halo: int, to_o
            out_channels: int, out_hw: tuple[int, int], between: Callable[[], None]) -> Tensor:
     """Apply ``fn`` tile by tile over the last two dims of ``x`` and assemble the tile cores.
 
-    ``to_out`` maps an input coordinate to the output coordinate (x/8 rounded up, or 8x). The result
+    ``to_out`` maps an input coordinate to the output coordinate (x/scale rounded up, or scale x). The result
     has the dtype and memory format of the tiles ``fn`` returns. ``between`` is called before each tile
     after the first (an exception from it abandons the pass).
     """
@@ -55,23 +57,28 @@ def _tiled(fn: Callable[[Tensor], Tensor], x: Tensor, core: int, halo: int, to_o
     return out
 
 
-def encode_tiled(encoder: Callable[[Tensor], Tensor], images: Tensor, tile: int, channels: int = 512,
-                 between: Callable[[], None] = _nothing) -> Tensor:
-    """relu4_1 of (N, 3, H, W) computed in tiles of ``tile`` pixels (a multiple of 8); ``between`` runs
-    between tiles."""
+def _check_tile(tile: int) -> None:
     if tile % SCALE:
         raise ValueError(f"tile size must be a multiple of {SCALE}, got {tile}")
+
+
+def encode_tiled(encoder: Encoder, images: Tensor, tile: int, between: Callable[[], None] = _nothing) -> Tensor:
+    """The encoder's features (its AdaIN layer) of (N, 3, H, W), computed in tiles of ``tile`` pixels (a
+    multiple of 8); ``between`` runs between tiles."""
+    _check_tile(tile)
     h, w = images.shape[-2:]
-    out_hw = (math.ceil(h / SCALE), math.ceil(w / SCALE))
-    return _tiled(encoder, images, tile, ENCODER_HALO, lambda v: -(-v // SCALE), channels, out_hw, between)
+    scale = encoder.scale
+    out_hw = (math.ceil(h / scale), math.ceil(w / scale))
+    return _tiled(encoder, images, tile, ENCODER_HALO, lambda v: -(-v // scale),
+                  channels_of(encoder.arch, encoder.layer), out_hw, between)
 
 
-def decode_tiled(decoder: Callable[[Tensor], Tensor], feats: Tensor, size: tuple[int, int], tile: int,
+def decode_tiled(decoder: Decoder, feats: Tensor, size: tuple[int, int], tile: int,
                  between: Callable[[], None] = _nothing) -> Tensor:
     """Decode (N, C, h, w) features in tiles of ``tile`` output pixels; crop to ``size``; ``between`` runs
     between tiles."""
-    if tile % SCALE:
-        raise ValueError(f"tile size must be a multiple of {SCALE}, got {tile}")
-    full = (feats.shape[-2] * SCALE, feats.shape[-1] * SCALE)
-    out = _tiled(decoder, feats, tile // SCALE, DECODER_HALO, lambda v: v * SCALE, 3, full, between)
+    _check_tile(tile)
+    scale = decoder.scale
+    full = (feats.shape[-2] * scale, feats.shape[-1] * scale)
+    out = _tiled(decoder, feats, tile // scale, DECODER_HALO, lambda v: v * scale, 3, full, between)
     return out[..., : size[0], : size[1]]

@@ -37,6 +37,7 @@ from .data import PairDataset, StreamSampler, Unreadable, collate, list_images, 
 from .download import sha256_file
 from .errors import AdainError, InputError, exit_status
 from .losses import content_loss, held_out_losses, layout_loss, normalised_feature_loss, style_losses
+from .net import FEATURE_LAYERS, LAYERS
 from .runs import (
     MetricsLog,
     TrainingDiverged,
@@ -53,7 +54,7 @@ LOCK = ".lock"
 SAMPLE_PAIRS = 4  # rows of the sample grids
 # Arguments that define the run: a resumed run must keep them (the data split, the optimisation).
 FIXED_ON_RESUME = ("content_dir", "style_dir", "batch_size", "lr", "lr_decay", "style_weight", "resize", "crop",
-                   "holdout_content", "holdout_style", "seed", "init_decoder", "loss")
+                   "holdout_content", "holdout_style", "seed", "init_decoder", "loss", "layer")
 NOT_INHERITED = ("output_dir", "resume", "no_progress")  # everything else defaults to the checkpoint's value
 PATH_ARGS = ("content_dir", "style_dir", "encoder", "init_decoder", "output_dir")
 
@@ -82,16 +83,19 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Ob
                    ) -> tuple[Tensor, list[Tensor], Tensor]:
     """(content-side loss, per-layer style losses, output) of one batch.
 
-    The content-side loss is the paper's (MSE of relu4_1 to the AdaIN target) plus the ``objective``'s terms.
+    The content-side loss is the paper's (MSE of the AdaIN layer's features to the AdaIN target) plus the
+    ``objective``'s terms.
     """
     enc = models.encoder
+    k = FEATURE_LAYERS.index(enc.layer)
     with torch.no_grad():
-        content_feats = enc.features(content) if objective.structure or style is content else [enc(content)]
+        content_feats = enc.features(content) if objective.structure or style is content else None
+        content_feat = content_feats[k] if content_feats else enc(content)
         style_feats = content_feats if style is content else enc.features(style)
-        target = ops.adain(content_feats[-1], ops.channel_stats(style_feats[-1]))
+        target = ops.adain(content_feat, ops.channel_stats(style_feats[k]))
     out = models.decoder(target, tuple(content.shape[-2:]))
     out_feats = enc.features(out)
-    lc = content_loss(out_feats[-1], target)
+    lc = content_loss(out_feats[k], target)
     if objective.structure:
         lc = lc + objective.structure * normalised_feature_loss(out_feats[STRUCTURE_LAYER],
                                                                 content_feats[STRUCTURE_LAYER])
@@ -137,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="bundle whose encoder to use (default: vgg16-hed)")
     p.add_argument("--encoder", type=Path, help="encoder weight file instead of a bundle")
     p.add_argument("--arch", choices=("vgg19", "vgg16"), help="architecture of --encoder")
+    p.add_argument("--layer", choices=LAYERS, default="relu4_1",
+                   help="where AdaIN works and what the decoder decodes: relu4_1 as in the paper, or relu3_1 "
+                        "(finer detail kept, a smaller decoder; docs/training.md)")
     p.add_argument("--init-decoder", type=Path, help="start from this decoder file instead of random weights "
                    "(to continue or fine-tune a released decoder; the step count and optimizer start afresh)")
     p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
@@ -323,7 +330,8 @@ class Run:
         return {"step": self.step, "decoder": {k: v.cpu() for k, v in self.models.decoder.layers.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(),
                 "args": {k: _jsonable(v) for k, v in vars(self.args).items()},
-                "arch": self.models.encoder.arch, "encoder": self.encoder_info, "data": self.data,
+                "arch": self.models.encoder.arch, "layer": self.models.decoder.layer, "encoder": self.encoder_info,
+                "data": self.data,
                 "init_decoder": self.init_decoder,
                 "precision": self.precision, "device": str(self.device),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
@@ -344,7 +352,7 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     device = resolve_device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     data = resume["data"] if resume else scan_data(args)  # before the encoder: bad folders fail fast
-    models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch)
+    models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer)
     fill_loss_defaults(args, models.encoder.arch)
     random.seed(args.seed)
     init = resume.get("init_decoder") if resume else None

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .data import Pairs, fixed_pairs
-from .net import Decoder, Encoder
+from .net import Decoder, Encoder, Layer
 
 HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
 
@@ -25,8 +25,10 @@ class Models:
     decoder: Decoder
 
 
-def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None) -> tuple[Models, dict]:
-    """The encoder (a bundle's or a file) and a fresh decoder whose initial weights depend only on ``seed``.
+def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None,
+                layer: Layer = "relu4_1") -> tuple[Models, dict]:
+    """The encoder (a bundle's or a file) and a fresh decoder for ``layer`` whose initial weights depend only
+    on ``seed``.
 
     Seeds the global torch RNG. Returns the encoder description stored in checkpoints and model cards.
     """
@@ -34,7 +36,7 @@ def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | 
 
     torch.manual_seed(seed)
     enc, info = resolve_encoder(model=model, encoder=encoder, arch=arch)
-    return Models(enc, Decoder(enc.arch)), info
+    return Models(enc.at(layer), Decoder(enc.arch, layer)), info
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:

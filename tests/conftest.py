@@ -73,10 +73,11 @@ def tiny_content(content_paths: list[Path]) -> torch.Tensor:
     return prepare(read_image(content_paths[0]), TINY_SIZE, True)
 
 
-def random_networks(arch: str, seed: int = 0) -> tuple[Encoder, Decoder]:
-    """Encoder/decoder with random weights scaled so activations stay O(1) and outputs land in [0, 1]."""
+def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1") -> tuple[Encoder, Decoder]:
+    """Encoder/decoder (AdaIN at ``layer``) with random weights scaled so activations stay O(1) and outputs
+    land in [0, 1]. The encoder's weights depend only on ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    enc, dec = Encoder(arch), Decoder(arch)
+    enc, dec = Encoder(arch, layer), Decoder(arch, layer)
     for net in (enc, dec):
         for m in net.layers:
             if isinstance(m, torch.nn.Conv2d):
@@ -95,7 +96,9 @@ def random_networks(arch: str, seed: int = 0) -> tuple[Encoder, Decoder]:
 
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
-    """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st"}}: random weights on disk.
+    """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1"}}:
+    random weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1 of the same encoder (so
+    "encoder_relu3_1" is "encoder_st").
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -119,5 +122,7 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         torch.save(dec.layers.state_dict(), paths["decoder_pth"])
         save_safetensors(enc, paths["encoder_st"], arch)
         save_safetensors(dec, paths["decoder_st"], arch)
+        paths["encoder_relu3_1"], paths["decoder_relu3_1"] = paths["encoder_st"], root / f"{arch}_decoder31.safetensors"
+        save_safetensors(random_networks(arch, layer="relu3_1")[1], paths["decoder_relu3_1"], arch)
         files[arch] = paths
     return files

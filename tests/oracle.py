@@ -8,7 +8,8 @@ are float arrays (3, H, W) in [0, 1]; weights are the canonical flat state dict
 Equations:
 
 * statistics: mu(x) = mean over H, W; sigma(x) = sqrt(population variance + eps), eps = 1e-5;
-* AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y);
+* AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y), on relu4_1 features as
+  in the paper (or relu3_1, for a decoder that decodes that layer);
 * a blend of styles is sum_i w_i AdaIN(f(c), f(s_i)), with w normalised to sum 1;
 * the strength alpha gives t = alpha * target + (1 - alpha) * f(c), decoded by g;
 * a mask gives region k of the content style k, with the content statistics of
@@ -45,15 +46,21 @@ def encoder_layout(arch: str) -> list[str]:
     return layout
 
 
-def decoder_layout(arch: str) -> list[str]:
-    """The encoder's blocks backwards, pools becoming nearest 2x upsampling; no ReLU after the last conv."""
-    blocks = BLOCKS[arch][::-1]
+def decoder_layout(arch: str, depth: int = 4) -> list[str]:
+    """The encoder's blocks up to relu<depth>_1 backwards, pools becoming nearest 2x upsampling; no ReLU
+    after the last conv."""
+    blocks = (*BLOCKS[arch][: depth - 1], 1)[::-1]
     layout: list[str] = []
     for b, n in enumerate(blocks):
         layout += ["pad", "conv", "relu"] * n
         if b < len(blocks) - 1:
             layout.append("up")
     return layout[:-1]
+
+
+def decoder_depth(dec: State) -> int:
+    """Which relu<depth>_1 a decoder decodes, from the input channels of its first conv (256: 3, 512: 4)."""
+    return {256: 3, 512: 4}[dec["1.weight"].shape[1]]
 
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -96,14 +103,14 @@ def encode_all(img: np.ndarray, state: State, arch: str) -> list[np.ndarray]:
     return run_layers(img, encoder_layout(arch), state)[1]
 
 
-def encode(img: np.ndarray, state: State, arch: str) -> np.ndarray:
-    """relu4_1 of an image (3, H, W)."""
-    return encode_all(img, state, arch)[-1]
+def encode(img: np.ndarray, state: State, arch: str, depth: int = 4) -> np.ndarray:
+    """relu<depth>_1 of an image (3, H, W): relu4_1 as in the paper."""
+    return encode_all(img, state, arch)[depth - 1]
 
 
 def decode(feat: np.ndarray, state: State, arch: str, size: tuple[int, int]) -> np.ndarray:
-    """Decode relu4_1 features to an image, keeping the top-left ``size`` (H, W), clipped to [0, 1]."""
-    out = run_layers(feat, decoder_layout(arch), state)[0]
+    """Decode features (of the decoder's layer) to an image, keeping the top-left ``size`` (H, W), clipped."""
+    out = run_layers(feat, decoder_layout(arch, decoder_depth(state)), state)[0]
     return np.clip(out[:, : size[0], : size[1]], 0.0, 1.0)
 
 
@@ -183,8 +190,9 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: 
     c_in = content
     if preserve_color == "luminance":
         c_in, styles = grey(content), [grey(s) for s in styles]
-    f = encode(c_in, enc, arch)
-    style_stats = [stats(encode(s, enc, arch)) for s in styles]
+    depth = decoder_depth(dec)  # AdaIN works where the decoder takes over
+    f = encode(c_in, enc, arch, depth)
+    style_stats = [stats(encode(s, enc, arch, depth)) for s in styles]
     if masks is None:
         target = sum(wi * adain(f, *st) for wi, st in zip(w, style_stats, strict=True))
     else:

@@ -47,7 +47,7 @@ def test_export_writes_a_loadable_decoder_and_a_model_card(trained: tuple[TinyDa
     card = json.loads(out.with_suffix(".json").read_text())
     assert datetime.now(UTC) - datetime.fromisoformat(card["created"]) < timedelta(hours=1)
     assert card["decoder"] == {"file": "decoder.safetensors", "sha256": sha256_file(out), "arch": "vgg16",
-                               "dtype": "fp16"}
+                               "layer": "relu4_1", "dtype": "fp16"}
     assert card["encoder"]["sha256"] == sha256_file(data.encoder)
     training = card["training"]
     assert (training["steps"], training["batch_size"], training["resize"], training["crop"],

@@ -48,3 +48,19 @@ def test_decoder_mirrors_without_normalisation_and_ends_in_a_conv(arch):
         (m.out_channels, m.in_channels) for m in reversed(enc_convs)]
     with torch.inference_mode():
         assert dec(torch.rand(1, 512, 5, 4), (37, 29)).shape == (1, 3, 37, 29)
+
+
+@pytest.mark.parametrize("arch", ["vgg19", "vgg16"])
+def test_adain_at_relu3_1_stops_the_encoder_there_and_mirrors_only_that_far(arch):
+    enc, dec = Encoder(arch, "relu3_1"), Decoder(arch, "relu3_1")
+    x = torch.rand(1, 3, 37, 50)
+    with torch.no_grad():
+        feats = enc.features(x)
+        assert len(feats) == 4 and torch.equal(enc(x), feats[2])  # still holds relu4_1 for the losses
+        assert enc.at("relu4_1") is enc and torch.equal(enc(x), feats[3]) and enc.scale == 8
+        assert dec(feats[2], (37, 50)).shape == (1, 3, 37, 50) and dec.scale == 4
+    convs = [m for m in dec.layers if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(256, 128), (128, 128), (128, 64), (64, 64), (64, 3)]
+    assert sum(isinstance(m, nn.Upsample) for m in dec.layers) == 2
+    with pytest.raises(ValueError, match="relu2_1"):
+        Decoder(arch, "relu2_1")

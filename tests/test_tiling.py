@@ -25,8 +25,9 @@ def image(content_paths):
 
 
 @torch.inference_mode()
-def test_tiled_pipeline_matches_untiled(networks, image):
-    enc, dec = networks
+@pytest.mark.parametrize("layer", ["relu4_1", "relu3_1"])
+def test_tiled_pipeline_matches_untiled(networks, image, layer):
+    enc, dec = networks if layer == "relu4_1" else random_networks("vgg19", seed=3, layer=layer)
     feats = enc(image)
     tiled_feats = tiling.encode_tiled(enc, image, tile=128)
     assert tiled_feats.shape == feats.shape

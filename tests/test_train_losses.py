@@ -44,7 +44,7 @@ def test_held_out_losses(nets) -> None:
     for losses in (*result.decoders.values(), result.content_as_output):
         assert len(losses.style_layers) == 4 and losses.style == pytest.approx(sum(losses.style_layers))
         assert losses.content >= result.target_content_floor > 0  # no image beats the floor
-    assert result.target_style_relu4_1 < result.decoders["trained"].style_layers[-1]
+    assert result.target_style < result.decoders["trained"].style_layers[-1]
     d = result.decoders["trained"].as_dict(style_weight=10)
     assert d["total"] == pytest.approx(d["content"] + 10 * d["style"])
     with pytest.raises(ValueError, match="no held-out pairs"):

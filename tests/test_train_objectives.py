@@ -1,5 +1,5 @@
 """The training objectives beyond the paper's: hybrid content terms, reconstruction warm start, warm-up,
-several style folders."""
+several style folders, AdaIN at relu3_1."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from adain import Stylizer
 from adain.losses import layout_loss, normalised_feature_loss
 from adain.runs import latest_checkpoint, read_metrics
 from adain.train import Models, Objective, compute_losses, lr_at
+from adain.weights_io import build_decoder
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, run_train, train_argv, write_images
 
@@ -79,3 +81,25 @@ def test_several_style_folders_each_hold_out_their_own(tmp_path: Path, weight_fi
     assert len(held) == 2 and {Path(p).parent.name for p in held} == {"style", "vivid"}
     assert len(state["data"]["style"]["train"]) == 4
     assert state["args"]["structure_weight"] == 0.0
+
+
+def test_a_relu3_1_run_trains_exports_and_stylizes_at_that_layer(tmp_path: Path, weight_files: dict,
+                                                                 content_paths: list[Path]) -> None:
+    """--layer relu3_1: the content loss and AdaIN work on relu3_1, and the exported file says so by its shape."""
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"], n_content=3, n_style=3, size=(32, 32))
+    run = tmp_path / "run"
+    argv = train_argv(data, run, steps=4, holdout_content=1, holdout_style=1, loss="paper", layer="relu3_1",
+                      lr=1e-3, lr_decay=0)
+    assert run_train(data, argv) == 0
+    state = latest_checkpoint(run)[1]
+    assert state["layer"] == "relu3_1" and state["decoder"]["1.weight"].shape[1] == 256
+    out = tmp_path / "decoder.safetensors"
+    assert run_train(data, ["export", str(run), "-o", str(out), "--no-eval"]) == 0
+    decoder = build_decoder(out, "vgg16")
+    assert decoder.layer == "relu3_1" and decoder.scale == 4
+    stylizer = Stylizer.from_files(data.encoder, out, device="cpu")
+    assert stylizer.encoder.layer == "relu3_1"
+    from adain.images import read_image
+
+    result = stylizer.stylize(read_image(content_paths[0]), [read_image(content_paths[1])], content_size=50)
+    assert result.shape[0] == 3 and min(result.shape[1:]) == 50
