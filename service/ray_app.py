@@ -132,6 +132,10 @@ class RemoteEngine(Engine):
             self._warm_up_task.cancel()
         await asyncio.gather(*filter(None, [self._warm_up_task]), *self._calls, return_exceptions=True)
 
+    def admit(self, pixels: int, timeout: float) -> None:
+        """The checks that need no worker of its own (open, ready, time left)."""
+        self._check_open(timeout)
+
     def _submit(self, ticket: Ticket) -> None:
         call = asyncio.create_task(self._call(ticket, _served_by.get()))
         self._calls.add(call)

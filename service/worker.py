@@ -102,13 +102,13 @@ class Worker:
         """Tickets waiting in the queues."""
         return sum(lane.depth for lane in self.lanes)
 
-    def lane_for(self, ticket: Ticket) -> Lane:
-        """The lane a ticket belongs in: the large one for more than ``large_pixels`` pixels."""
-        return self.lanes[-1] if self.large_pixels and ticket.pixels > self.large_pixels else self.lanes[0]
+    def lane_for(self, pixels: int) -> Lane:
+        """The lane for work of ``pixels`` pixels: the large one for more than ``large_pixels``."""
+        return self.lanes[-1] if self.large_pixels and pixels > self.large_pixels else self.lanes[0]
 
     def submit(self, ticket: Ticket) -> None:
         """Queue a ticket in its lane; raises ``asyncio.QueueFull`` when that queue is full."""
-        self.lane_for(ticket).submit(ticket)
+        self.lane_for(ticket.pixels).submit(ticket)
 
     async def run_batch(self, batch: list[Ticket]) -> None:
         """Run a batch gathered elsewhere (by service.ray_app's @serve.batch) in the first lane."""
@@ -161,6 +161,11 @@ class Lane:
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def full(self) -> bool:
+        """Would :meth:`submit` raise ``asyncio.QueueFull`` now?"""
+        return self._queue.full()
 
     @property
     def backlog_s(self) -> float:
