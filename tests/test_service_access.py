@@ -4,22 +4,13 @@ quotas, rate limits, CORS and cross-origin writes, security headers, /docs and /
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 from PIL import Image
 
-from .service_fixtures import REPO, serve
-
-
-def make_key(name: str, role: str) -> tuple[str, str]:
-    """(key, key-file line) from `adain key`, as a user makes them."""
-    out = subprocess.run([sys.executable, "-m", "adain.cli", "key", name, "--role", role], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout.splitlines()
-    return out[0].rsplit(" ", 1)[1], out[1].split(": ", 1)[1]
+from .service_fixtures import make_key, serve
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict:
