@@ -15,6 +15,7 @@ from adain.errors import AdainError, exit_status
 
 from .app import create_app
 from .engine import Engine
+from .header_timeout import http_protocol
 from .settings import load_settings
 
 
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
         return exit_status("adain serve", exc)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False,
-                            timeout_keep_alive=settings.keep_alive_timeout)
+                            timeout_keep_alive=settings.keep_alive_timeout, http=http_protocol(settings.header_timeout))
     server = uvicorn.Server(config)
     engine.on_fatal = lambda: setattr(server, "should_exit", True)
     # uvicorn re-raises the signal that stopped it once shutdown is complete; by then it has been handled.

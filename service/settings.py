@@ -63,6 +63,7 @@ class Settings:
     metrics: bool = True
     keep_alive_timeout: float = 5.0
     body_timeout: float = 60.0
+    header_timeout: float = 10.0
 
     @property
     def limits(self) -> SizeLimits:
@@ -220,6 +221,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics", _bool, "serve /metrics"),
     Option("keep_alive_timeout", _float, "seconds an idle keep-alive connection stays open"),
     Option("body_timeout", _float, "seconds a client may take to send a request body (408; 0: no limit)"),
+    Option("header_timeout", _float, "seconds a client may take to send a request's line and headers, from the "
+           "connection or the request's first byte (408, the connection closed; 0: no limit)"),
 )
 
 

@@ -71,6 +71,26 @@ def test_api_keys_roles_ownership_quotas_and_rate_limits(tmp_path: Path, weight_
         assert boss.get("/v1/styles").status_code == 200  # other keys have their own bucket
 
 
+def slowloris(port: int, header: bytes) -> tuple[bytes, int]:
+    """Send a request's line, then ``header`` one byte at a time, waiting 0.25 s for an answer before each;
+    (what the server answered, header bytes sent before it answered or closed the connection)."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        conn.settimeout(0.25)
+        sent = 0
+        while sent < len(header):
+            try:
+                answer = conn.recv(4096)
+                break  # the server answered, or closed the connection
+            except TimeoutError:
+                conn.sendall(header[sent:sent + 1])
+                sent += 1
+        else:
+            answer = b""
+        conn.settimeout(10)
+        return answer + b"".join(iter(lambda: conn.recv(4096), b"")), sent
+
+
 def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path, weight_files: dict,
                                                                   content_paths: list[Path],
                                                                   style_paths: list[Path]) -> None:
@@ -81,7 +101,7 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
         megapixels = img.width * img.height / 1e6  # what an upload of it costs
     with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--cors-origins", good,
                "--docs", "false", "--metrics", "false", "--megapixels-per-minute", f"{4.5 * megapixels:.6f}",
-               "--body-timeout", "1", "--keep-alive-timeout", "1") as server:
+               "--body-timeout", "1", "--keep-alive-timeout", "1", "--header-timeout", "1") as server:
         c = httpx.Client(base_url=server.url, timeout=60)
         error(c.post("/v1/styles", files=style, headers={"Origin": "https://evil.example"}), 403, "cross_origin")
         error(c.post("/v1/styles", files=style, headers={"Origin": "null"}), 403, "cross_origin")
@@ -119,6 +139,14 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
             answer = b"".join(iter(lambda: slow.recv(4096), b""))  # until the server closes the connection
             assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
             assert time.monotonic() - t0 < 5
+        port = int(server.url.rsplit(":", 1)[1])
+        header = b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"  # at 4 bytes a second: close to a minute
+        answer, sent = slowloris(port, header)
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in answer, answer
+        assert sent < len(header)  # cut off while still sending its headers
+        with socket.create_connection(("127.0.0.1", port)) as silent:  # opened, and nothing sent
+            silent.settimeout(10)
+            assert silent.recv(4096) == b""  # closed by the server, without an answer
         with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as idle:
             idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             idle.settimeout(10)
