@@ -205,7 +205,8 @@ class Ingress:
         self.model, self.settings = model, settings or load_settings([])
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(self.settings, RemoteEngine(self.settings, self.model))
+        settings = replace(self.settings, admin_port=None)  # adain serve's own: Serve has one port per app
+        app = create_app(settings, RemoteEngine(settings, self.model))
         app.add_middleware(ServedBy, ingress=_replica_name())
         return app
 

@@ -64,6 +64,7 @@ class Settings:
     keep_alive_timeout: float = 5.0
     body_timeout: float = 60.0
     header_timeout: float = 10.0
+    admin_port: int | None = None
 
     @property
     def limits(self) -> SizeLimits:
@@ -223,6 +224,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("body_timeout", _float, "seconds a client may take to send a request body (408; 0: no limit)"),
     Option("header_timeout", _float, "seconds a client may take to send a request's line and headers, from the "
            "connection or the request's first byte (408, the connection closed; 0: no limit)"),
+    Option("admin_port", _int(0, 65535), "serve /metrics, /docs and /openapi.json on this port (on --host) instead "
+           "of the public one (default: on the public one)"),
 )
 
 

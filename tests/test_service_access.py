@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from .service_fixtures import make_key, serve
+from .service_fixtures import free_port, make_key, metric, serve
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict:
@@ -157,3 +157,27 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
             t0 = time.monotonic()
             assert idle.recv(4096) == b""  # closed by the server after the keep-alive timeout
             assert time.monotonic() - t0 < 5
+
+
+def test_operations_endpoints_move_to_the_admin_port(tmp_path: Path, weight_files: dict) -> None:
+    admin_port = free_port()
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log",
+               "--admin-port", str(admin_port)) as server:
+        public, admin = httpx.Client(base_url=server.url), httpx.Client(base_url=f"http://127.0.0.1:{admin_port}")
+        for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+            error(public.get(path), 404, "not_found")
+        assert public.get("/healthz").status_code == 200 and public.get("/v1/styles").status_code == 200
+        text = admin.get("/metrics").text
+        assert metric(text, "adain_http_requests_total", route="/v1/styles", status="200") == 1  # the public one's
+        assert metric(text, "adain_ready") == 1
+        schema = admin.get("/openapi.json").json()
+        assert "/v1/stylize" in schema["paths"] and "/metrics" not in schema["paths"]  # the public API
+        docs = admin.get("/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        for path in ("/", "/v1/styles", "/healthz"):  # the admin port serves nothing else
+            error(admin.get(path), 404, "not_found")
+        server.process.terminate()
+        assert server.process.wait(timeout=60) == 0
+    for port in (int(server.url.rsplit(":", 1)[1]), admin_port):  # both closed
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
