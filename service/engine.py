@@ -224,6 +224,8 @@ class Engine:
                                f"the request needs more memory than {exc.device} has: {exc.pixels} pixels; "
                                f"ask for a smaller content_size/style_size (images may have up to "
                                f"{self.settings.max_pixels} pixels, but not every size fits this device)") from None
+        except Refused as exc:  # by a model replica (service.ray_app)
+            raise self.refusal(exc) from None
         except WorkerFailed:
             raise ServiceError(503, "worker_failed", "the worker failed; the service is restarting",
                                retry_after()) from None
