@@ -31,6 +31,33 @@ DEFAULT_MAX_ASPECT = 16.0
 Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with a clear message
 
 
+def _open_header(fp: io.IOBase, label: str, max_pixels: int, formats: Sequence[str]) -> Image.Image:
+    """A PIL image whose header alone was read: format, pixel count (at most ``max_pixels``) and sides checked."""
+    try:
+        img = Image.open(fp, formats=formats)
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"{label}: not an image in a supported format "
+                               f"({', '.join(f.lower() for f in formats)})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{label}: unreadable image ({exc})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"{label}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
+    if w == 0 or h == 0:
+        raise ImageError(f"{label}: empty image ({w}x{h})")
+    return img
+
+
+def image_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image",
+               formats: Sequence[str] = INPUT_FORMATS) -> tuple[int, int]:
+    """(H, W) of an encoded image as its header states them, with the checks of :func:`open_image` (format, pixel
+    count): no pixel is decoded. An EXIF orientation may swap the sides once decoded, which changes neither the
+    pixel count nor the ratio of the sides."""
+    with io.BytesIO(data) as fp, _open_header(fp, name, max_pixels, formats) as img:
+        w, h = img.size
+    return h, w
+
+
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
                mode: str | None = "RGB", formats: Sequence[str] = INPUT_FORMATS) -> Image.Image:
     """Decode an image file or bytes into a fully loaded PIL image of ``mode`` (None: as stored).
@@ -39,18 +66,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     with io.BytesIO(source) if isinstance(source, bytes) else open_file(source, label) as fp:
-        try:
-            img = Image.open(fp, formats=formats)
-        except UnidentifiedImageError:
-            raise UnsupportedImage(f"{label}: not an image in a supported format "
-                                   f"({', '.join(f.lower() for f in formats)})") from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageError(f"{label}: unreadable image ({exc})") from None
-        w, h = img.size
-        if w * h > max_pixels:
-            raise ImageTooLarge(f"{label}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
-        if w == 0 or h == 0:
-            raise ImageError(f"{label}: empty image ({w}x{h})")
+        img = _open_header(fp, label, max_pixels, formats)
         try:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # camera orientation, as image viewers show it

@@ -59,3 +59,32 @@ class CostModel:
                 return 0.0
             nearest = min(self._rates, key=lambda k: (abs(k - key), -k))
             return self._rates[nearest] * pixels
+
+
+class Refused(Exception):
+    """Work refused before it was queued. ``reason`` is ``too_slow`` (it alone takes longer than its time: 504)
+    or ``overloaded`` (the work ahead of it does: 503, retry after ``retry_s``)."""
+
+    def __init__(self, reason: str, message: str, retry_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.retry_s = reason, message, retry_s
+
+    def __reduce__(self) -> tuple:  # pickled between Ray replicas
+        return Refused, (self.reason, self.message, self.retry_s)
+
+
+def judge(cost_model: CostModel, wait: float, pixels: int, budget: float) -> None:
+    """Raise :class:`Refused` when work of ``pixels`` pixels could not finish within ``budget`` seconds behind
+    ``wait`` seconds of work queued or running: ``too_slow`` when it alone takes longer (as measured for its
+    size), ``overloaded`` when the work ahead makes it miss :data:`HEADROOM` of its time, or when that work is
+    there and this size has not been measured yet. With nothing ahead, any other work is taken: running it is
+    how the cost model learns."""
+    cost, known = cost_model.estimate(pixels), cost_model.knows(pixels)
+    if known and cost > budget:
+        raise Refused("too_slow", f"this request takes about {cost:.0f} s here, more than its {budget:g} s; "
+                      "ask for a smaller size or allow more time")
+    if wait > 0 and (not known or wait + cost > HEADROOM * budget):
+        ahead = f"the queue needs about {wait:.1f} s before this request"
+        why = (f"{ahead}, which takes about {cost:.1f} s: too long for its {budget:g} s" if known else
+               f"{ahead}, and requests of this size have not been measured yet")
+        raise Refused("overloaded", f"{why}; retry later", wait)

@@ -45,7 +45,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             pool.shutdown(wait=True)
             store.close()
 
-    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    here = settings.admin_port is None  # else /docs, /openapi.json and /metrics are on the admin port only
+    docs = {} if settings.docs and here else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="adain", version=__version__, description=DESCRIPTION, lifespan=lifespan, **docs)
     app.state.settings, app.state.engine, app.state.store, app.state.pool = settings, engine, store, pool
     app.state.guard = Guard.from_settings(settings, keys)
@@ -54,7 +55,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(principal)])
     for module in (routes_health, routes_web):
         app.include_router(module.router)
-    if settings.metrics:
+    if settings.metrics and here:
         app.include_router(routes_health.metrics_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)

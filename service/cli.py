@@ -1,21 +1,57 @@
 """``adain serve``: load the model, then run the service under uvicorn until SIGTERM/SIGINT.
 
+With ``--admin-port`` a second uvicorn server, in the same process and event loop, serves the operations
+endpoints (service/admin.py); it stops when the public one does.
+
 Exit status: 0 after a graceful shutdown, 1 when a worker died (so that a
 supervisor restarts the process), 2 for bad configuration.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from adain.errors import AdainError, exit_status
 
+from .admin import create_admin_app
 from .app import create_app
 from .engine import Engine
-from .settings import load_settings
+from .header_timeout import http_protocol
+from .settings import Settings, load_settings
+
+
+class AdminServer(uvicorn.Server):
+    """The admin port's server: the public server handles the signals, and stops this one when it is done."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _config(app: FastAPI, port: int, settings: Settings, lifespan: str) -> uvicorn.Config:
+    return uvicorn.Config(app, host=settings.host, port=port, log_level=settings.log_level, lifespan=lifespan,
+                          timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False,
+                          timeout_keep_alive=settings.keep_alive_timeout, http=http_protocol(settings.header_timeout))
+
+
+async def _serve(public: uvicorn.Server, admin: uvicorn.Server | None) -> None:
+    """Run the public server, and the admin one beside it until the public one stops."""
+    if admin is None:
+        await public.serve()
+        return
+    beside = asyncio.create_task(admin.serve())
+    try:
+        await public.serve()
+    finally:
+        admin.should_exit = True
+        await beside
 
 
 def main(argv: list[str]) -> int:
@@ -27,15 +63,17 @@ def main(argv: list[str]) -> int:
         app = create_app(settings, engine)
     except (AdainError, KeyboardInterrupt) as exc:
         return exit_status("adain serve", exc)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False,
-                            timeout_keep_alive=settings.keep_alive_timeout)
+    config = _config(app, settings.port, settings, "auto")
     server = uvicorn.Server(config)
+    admin = None
+    if settings.admin_port is not None:
+        admin = AdminServer(_config(create_admin_app(settings, app, engine), settings.admin_port, settings, "off"))
     engine.on_fatal = lambda: setattr(server, "should_exit", True)
     # uvicorn re-raises the signal that stopped it once shutdown is complete; by then it has been handled.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    server.run()
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(_serve(server, admin))
     if engine.failed:
         logging.getLogger("adain.service").critical("exiting with status 1: a worker failed")
         return 1

@@ -22,7 +22,7 @@ from adain.download import sha256_file
 from adain.errors import InputError
 from adain.stylizer import ColorMode, Stylizer, prepare_content, resolve_device
 
-from .admission import HEADROOM
+from .admission import Refused, judge
 from .collector import WorkerCollector
 from .errors import ServiceError, retry_after
 from .jobs import DeadlineExceeded, OutOfDeviceMemory, RenderJob, StatsJob, StyleRef, Ticket, WorkerFailed
@@ -151,43 +151,8 @@ class Engine:
 
     # ---- requests -------------------------------------------------------------------
 
-    def _submit(self, ticket: Ticket) -> None:
-        """Queue ``ticket`` in the lane for its size, on the worker whose lane drains first, if it can finish
-        there before its deadline (service.ray_app sends it to Ray instead); see :meth:`_admit`."""
-        lanes = sorted((w.lane_for(ticket) for w in self.workers), key=lambda lane: lane.backlog_s)
-        self._admit(ticket, lanes[0])
-        wait = lanes[0].backlog_s
-        for lane in lanes:
-            try:
-                lane.submit(ticket)
-                return
-            except asyncio.QueueFull:
-                continue
-        self.metrics.dropped.labels("queue_full").inc()
-        raise ServiceError(503, "overloaded", "every queue is full; retry later", retry_after(wait))
-
-    def _admit(self, ticket: Ticket, lane: Lane) -> None:
-        """Refuse ``ticket`` if ``lane`` (the one that drains first) could not finish it before its deadline:
-        504 when the request alone takes longer (as measured for its size), 503 ``overloaded`` with the lane's
-        drain time as Retry-After when the work ahead of it does, or when the lane is busy and has not yet
-        measured work of this size. An idle lane takes any other request: running it is how it learns."""
-        cost_model = lane.worker.cost
-        wait, cost = lane.backlog_s, cost_model.estimate(ticket.pixels)
-        budget = ticket.deadline - ticket.enqueued
-        known = cost_model.knows(ticket.pixels)
-        if known and cost > budget:
-            self.metrics.dropped.labels("too_slow").inc()
-            raise ServiceError(504, "deadline_exceeded", f"this request takes about {cost:.0f} s here, more than "
-                               f"its {budget:g} s; ask for a smaller size or allow more time")
-        if wait > 0 and (not known or wait + cost > HEADROOM * budget):
-            self.metrics.dropped.labels("overloaded").inc()
-            ahead = f"the queue needs about {wait:.1f} s before this request"
-            why = (f"{ahead}, which takes about {cost:.1f} s: too long for its {budget:g} s" if known else
-                   f"{ahead}, and requests of this size have not been measured yet")
-            raise ServiceError(503, "overloaded", f"{why}; retry later", retry_after(wait))
-
-    async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
-        """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
+    def _check_open(self, timeout: float) -> None:
+        """503 while shutting down or not ready, 504 when no time is left."""
         if self.closing:
             self.metrics.dropped.labels("shutting_down").inc()
             raise ServiceError(503, "shutting_down", "the service is shutting down", retry_after())
@@ -195,6 +160,55 @@ class Engine:
             raise ServiceError(503, "not_ready", f"not ready: {self.state}", retry_after())
         if timeout <= 0:
             raise ServiceError(504, "deadline_exceeded", "the request ran out of time before reaching the model")
+
+    def _lanes(self, pixels: int) -> list[Lane]:
+        """The lanes work of ``pixels`` pixels may go to, the one that drains first first."""
+        return sorted((w.lane_for(pixels) for w in self.workers), key=lambda lane: lane.backlog_s)
+
+    def _judge(self, pixels: int, budget: float, lane: Lane) -> None:
+        """Refuse work that ``lane`` could not finish within ``budget`` (see :func:`service.admission.judge`)."""
+        try:
+            judge(lane.worker.cost, lane.backlog_s, pixels, budget)
+        except Refused as exc:
+            raise self.refusal(exc) from None
+
+    def refusal(self, refused: Refused) -> ServiceError:
+        """The HTTP error for refused work (504 too slow, 503 overloaded with Retry-After), counted by reason."""
+        self.metrics.dropped.labels(refused.reason).inc()
+        if refused.reason == "too_slow":
+            return ServiceError(504, "deadline_exceeded", refused.message)
+        return ServiceError(503, "overloaded", refused.message, retry_after(refused.retry_s))
+
+    def admit(self, pixels: int, timeout: float) -> None:
+        """Refuse now, before anything is decoded, work of ``pixels`` pixels (as prepared: see ``RenderJob.pixels``)
+        that :meth:`run` would refuse: the same checks, on the lane it would go to."""
+        self._check_open(timeout)
+        lanes = self._lanes(pixels)
+        self._judge(pixels, timeout, lanes[0])
+        if all(lane.full for lane in lanes):
+            raise self._queues_full(lanes[0].backlog_s)
+
+    def _queues_full(self, wait: float) -> ServiceError:
+        self.metrics.dropped.labels("queue_full").inc()
+        return ServiceError(503, "overloaded", "every queue is full; retry later", retry_after(wait))
+
+    def _submit(self, ticket: Ticket) -> None:
+        """Queue ``ticket`` in the lane for its size, on the worker whose lane drains first, if it can finish
+        there before its deadline (service.ray_app sends it to Ray instead)."""
+        lanes = self._lanes(ticket.pixels)
+        self._judge(ticket.pixels, ticket.deadline - ticket.enqueued, lanes[0])
+        wait = lanes[0].backlog_s
+        for lane in lanes:
+            try:
+                lane.submit(ticket)
+                return
+            except asyncio.QueueFull:
+                continue
+        raise self._queues_full(wait)
+
+    async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
+        """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
+        self._check_open(timeout)
         loop = asyncio.get_running_loop()
         now = loop.time()
         ticket = Ticket(work, loop.create_future(), now, now + timeout)
@@ -210,6 +224,8 @@ class Engine:
                                f"the request needs more memory than {exc.device} has: {exc.pixels} pixels; "
                                f"ask for a smaller content_size/style_size (images may have up to "
                                f"{self.settings.max_pixels} pixels, but not every size fits this device)") from None
+        except Refused as exc:  # by a model replica (service.ray_app)
+            raise self.refusal(exc) from None
         except WorkerFailed:
             raise ServiceError(503, "worker_failed", "the worker failed; the service is restarting",
                                retry_after()) from None

@@ -12,9 +12,15 @@ from adain.images import prepared_size
 from adain.stylizer import ColorMode, model_input
 
 
-def _prepared_pixels(image: Tensor, size: int) -> int:
-    h, w = prepared_size(tuple(image.shape[-2:]), size, False)
+def prepared_pixels(hw: tuple[int, int], size: int) -> int:
+    """Pixels of an image of ``hw`` (H, W) once resized to a shorter side of ``size`` (0: as it is)."""
+    h, w = prepared_size(hw, size, False)
     return h * w
+
+
+def stats_pixels(hw: tuple[int, int], style_size: int, modes: tuple[ColorMode, ...]) -> int:
+    """What encoding a style of ``hw`` (H, W) for each of ``modes`` costs: its prepared pixels, once per mode."""
+    return prepared_pixels(hw, style_size) * len(modes)
 
 
 @dataclass
@@ -50,7 +56,8 @@ class RenderJob:
     @property
     def pixels(self) -> int:
         """What the networks will see: the content, and the styles still to encode, as prepared."""
-        styles = [_prepared_pixels(ref.image, self.style_size) for ref in self.styles if ref.image is not None]
+        styles = [prepared_pixels(tuple(ref.image.shape[-2:]), self.style_size) for ref in self.styles
+                  if ref.image is not None]
         return self.content.shape[-1] * self.content.shape[-2] + sum(styles)
 
 
@@ -65,7 +72,7 @@ class StatsJob:
     @property
     def pixels(self) -> int:
         """What the encoder will see: the style, as prepared, once per mode."""
-        return _prepared_pixels(self.image, self.style_size) * len(self.modes)
+        return stats_pixels(tuple(self.image.shape[-2:]), self.style_size, self.modes)
 
 
 @dataclass(eq=False)  # compared and hashed by identity

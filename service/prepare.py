@@ -1,9 +1,12 @@
-"""From uploaded bytes to validated work: decoding, limits, stored styles (runs on the decode threads).
+"""From uploaded bytes to validated work, in two steps (both on the decode threads).
 
-Images are recognised by content, their pixel count is checked from the header
-before decoding (413), and the stylize arguments are checked by the same
-library function the CLI uses (``adain.stylizer.prepare_content``), so the
-service computes exactly what ``adain stylize`` does.
+``plan_job`` reads the images' headers only: formats are recognised by
+content, pixel counts are checked as uploaded and as resized (413/422), stored
+styles are looked up, and what the work will cost is known, so that admission
+control can refuse it before a single pixel is decoded. ``render_job`` then
+decodes and checks the stylize arguments with the library function the CLI
+uses (``adain.stylizer.prepare_content``), so the service computes exactly
+what ``adain stylize`` does.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from pathlib import PurePath
 
 from torch import Tensor
 
+from adain import ops
 from adain.errors import clip
-from adain.images import check_prepared, open_image, read_image, to_tensor
+from adain.images import check_prepared, image_size, open_image, read_image, to_tensor
 from adain.masks import read_masks
 from adain.stylizer import ColorMode, check_alpha, prepare_content
 
 from .errors import ServiceError
 from .forms import StylizeForm
-from .jobs import RenderJob, StyleRef
+from .jobs import RenderJob, StyleRef, prepared_pixels
 from .media import thumbnail
 from .settings import Settings
 from .store_types import StyleStore
@@ -35,16 +39,57 @@ def _not_empty(data: bytes, label: str) -> bytes:
     return data
 
 
-def decode(data: bytes, label: str, settings: Settings) -> Tensor:
-    """An uploaded image as float (3, H, W); 413/415/422 when it is too large, not an image or corrupt."""
-    return read_image(_not_empty(data, label), settings.max_pixels, label, settings.pil_formats)
+@dataclass
+class Source:
+    """An image not decoded yet: its bytes, and its (H, W) as its header states them."""
+
+    data: bytes
+    label: str
+    hw: tuple[int, int]
+
+    @property
+    def pixels(self) -> int:
+        return self.hw[0] * self.hw[1]
 
 
-def decode_style(data: bytes, label: str, style_size: int, settings: Settings) -> Tensor:
-    """A style image, decoded and checked at the size it will be resized to (413/422 before any resizing)."""
-    image = decode(data, label, settings)
-    check_prepared(tuple(image.shape[-2:]), style_size, False, settings.limits, label)
-    return image
+def source(data: bytes, label: str, size: int, settings: Settings) -> Source:
+    """An image checked from its header alone: an accepted format (415), at most ``--max-pixels`` as sent and once
+    resized to ``size`` (413), sides not too far apart then (422); an empty file is 422."""
+    hw = image_size(_not_empty(data, label), settings.max_pixels, label, settings.pil_formats)
+    check_prepared(hw, size, False, settings.limits, label)
+    return Source(data, label, hw)
+
+
+def _decode(src: Source, settings: Settings) -> Tensor:
+    """The image as float (3, H, W); 422 when it turns out truncated or corrupt."""
+    return read_image(src.data, settings.max_pixels, src.label, settings.pil_formats)
+
+
+@dataclass
+class Plan:
+    """A stylize request checked before any pixel is decoded; styles are images to decode or stored statistics."""
+
+    content: Source
+    styles: list[Source | ops.Stats]
+    content_size: int
+    style_size: int
+    alpha: float
+
+    @property
+    def _images(self) -> list[Source]:
+        return [s for s in self.styles if isinstance(s, Source)]
+
+    @property
+    def pixels(self) -> int:
+        """What the networks will see (``RenderJob.pixels`` once decoded): the content and the style images to
+        encode, as prepared."""
+        return prepared_pixels(self.content.hw, self.content_size) + sum(
+            prepared_pixels(s.hw, self.style_size) for s in self._images)
+
+    @property
+    def decoded_pixels(self) -> int:
+        """What ``--megapixels-per-minute`` charges: the content as prepared, the style images as sent."""
+        return prepared_pixels(self.content.hw, self.content_size) + sum(s.pixels for s in self._images)
 
 
 def _size(value: int | None, default: int, name: str, settings: Settings) -> int:
@@ -55,21 +100,22 @@ def _size(value: int | None, default: int, name: str, settings: Settings) -> int
 
 
 def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, store: StyleStore,
-                  stats_key: StatsKey, settings: Settings) -> StyleRef:
+                  stats_key: StatsKey, settings: Settings) -> Source | ops.Stats:
     """Stored statistics when they fit the request (coral depends on the content: never), else the stored image."""
     if preserve_color != "coral":
         stats = store.stats(style_id, stats_key(style_size, preserve_color))
         if stats is not None:
-            return StyleRef(stats=stats)
+            return stats
     image = store.image(style_id)
     if image is None:
         raise ServiceError(422, "unknown_style", f"there is no stored style {clip(style_id)!r}")
-    return StyleRef(image=decode_style(image, f"style {style_id}", style_size, settings))
+    return source(image, f"style {style_id}", style_size, settings)
 
 
-def render_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list[bytes], settings: Settings,
-               store: StyleStore, stats_key: StatsKey) -> RenderJob:
-    """Decode and check a stylize request."""
+def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], settings: Settings, store: StyleStore,
+             stats_key: StatsKey) -> Plan:
+    """Check a stylize request as far as can be done without decoding: counts, sizes, alpha, the images' headers
+    and the stored styles."""
     n = form.n_styles
     if n == 0:
         raise ServiceError(422, "invalid_request", "give at least one style: a style file or a style_id")
@@ -78,16 +124,24 @@ def render_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: li
     content_size = _size(form.content_size, settings.content_size, "content_size", settings)
     style_size = _size(form.style_size, settings.style_size, "style_size", settings)
     alpha = check_alpha(form.alpha)
-    refs = [StyleRef(image=decode_style(data, f"style {i + 1}", style_size, settings)) for i, data in enumerate(styles)]
+    refs: list[Source | ops.Stats] = [source(data, f"style {i + 1}", style_size, settings)
+                                      for i, data in enumerate(styles)]
     refs += [_stored_style(sid, form.preserve_color, style_size, store, stats_key, settings) for sid in form.style_ids]
-    image = decode(content, "content", settings)
+    return Plan(source(content, "content", content_size, settings), refs, content_size, style_size, alpha)
+
+
+def render_job(plan: Plan, form: StylizeForm, masks: list[bytes], settings: Settings) -> RenderJob:
+    """Decode a planned stylize request and check the rest of its arguments (weights, masks)."""
+    refs = [StyleRef(stats=s) if isinstance(s, ops.Stats) else StyleRef(image=_decode(s, settings))
+            for s in plan.styles]
+    image = _decode(plan.content, settings)
     mask = None
     if masks:
         sources = [_not_empty(data, f"mask {i + 1}") for i, data in enumerate(masks)]
-        mask = read_masks(sources, n, settings.max_pixels, settings.pil_formats)
-    prepared, weights, fitted = prepare_content(image, n, form.weights, form.preserve_color, mask, content_size,
-                                                limits=settings.limits)
-    return RenderJob(prepared, refs, weights, alpha, fitted, form.preserve_color, style_size)
+        mask = read_masks(sources, form.n_styles, settings.max_pixels, settings.pil_formats)
+    prepared, weights, fitted = prepare_content(image, form.n_styles, form.weights, form.preserve_color, mask,
+                                                plan.content_size, limits=settings.limits)
+    return RenderJob(prepared, refs, weights, plan.alpha, fitted, form.preserve_color, plan.style_size)
 
 
 @dataclass
@@ -100,10 +154,9 @@ class DecodedStyle:
     thumbnail: bytes
 
 
-def style_upload(data: bytes, settings: Settings) -> DecodedStyle:
-    """Decode and check an image sent to POST /v1/styles."""
-    img = open_image(_not_empty(data, "image"), settings.max_pixels, "image", formats=settings.pil_formats)
-    check_prepared((img.height, img.width), settings.style_size, False, settings.limits, "image")
+def style_upload(src: Source, settings: Settings) -> DecodedStyle:
+    """Decode an image sent to POST /v1/styles (checked by :func:`source` at ``--style-size``)."""
+    img = open_image(src.data, settings.max_pixels, src.label, formats=settings.pil_formats)
     return DecodedStyle(to_tensor(img), img.width, img.height, thumbnail(img))
 
 

@@ -8,7 +8,8 @@ Two deployments, both the service's own code with a little glue (docs/scale.md):
 * ``Model`` holds one model on one device (a GPU with ``num_gpus: 1``, else the CPU). Serve's ``@serve.batch``
   gathers the calls that reach a replica and the service's worker runs them (grouped by size, deadlines,
   out-of-memory splitting). Serve routes to a replica once it has loaded and warmed up; its health check fails
-  once the device broke, and Serve replaces it.
+  once the device broke, and Serve replaces it. Each replica refuses work it could not finish in time
+  (``Worker.admitted``): the ingress answers 503 ``overloaded`` or 504 as ``adain serve`` does.
 
 Settings come from the ``ADAIN_*`` variables (deploy/ray/serve.yaml sets them through ``runtime_env``), or
 as an argument of ``bind``. Responses carry ``X-Adain-Replica`` (the model replica) and ``X-Adain-Ingress``.
@@ -28,6 +29,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .admission import Refused
 from .app import create_app
 from .engine import Engine, devices, warm_up_job
 from .jobs import DeadlineExceeded, RenderJob, StatsJob, Ticket, WorkerFailed
@@ -77,7 +79,11 @@ class Model:
         """(result or exception, queue seconds, model seconds, tile size, replica) for one piece of work."""
         loop = asyncio.get_running_loop()
         ticket = Ticket(work, loop.create_future(), loop.time(), loop.time() + timeout)
-        await self._batch(ticket)
+        try:
+            with self.worker.admitted(ticket):  # refused (and never queued) if it could not finish in time here
+                await self._batch(ticket)
+        except Refused as exc:
+            return exc, 0.0, 0.0, 0, self.name
         outcome = ticket.future.exception() or ticket.future.result()
         return outcome, ticket.queue_s, ticket.model_s, getattr(work, "tile", 0), self.name
 
@@ -131,6 +137,11 @@ class RemoteEngine(Engine):
         if self._warm_up_task is not None:
             self._warm_up_task.cancel()
         await asyncio.gather(*filter(None, [self._warm_up_task]), *self._calls, return_exceptions=True)
+
+    def admit(self, pixels: int, timeout: float) -> None:
+        """The checks that need no worker of its own (open, ready, time left). The cost is judged by the model
+        replica that gets the work, after decoding: the ingress cannot know which one Serve will pick."""
+        self._check_open(timeout)
 
     def _submit(self, ticket: Ticket) -> None:
         call = asyncio.create_task(self._call(ticket, _served_by.get()))
@@ -201,7 +212,8 @@ class Ingress:
         self.model, self.settings = model, settings or load_settings([])
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(self.settings, RemoteEngine(self.settings, self.model))
+        settings = replace(self.settings, admin_port=None)  # adain serve's own: Serve has one port per app
+        app = create_app(settings, RemoteEngine(settings, self.model))
         app.add_middleware(ServedBy, ingress=_replica_name())
         return app
 

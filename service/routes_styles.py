@@ -5,6 +5,7 @@ style is 404, as if it did not exist."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
@@ -18,7 +19,7 @@ from .access import admin, charge_megapixels, writer
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
 from .forms import given_once
-from .jobs import StatsJob
+from .jobs import StatsJob, stats_pixels
 from .store_types import NewStyle, QuotaExceeded, StyleInfo
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
@@ -55,12 +56,15 @@ async def create_style(request: Request, response: Response, settings: SettingsD
                        name: Annotated[str | None, Form(description="Display name (default: the file name).")] = None
                        ) -> StyleInfo:
     """Upload a style image; it is encoded now (at the server's style size), so requests using its id skip that."""
-    data = await image.read()
-    decoded = await in_pool(pool, prepare.style_upload, data, settings)
-    charge_megapixels(request, decoded.width * decoded.height)
-    ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES), timeout)
+    t0 = time.perf_counter()
+    src = await in_pool(pool, prepare.source, await image.read(), "image", settings.style_size, settings)
+    charge_megapixels(request, src.pixels)
+    engine.admit(stats_pixels(src.hw, settings.style_size, PRECOMPUTED_MODES), timeout - (time.perf_counter() - t0))
+    decoded = await in_pool(pool, prepare.style_upload, src, settings)
+    ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES),
+                              timeout - (time.perf_counter() - t0))
     stats = {engine.stats_key(settings.style_size, mode): s for mode, s in ticket.future.result().items()}
-    style = NewStyle(prepare.style_name(name, image.filename), decoded.width, decoded.height, data,
+    style = NewStyle(prepare.style_name(name, image.filename), decoded.width, decoded.height, src.data,
                      decoded.thumbnail, stats)
     try:
         info = await run_in_threadpool(store.add, style)

@@ -43,9 +43,10 @@ async def stylize(request: Request, form: Annotated[StylizeForm, Depends(stylize
     content = await form.content.read()
     styles = [await f.read() for f in form.styles]
     masks = [await f.read() for f in form.masks]
-    job = await in_pool(pool, prepare.render_job, form, content, styles, masks, settings, store, engine.stats_key)
-    charge_megapixels(request, sum(t.shape[-2] * t.shape[-1] for t in
-                                   (job.content, *(s.image for s in job.styles if s.image is not None))))
+    plan = await in_pool(pool, prepare.plan_job, form, content, styles, settings, store, engine.stats_key)
+    charge_megapixels(request, plan.decoded_pixels)
+    engine.admit(plan.pixels, timeout - (time.perf_counter() - t0))  # refused work is never decoded
+    job = await in_pool(pool, prepare.render_job, plan, form, masks, settings)
     decode_s = time.perf_counter() - t0
     ticket = await engine.run(job, timeout - decode_s)
     t1 = time.perf_counter()

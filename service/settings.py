@@ -63,6 +63,8 @@ class Settings:
     metrics: bool = True
     keep_alive_timeout: float = 5.0
     body_timeout: float = 60.0
+    header_timeout: float = 10.0
+    admin_port: int | None = None
 
     @property
     def limits(self) -> SizeLimits:
@@ -220,6 +222,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics", _bool, "serve /metrics"),
     Option("keep_alive_timeout", _float, "seconds an idle keep-alive connection stays open"),
     Option("body_timeout", _float, "seconds a client may take to send a request body (408; 0: no limit)"),
+    Option("header_timeout", _float, "seconds a client may take to send a request's line and headers, from the "
+           "connection or the request's first byte (408, the connection closed; 0: no limit)"),
+    Option("admin_port", _int(0, 65535), "serve /metrics, /docs and /openapi.json on this port (on --host) instead "
+           "of the public one (default: on the public one)"),
 )
 
 

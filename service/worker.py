@@ -27,9 +27,10 @@ so that the engine can tell how long a lane's queue takes to drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -39,7 +40,7 @@ from adain import ops
 from adain.errors import AdainError
 from adain.stylizer import Stylizer, Target, stack_stats
 
-from .admission import CostModel
+from .admission import CostModel, judge
 from .jobs import (
     Abandoned,
     DeadlineExceeded,
@@ -102,17 +103,21 @@ class Worker:
         """Tickets waiting in the queues."""
         return sum(lane.depth for lane in self.lanes)
 
-    def lane_for(self, ticket: Ticket) -> Lane:
-        """The lane a ticket belongs in: the large one for more than ``large_pixels`` pixels."""
-        return self.lanes[-1] if self.large_pixels and ticket.pixels > self.large_pixels else self.lanes[0]
+    def lane_for(self, pixels: int) -> Lane:
+        """The lane for work of ``pixels`` pixels: the large one for more than ``large_pixels``."""
+        return self.lanes[-1] if self.large_pixels and pixels > self.large_pixels else self.lanes[0]
 
     def submit(self, ticket: Ticket) -> None:
         """Queue a ticket in its lane; raises ``asyncio.QueueFull`` when that queue is full."""
-        self.lane_for(ticket).submit(ticket)
+        self.lane_for(ticket.pixels).submit(ticket)
 
     async def run_batch(self, batch: list[Ticket]) -> None:
         """Run a batch gathered elsewhere (by service.ray_app's @serve.batch) in the first lane."""
         await self.lanes[0].run_batch(batch)
+
+    def admitted(self, ticket: Ticket) -> contextlib.AbstractContextManager[None]:
+        """Admission for work gathered elsewhere and run by :meth:`run_batch` (see :meth:`Lane.admitted`)."""
+        return self.lanes[0].admitted(ticket)
 
     def die(self, exc: BaseException) -> None:
         """A lane broke: fail everything queued or running in every lane, and report."""
@@ -163,6 +168,11 @@ class Lane:
         return self._queue.qsize()
 
     @property
+    def full(self) -> bool:
+        """Would :meth:`submit` raise ``asyncio.QueueFull`` now?"""
+        return self._queue.full()
+
+    @property
     def backlog_s(self) -> float:
         """Estimated seconds until the work queued or running now is done."""
         return sum(self.worker.cost.estimate(t.pixels) for t in self._outstanding)
@@ -171,6 +181,18 @@ class Lane:
         """Queue a ticket; raises ``asyncio.QueueFull`` when the queue is full."""
         self._queue.put_nowait(ticket)
         self._outstanding.add(ticket)
+
+    @contextlib.contextmanager
+    def admitted(self, ticket: Ticket) -> Iterator[None]:
+        """For work that does not come through :meth:`submit`: raise ``admission.Refused`` when this lane could
+        not finish it before its deadline (:func:`~service.admission.judge`), else count it in the backlog while
+        the block runs."""
+        judge(self.worker.cost, self.backlog_s, ticket.pixels, ticket.deadline - ticket.enqueued)
+        self._outstanding.add(ticket)
+        try:
+            yield
+        finally:
+            self._outstanding.discard(ticket)
 
     def fail_all(self, failed: WorkerFailed) -> None:
         for ticket in self._current:

@@ -145,6 +145,13 @@ def serve(weights: dict[str, Path], db: Path, log: Path, *flags: str, env: dict[
         process.wait(timeout=60)
 
 
+def make_key(name: str, role: str) -> tuple[str, str]:
+    """(key, key-file line) from `adain key`, as a user makes them."""
+    out = subprocess.run([*ADAIN, "key", name, "--role", role], cwd=REPO, check=True, capture_output=True,
+                         text=True).stdout.splitlines()
+    return out[0].rsplit(" ", 1)[1], out[1].split(": ", 1)[1]
+
+
 # ---- bad inputs ------------------------------------------------------------------------
 
 

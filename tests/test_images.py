@@ -11,11 +11,12 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import save_image as tv_save_image
 
-from adain.errors import ImageError, ImageTooLarge
+from adain.errors import ImageError, ImageTooLarge, UnsupportedImage
 from adain.images import (
     SizeLimits,
     center_crop,
     encode_image,
+    image_size,
     open_image,
     output_format,
     prepare,
@@ -73,6 +74,25 @@ def test_exif_orientation_is_applied(tmp_path, content_paths):
     rotated = read_image(tmp_path / "rotated.jpg")
     assert rotated.shape == (3, upright.shape[2], upright.shape[1])
     assert (rotated - upright.rot90(-1, dims=(1, 2))).abs().mean() < 0.02
+
+
+def test_image_size_reads_the_header_alone_with_the_checks_of_reading(tmp_path, content_paths):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(buf, "PNG")
+    hollow = buf.getvalue()[:200]  # the header and a little of the pixels
+    assert image_size(hollow) == (200, 300)
+    with pytest.raises(ImageError, match="truncated"):
+        read_image(hollow)
+    with pytest.raises(ImageTooLarge, match="300x200 is 60000 pixels"):
+        image_size(hollow, max_pixels=59_999)
+    with pytest.raises(UnsupportedImage):
+        image_size(hollow, formats=("JPEG",))
+    img = Image.open(content_paths[0])
+    exif = img.getexif()
+    exif[0x0112] = 6  # shown turned by 90 degrees: the sides swap once decoded, the pixel count stays
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    h, w = image_size((tmp_path / "rotated.jpg").read_bytes())
+    assert read_image(tmp_path / "rotated.jpg").shape[1:] == (w, h)
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped():

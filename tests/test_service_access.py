@@ -4,22 +4,13 @@ quotas, rate limits, CORS and cross-origin writes, security headers, /docs and /
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 from PIL import Image
 
-from .service_fixtures import REPO, serve
-
-
-def make_key(name: str, role: str) -> tuple[str, str]:
-    """(key, key-file line) from `adain key`, as a user makes them."""
-    out = subprocess.run([sys.executable, "-m", "adain.cli", "key", name, "--role", role], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout.splitlines()
-    return out[0].rsplit(" ", 1)[1], out[1].split(": ", 1)[1]
+from .service_fixtures import free_port, make_key, metric, serve
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict:
@@ -80,6 +71,26 @@ def test_api_keys_roles_ownership_quotas_and_rate_limits(tmp_path: Path, weight_
         assert boss.get("/v1/styles").status_code == 200  # other keys have their own bucket
 
 
+def slowloris(port: int, header: bytes) -> tuple[bytes, int]:
+    """Send a request's line, then ``header`` one byte at a time, waiting 0.25 s for an answer before each;
+    (what the server answered, header bytes sent before it answered or closed the connection)."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        conn.settimeout(0.25)
+        sent = 0
+        while sent < len(header):
+            try:
+                answer = conn.recv(4096)
+                break  # the server answered, or closed the connection
+            except TimeoutError:
+                conn.sendall(header[sent:sent + 1])
+                sent += 1
+        else:
+            answer = b""
+        conn.settimeout(10)
+        return answer + b"".join(iter(lambda: conn.recv(4096), b"")), sent
+
+
 def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path, weight_files: dict,
                                                                   content_paths: list[Path],
                                                                   style_paths: list[Path]) -> None:
@@ -90,7 +101,7 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
         megapixels = img.width * img.height / 1e6  # what an upload of it costs
     with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--cors-origins", good,
                "--docs", "false", "--metrics", "false", "--megapixels-per-minute", f"{4.5 * megapixels:.6f}",
-               "--body-timeout", "1", "--keep-alive-timeout", "1") as server:
+               "--body-timeout", "1", "--keep-alive-timeout", "1", "--header-timeout", "1") as server:
         c = httpx.Client(base_url=server.url, timeout=60)
         error(c.post("/v1/styles", files=style, headers={"Origin": "https://evil.example"}), 403, "cross_origin")
         error(c.post("/v1/styles", files=style, headers={"Origin": "null"}), 403, "cross_origin")
@@ -128,6 +139,14 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
             answer = b"".join(iter(lambda: slow.recv(4096), b""))  # until the server closes the connection
             assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
             assert time.monotonic() - t0 < 5
+        port = int(server.url.rsplit(":", 1)[1])
+        header = b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"  # at 4 bytes a second: close to a minute
+        answer, sent = slowloris(port, header)
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in answer, answer
+        assert sent < len(header)  # cut off while still sending its headers
+        with socket.create_connection(("127.0.0.1", port)) as silent:  # opened, and nothing sent
+            silent.settimeout(10)
+            assert silent.recv(4096) == b""  # closed by the server, without an answer
         with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as idle:
             idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             idle.settimeout(10)
@@ -138,3 +157,27 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
             t0 = time.monotonic()
             assert idle.recv(4096) == b""  # closed by the server after the keep-alive timeout
             assert time.monotonic() - t0 < 5
+
+
+def test_operations_endpoints_move_to_the_admin_port(tmp_path: Path, weight_files: dict) -> None:
+    admin_port = free_port()
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log",
+               "--admin-port", str(admin_port)) as server:
+        public, admin = httpx.Client(base_url=server.url), httpx.Client(base_url=f"http://127.0.0.1:{admin_port}")
+        for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+            error(public.get(path), 404, "not_found")
+        assert public.get("/healthz").status_code == 200 and public.get("/v1/styles").status_code == 200
+        text = admin.get("/metrics").text
+        assert metric(text, "adain_http_requests_total", route="/v1/styles", status="200") == 1  # the public one's
+        assert metric(text, "adain_ready") == 1
+        schema = admin.get("/openapi.json").json()
+        assert "/v1/stylize" in schema["paths"] and "/metrics" not in schema["paths"]  # the public API
+        docs = admin.get("/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        for path in ("/", "/v1/styles", "/healthz"):  # the admin port serves nothing else
+            error(admin.get(path), 404, "not_found")
+        server.process.terminate()
+        assert server.process.wait(timeout=60) == 0
+    for port in (int(server.url.rsplit(":", 1)[1]), admin_port):  # both closed
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -14,7 +15,12 @@ from PIL import Image
 
 from adain.images import read_image, to_uint8
 from adain.masks import read_masks
-from adain.stylizer import Stylizer
+from adain.stylizer import Stylizer, prepare_content
+from service.admission import Refused
+from service.engine import warm_up_job
+from service.jobs import RenderJob, StyleRef, Ticket
+from service.metrics import Metrics
+from service.worker import Worker
 
 from .service_fixtures import (
     SIZE,
@@ -297,3 +303,40 @@ async def test_uploads_are_checked_like_stylize_inputs(tmp_path: Path, stylizers
         twice = await app.client.post("/v1/styles", files=[("image", png), ("image", png)])
         assert (twice.status_code, error_of(twice)["message"]) == (422, "image was given 2 times; it takes one value")
         assert (await app.client.get("/v1/styles")).json() == {"styles": []}
+
+
+async def test_work_gathered_outside_the_queues_is_admitted_like_queued_work(stylizers: list[Stylizer]) -> None:
+    """What a Ray model replica does (service.ray_app.Model.run): work that Serve's @serve.batch gathers, instead
+    of the worker's queues, is judged on the worker's own measurements and counted in its backlog."""
+    worker = Worker("cpu#0", stylizers[0], Metrics(), 8, 0.0, 8, on_death=lambda w: None)
+    loop = asyncio.get_running_loop()
+
+    def ticket(work: RenderJob, seconds: float) -> Ticket:
+        return Ticket(work, loop.create_future(), loop.time(), loop.time() + seconds)
+
+    def refused(t: Ticket) -> Refused:
+        with pytest.raises(Refused) as caught, worker.admitted(t):
+            pass
+        return caught.value
+
+    content, weights, _ = prepare_content(torch.rand(3, 256, 256), 1)
+    larger = RenderJob(content, [StyleRef(image=torch.rand(3, 64, 64))], weights, 1.0, None, "none", 64)
+    worker.start()
+    try:
+        first = ticket(warm_up_job(), 600)
+        with worker.admitted(first):  # nothing measured and nothing ahead: taken, and run
+            await worker.run_batch([first])
+        first.future.result()
+        took = worker.cost.estimate(first.pixels)
+        assert took > 0 and worker.lanes[0].backlog_s == 0
+        too_slow = refused(ticket(warm_up_job(), took / 2))
+        assert too_slow.reason == "too_slow" and "ask for a smaller size" in too_slow.message
+        with worker.admitted(ticket(warm_up_job(), 600)):  # admitted, and waiting for its batch
+            assert worker.lanes[0].backlog_s == pytest.approx(took)
+            busy = refused(ticket(larger, 600))  # behind it, a size never measured
+            assert busy.reason == "overloaded" and busy.retry_s == pytest.approx(took)
+        assert worker.lanes[0].backlog_s == 0  # released with its block
+        back = pickle.loads(pickle.dumps(busy))  # it crosses from the model replica to the ingress
+        assert type(back) is Refused and vars(back) == vars(busy) and str(back) == str(busy)
+    finally:
+        await worker.stop()

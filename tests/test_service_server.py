@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,17 @@ import httpx
 
 from adain.precision import auto_precision
 
-from .service_fixtures import REPO, SIZE, assert_batched_equal, bad_inputs, metric, pixels, serve
+from .service_fixtures import (
+    REPO,
+    SIZE,
+    assert_batched_equal,
+    bad_inputs,
+    image_bytes,
+    metric,
+    pixels,
+    png_header,
+    serve,
+)
 
 # `adain serve` on a device that breaks (as a GPU does after an illegal memory access) on images larger than
 # 64 pixels a side. There is no GPU on the test machines, so the fault is made up here.
@@ -213,3 +224,27 @@ def test_late_work_is_abandoned_hopeless_work_refused_and_large_work_runs_beside
     else:
         assert hopeless.status_code == 504 and "ask for a smaller size or allow more time" in hopeless.text
         assert seen["too_slow"] == 1
+
+
+def test_work_that_must_be_refused_is_refused_from_its_header_before_any_pixel_is_decoded(
+        tmp_path: Path, weight_files: dict, style_paths: list[Path]) -> None:
+    # A 768x512 PNG, and a file with the same header whose pixels are missing: decoding it fails (422), so only a
+    # refusal that comes before decoding can answer it otherwise.
+    style = ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")
+    good = [("content", ("c.png", image_bytes((768, 512), "PNG", color=(90, 120, 200)), "image/png")), ("style", style)]
+    hollow = [("content", ("c.png", png_header(768, 512), "image/png")), ("style", style)]
+    size = {"content_size": "512"}
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log") as server:
+        measured = httpx.post(f"{server.url}/v1/stylize", files=good, data=size, timeout=120)
+        assert measured.status_code == 200, measured.text
+        model_s = float(re.search(r"model;dur=([\d.]+)", measured.headers["server-timing"]).group(1)) / 1000
+        # the same size in half the time it was measured to take: too slow, refused from the header alone
+        refused = httpx.post(f"{server.url}/v1/stylize", files=hollow, data=size, timeout=120,
+                             headers={"X-Request-Timeout": f"{model_s / 2:.3f}"})
+        dropped = metric(httpx.get(f"{server.url}/metrics").text, "adain_dropped_total", reason="too_slow")
+        decoded = httpx.post(f"{server.url}/v1/stylize", files=hollow, data=size, timeout=120)
+    assert refused.status_code == 504, refused.text
+    assert refused.json()["error"]["code"] == "deadline_exceeded" and "ask for a smaller size" in refused.text
+    assert dropped == 1
+    assert decoded.status_code == 422 and decoded.json()["error"]["code"] == "invalid_image", decoded.text
+    assert "truncated or corrupt" in decoded.text

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from .service_fixtures import Server, serve
+from .service_fixtures import Server, make_key, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -221,5 +221,67 @@ def test_phone_sized_layout_has_no_horizontal_overflow(browser, server: Server, 
         assert widths["page"] <= widths["view"], widths
         assert widths["widest"] <= widths["view"] + 0.5, widths
         assert len(set(widths["panels"])) == 1 and widths["panels"][0] > 300, widths  # one column, full width
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory, weight_files: dict) -> Iterator[tuple[Server, str]]:
+    """A server with API keys, and a write key for it."""
+    tmp = tmp_path_factory.mktemp("web-keys")
+    key, line = make_key("painter", "write")
+    keys = tmp / "keys"
+    keys.write_text(line + "\n")
+    with serve(weight_files["vgg16"], tmp / "styles.db", tmp / "server.log", "--api-keys", str(keys)) as running:
+        yield running, key
+
+
+def test_with_api_keys_the_page_sends_the_key_it_is_given_and_keeps_it(
+        browser, keyed_server: tuple[Server, str], content_paths: list[Path], style_paths: list[Path]) -> None:
+    server, key = keyed_server
+    stored = httpx.post(f"{server.url}/v1/styles", headers={"Authorization": f"Bearer {key}"},
+                        files={"image": (style_paths[1].name, style_paths[1].read_bytes(), "image/jpeg")},
+                        data={"name": "mine"})
+    assert stored.status_code == 201, stored.text
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        requested, script_errors = [], []
+        page.on("request", lambda r: requested.append(r.url))
+        page.on("pageerror", lambda e: script_errors.append(str(e)))
+        page.goto(f"{server.url}/")
+        error = page.locator("#error")
+        error.wait_for()  # no key yet: the library cannot be listed, and the page says why
+        assert "This server needs an API key" in error.inner_text()
+        assert page.locator("#library-grid img").count() == 0
+
+        page.fill("#api-key", key)
+        page.press("#api-key", "Tab")  # the field's change: the library is listed with the key
+        thumb = page.locator("#library-grid img[alt='mine']")
+        thumb.wait_for()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+        assert error.is_hidden()
+        page.set_input_files("#content-input", str(content_paths[0]))
+        page.locator("#content-preview").wait_for()
+        thumb.click()
+        page.select_option("#content-size", str(SIZE))
+        with page.expect_request("**/v1/stylize") as sent:
+            page.click("#go")
+        assert sent.value.all_headers()["authorization"] == f"Bearer {key}"
+        page.locator("#download").wait_for()
+        assert page.locator("#result").is_visible() and error.is_hidden()
+
+        stored_key = "() => [sessionStorage.getItem('adain-api-key'), localStorage.getItem('adain-api-key')]"
+        assert page.evaluate(stored_key) == [key, None]  # this tab only, unless remembered
+        page.reload()
+        assert page.input_value("#api-key") == key
+        page.locator("#library-grid img[alt='mine']").wait_for()
+        page.check("#remember-key")
+        assert page.evaluate(stored_key) == [None, key]
+        other = context.new_page()  # a new tab of the same browser
+        other.goto(f"{server.url}/")
+        assert other.input_value("#api-key") == key and other.is_checked("#remember-key")
+        assert only_public_api(server, requested) == [] and script_errors == []
     finally:
         context.close()

@@ -2,6 +2,32 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { content: null, mask: null, styles: [], resultUrl: null };  // styles: {file|id, name, thumb, weight}
+const KEY_ITEM = "adain-api-key";  // in sessionStorage (this tab), or localStorage when "remember" is ticked
+
+// The API key, when the server has keys (adain serve --api-keys): sent as "Authorization: Bearer KEY".
+function loadKey() {
+  const remembered = localStorage.getItem(KEY_ITEM);
+  $("api-key").value = remembered ?? sessionStorage.getItem(KEY_ITEM) ?? "";
+  $("remember-key").checked = remembered !== null;
+}
+
+function saveKey() {
+  const key = $("api-key").value.trim();
+  localStorage.removeItem(KEY_ITEM);
+  sessionStorage.removeItem(KEY_ITEM);
+  if (key) ($("remember-key").checked ? localStorage : sessionStorage).setItem(KEY_ITEM, key);
+}
+
+function api(url, options = {}) {
+  const key = $("api-key").value.trim();
+  return fetch(url, key ? { ...options, headers: { Authorization: `Bearer ${key}` } } : options);
+}
+
+// Thumbnails need the key too, which an <img src> cannot send: fetched, then shown as a blob: URL.
+async function thumbnail(id) {
+  const response = await api(`/v1/styles/${id}/thumbnail`);
+  return response.ok ? URL.createObjectURL(await response.blob()) : "";
+}
 
 function showError(message) {
   $("error").textContent = message;
@@ -11,6 +37,7 @@ function showError(message) {
 async function apiError(response) {
   try {
     const body = await response.json();
+    if (response.status === 401) return `This server needs an API key: enter yours above. (${body.error.message})`;
     if (body && body.error && body.error.message) return `${body.error.message} (${response.status})`;
   } catch (_) { /* not JSON */ }
   return `The server answered ${response.status} ${response.statusText}`;
@@ -93,7 +120,7 @@ async function uploadToLibrary(file) {
   const form = new FormData();
   form.append("image", file, file.name);
   form.append("name", file.name);
-  const response = await fetch("/v1/styles", { method: "POST", body: form });
+  const response = await api("/v1/styles", { method: "POST", body: form });
   if (!response.ok) throw new Error(await apiError(response));
   return response.json();
 }
@@ -104,7 +131,7 @@ async function onStyleFiles(files) {
     if ($("save-styles").checked) {
       try {
         const stored = await uploadToLibrary(file);
-        addStyle({ id: stored.id, name: stored.name || file.name, thumb: `/v1/styles/${stored.id}/thumbnail` });
+        addStyle({ id: stored.id, name: stored.name || file.name, thumb: await thumbnail(stored.id) });
       } catch (err) {
         showError(err.message);
       }
@@ -118,21 +145,21 @@ async function onStyleFiles(files) {
 async function loadLibrary() {
   const grid = $("library-grid");
   try {
-    const response = await fetch("/v1/styles");
+    const response = await api("/v1/styles");
     if (!response.ok) throw new Error(await apiError(response));
     const body = await response.json();
     const styles = Array.isArray(body) ? body : (body.styles || []);
-    grid.replaceChildren(...styles.map((s) => {
+    grid.replaceChildren(...await Promise.all(styles.map(async (s) => {
       const button = document.createElement("button");
       button.type = "button";
       button.title = `${s.name} (${s.width}×${s.height})`;
       const img = document.createElement("img");
-      img.src = `/v1/styles/${s.id}/thumbnail`;
+      img.src = await thumbnail(s.id);
       img.alt = s.name;
       button.append(img);
       button.addEventListener("click", () => addStyle({ id: s.id, name: s.name, thumb: img.src }));
       return button;
-    }));
+    })));
     $("library-empty").hidden = styles.length > 0;
   } catch (err) {
     showError(`Could not load the stored styles: ${err.message}`);
@@ -174,7 +201,7 @@ async function stylize() {
   try {
     let response;
     try {
-      response = await fetch("/v1/stylize", { method: "POST", body: form });
+      response = await api("/v1/stylize", { method: "POST", body: form });
     } catch (err) {
       throw new Error(`Could not reach the server (${err.message}).`);
     }
@@ -221,4 +248,8 @@ $("content-drop").addEventListener("keydown", (e) => {
 });
 $("alpha").addEventListener("input", (e) => { $("alpha-value").textContent = Number(e.target.value).toFixed(2); });
 $("go").addEventListener("click", stylize);
+$("api-key").addEventListener("input", saveKey);
+$("remember-key").addEventListener("change", saveKey);
+$("api-key").addEventListener("change", () => { showError(""); loadLibrary(); });
+loadKey();
 loadLibrary();
