@@ -49,9 +49,9 @@ def scale_of(layer: str) -> int:
     return 2 ** FEATURE_LAYERS.index(layer)
 
 
-def channels_of(arch: Arch, layer: str) -> int:
-    """Channels of ``layer`` in ``arch``."""
-    return int(_config_to(arch, layer)[-1])
+def channels_of(layer: str) -> int:
+    """Channels of ``layer`` (the same in VGG16 and VGG19)."""
+    return int(_config_to("vgg19", layer)[-1])
 
 
 def _config_to(arch: Arch, layer: str) -> list[int | str]:

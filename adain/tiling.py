@@ -70,7 +70,7 @@ def encode_tiled(encoder: Encoder, images: Tensor, tile: int, between: Callable[
     scale = encoder.scale
     out_hw = (math.ceil(h / scale), math.ceil(w / scale))
     return _tiled(encoder, images, tile, ENCODER_HALO, lambda v: -(-v // scale),
-                  channels_of(encoder.arch, encoder.layer), out_hw, between)
+                  channels_of(encoder.layer), out_hw, between)
 
 
 def decode_tiled(decoder: Decoder, feats: Tensor, size: tuple[int, int], tile: int,

@@ -48,7 +48,7 @@ from .runs import (
     trim_metrics,
 )
 from .train_setup import Models, count_arg, held_out_pairs, init_models
-from .weights_io import load_into
+from .weights_io import decoder_layer, load_into
 
 LOCK = ".lock"
 SAMPLE_PAIRS = 4  # rows of the sample grids
@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="bundle whose encoder to use (default: vgg16-hed)")
     p.add_argument("--encoder", type=Path, help="encoder weight file instead of a bundle")
     p.add_argument("--arch", choices=("vgg19", "vgg16"), help="architecture of --encoder")
-    p.add_argument("--layer", choices=LAYERS, default="relu4_1",
+    p.add_argument("--layer", choices=LAYERS,
                    help="where AdaIN works and what the decoder decodes: relu4_1 as in the paper, or relu3_1 "
-                        "(finer detail kept, a smaller decoder; docs/training.md)")
+                        "(the photo's shapes kept, a smaller decoder; docs/training.md). Default: the layer of "
+                        "--init-decoder, else relu4_1")
     p.add_argument("--init-decoder", type=Path, help="start from this decoder file instead of random weights "
                    "(to continue or fine-tune a released decoder; the step count and optimizer start afresh)")
     p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
@@ -352,6 +353,8 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     device = resolve_device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     data = resume["data"] if resume else scan_data(args)  # before the encoder: bad folders fail fast
+    if args.layer is None:  # a run from before --layer, or a new one: the start file's layer
+        args.layer = decoder_layer(args.init_decoder) if args.init_decoder and not resume else "relu4_1"
     models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer)
     fill_loss_defaults(args, models.encoder.arch)
     random.seed(args.seed)

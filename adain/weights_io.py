@@ -110,18 +110,18 @@ def build_encoder(path: str | Path, arch: Arch) -> Encoder:
     return enc
 
 
-def decoder_layer(path: str | Path, arch: Arch) -> Layer:
+def decoder_layer(path: str | Path) -> Layer:
     """The layer a decoder file decodes, told by the input channels of its first conv (relu4_1 if unknown)."""
     first = read_state_dict(path).get("1.weight")
     if first is not None and first.ndim == 4:
         for layer in LAYERS:
-            if first.shape[1] == channels_of(arch, layer):
+            if first.shape[1] == channels_of(layer):
                 return layer
     return "relu4_1"
 
 
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
     """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`)."""
-    dec = Decoder(arch, decoder_layer(path, arch))
+    dec = Decoder(arch, decoder_layer(path))
     load_into(dec, path)
     return dec

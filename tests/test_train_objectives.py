@@ -103,3 +103,8 @@ def test_a_relu3_1_run_trains_exports_and_stylizes_at_that_layer(tmp_path: Path,
 
     result = stylizer.stylize(read_image(content_paths[0]), [read_image(content_paths[1])], content_size=50)
     assert result.shape[0] == 3 and min(result.shape[1:]) == 50
+
+    again = tmp_path / "again"  # a run from that file takes its layer without being told
+    assert run_train(data, train_argv(data, again, steps=1, holdout_content=1, holdout_style=1, loss="paper",
+                                      init_decoder=out)) == 0
+    assert latest_checkpoint(again)[1]["layer"] == "relu3_1"
