@@ -21,7 +21,7 @@ from adain.bundles import resolve
 from adain.images import read_image, to_pil
 
 CONTENTS = ("c_00070", "c_00141", "c_00142")
-STYLES = ("s_00057", "v_00047", "v_00197", "v_00098")  # an ink painting and three colourful ones
+STYLES = ("s_00057", "v_00047", "v_00197", "v_00098")  # one painting from style/, three from style_vivid/
 BLEND_STYLES = ("s_00057", "v_00047", "v_00098")
 FOLDERS = {"c": "content", "s": "style", "v": "style_vivid"}  # by file-name prefix
 PANEL = 256  # shorter side of every result
