@@ -180,6 +180,7 @@ class Stylizer:
     ``precision="auto"`` becomes bf16 on CPUs with native bf16 and on CUDA devices that support it, else
     fp32 (``adain.precision``); ``self.precision`` is the one chosen.
     ``limits`` (a plain attribute too) bounds what ``stylize`` lets images become once prepared.
+    The encoder passed in is set, in place, to stop at the decoder's layer (``Encoder.at``).
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",

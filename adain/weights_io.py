@@ -68,13 +68,14 @@ def read_arch(path: str | Path) -> str | None:
         return None
 
 
-def load_into(module: Encoder | Decoder, path: str | Path) -> None:
+def load_into(module: Encoder | Decoder, path: str | Path, state: dict[str, Tensor] | None = None) -> None:
     """Load canonical weights into ``module``; extra trailing keys are ignored.
 
     The original ``vgg_normalised.pth`` holds all of VGG19; only the layers up to
     relu4_1 are taken. Missing keys and shape mismatches raise ``WeightsError``.
+    ``state``: the file's contents when already read (``path`` then only names it in errors).
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     what = type(module).__name__.lower()
     expected = module.canonical_keys()
     for key, shape in expected.items():
@@ -110,9 +111,12 @@ def build_encoder(path: str | Path, arch: Arch) -> Encoder:
     return enc
 
 
-def decoder_layer(path: str | Path) -> Layer:
-    """The layer a decoder file decodes, told by the input channels of its first conv (relu4_1 if unknown)."""
-    first = read_state_dict(path).get("1.weight")
+def decoder_layer(path: str | Path, state: dict[str, Tensor] | None = None) -> Layer:
+    """The layer a decoder file decodes, told by the input channels of its first conv (relu4_1 if unknown).
+
+    ``state``: the file's contents when already read.
+    """
+    first = (read_state_dict(path) if state is None else state).get("1.weight")
     if first is not None and first.ndim == 4:
         for layer in LAYERS:
             if first.shape[1] == channels_of(layer):
@@ -122,6 +126,7 @@ def decoder_layer(path: str | Path) -> Layer:
 
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
     """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`)."""
-    dec = Decoder(arch, decoder_layer(path))
-    load_into(dec, path)
+    state = read_state_dict(path)
+    dec = Decoder(arch, decoder_layer(path, state))
+    load_into(dec, path, state)
     return dec
