@@ -25,7 +25,7 @@ from .download import sha256_file
 from .errors import AdainError, InputError, WeightsError
 from .losses import held_out_losses
 from .net import Decoder
-from .runs import latest_checkpoint, load_checkpoint, read_metrics
+from .runs import average_checkpoints, latest_checkpoint, load_checkpoint, read_metrics
 from .train_setup import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
 from .weights_io import build_decoder, load_into, save_safetensors
 
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16", help="weight precision of the file")
     p.add_argument("--encoder", type=Path,
                    help="encoder file for the evaluation, when the run's is elsewhere (its sha256 must match)")
+    p.add_argument("--average", type=count_arg(1), default=1, metavar="N",
+                   help="write the mean of the decoder weights of the chosen checkpoint and the N-1 before it "
+                        "(smooths the step-to-step noise of the weights; docs/training.md)")
     p.add_argument("--eval-pairs", type=count_arg(1), default=16, help="held-out pairs to evaluate")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--batch-size", type=count_arg(1), default=8, help="batch size of the evaluation")
@@ -214,7 +217,7 @@ def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict
         "decoder": {"file": output.name, "sha256": sha256_file(output), "arch": state["arch"],
                     "layer": state.get("layer", "relu4_1"), "dtype": dtype},
         "encoder": state["encoder"],
-        "checkpoint": {"file": str(ckpt), "step": step},
+        "checkpoint": {"file": str(ckpt), "step": step, "averaged_steps": state.get("averaged_steps", [step])},
         "training": {"steps": step, "planned_steps": args["steps"], "batch_size": args["batch_size"],
                      "images_seen": step * args["batch_size"], "resize": args["resize"], "crop": args["crop"],
                      "lr": args["lr"], "lr_decay": args["lr_decay"], "style_weight": args["style_weight"],
@@ -233,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             ckpt, state = load_source(args.source)
+            if args.average > 1:
+                state = average_checkpoints(ckpt, args.average)
             decoder = write_decoder(state, args.output, args.dtype)
             held_out, why_not = None, "--no-eval"
             if not args.no_eval:

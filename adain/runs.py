@@ -59,8 +59,7 @@ def atomic_save(obj: object, path: Path) -> None:
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest first (by step)."""
-    found = [(int(m.group(1)), p) for p in run_dir.glob("ckpt-*.pt") if (m := CHECKPOINT_RE.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in run_dir.glob("ckpt-*.pt") if CHECKPOINT_RE.fullmatch(p.name)), key=_step_of)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -87,6 +86,37 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict]:
         except CheckpointError as exc:
             warnings.warn(f"{exc}; trying an older one", stacklevel=2)
     raise CheckpointError(f"{run_dir}: none of the {len(found)} checkpoints loads")
+
+
+def average_checkpoints(newest: Path, count: int) -> dict:
+    """``newest`` (a checkpoint file) with its decoder weights averaged over it and the ``count - 1`` checkpoints
+    before it in its folder (Polyak averaging: smooths the step-to-step noise of the weights).
+
+    The checkpoints must come from one run (the same architecture, layer and encoder); the result records the
+    steps averaged under ``averaged_steps``.
+    """
+    state = load_checkpoint(newest)
+    older = [p for p in checkpoints(newest.parent) if _step_of(p) < state["step"]]
+    paths = [*older[len(older) - count + 1:], newest] if count > 1 else [newest]
+    if len(paths) < count:
+        raise CheckpointError(f"{newest.parent}: {count} checkpoints to average, only {len(paths)} up to step "
+                              f"{state['step']}")
+    total = {k: v.double() for k, v in state["decoder"].items()}
+    steps = [state["step"]]
+    for path in paths[:-1]:
+        other = load_checkpoint(path)
+        for key in ("arch", "layer", "encoder"):
+            if other.get(key) != state.get(key):
+                raise CheckpointError(f"{path}: another run's checkpoint ({key} differs from {newest.name}'s)")
+        for k in total:
+            total[k] += other["decoder"][k].double()
+        steps.append(other["step"])
+    decoder = {k: (v / len(paths)).to(state["decoder"][k].dtype) for k, v in total.items()}
+    return {**state, "decoder": decoder, "averaged_steps": sorted(steps)}
+
+
+def _step_of(path: Path) -> int:
+    return int(CHECKPOINT_RE.fullmatch(path.name).group(1))
 
 
 def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:

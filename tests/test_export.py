@@ -91,6 +91,32 @@ def test_export_an_older_checkpoint_without_evaluation(trained: tuple[TinyData, 
     assert build_decoder(tmp_path / "d.safetensors", "vgg16") is not None
 
 
+def test_export_averages_the_last_checkpoints(trained: tuple[TinyData, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    data, run = trained
+    out = tmp_path / "d.safetensors"
+    assert export(data, run, "-o", out, "--average", 2, "--dtype", "fp32", "--no-eval") == 0
+    two, three = (torch.load(run / f"ckpt-0000000{s}.pt", weights_only=True)["decoder"] for s in (2, 3))
+    written = build_decoder(out, "vgg16").layers.state_dict()
+    assert any(not torch.equal(two[k], three[k]) for k in two)  # so the mean differs from both
+    for key, value in written.items():
+        torch.testing.assert_close(value, (two[key].double() + three[key].double()).div(2).float())
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["checkpoint"]["step"] == 3 and card["checkpoint"]["averaged_steps"] == [2, 3]
+
+    assert export(data, run / "ckpt-00000002.pt", "-o", out, "--average", 2, "--no-eval") == 2
+    assert "2 checkpoints to average, only 1 up to step 2" in capsys.readouterr().err
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for step in (2, 3):
+        state = torch.load(run / f"ckpt-0000000{step}.pt", weights_only=True)
+        state["encoder"] = {**state["encoder"], "sha256": f"other-{step}"}
+        torch.save(state, mixed / f"ckpt-0000000{step}.pt")
+    assert export(data, mixed, "-o", out, "--average", 2, "--no-eval") == 2
+    assert "another run's checkpoint (encoder differs" in capsys.readouterr().err
+
+
 def test_evaluation_needs_the_runs_encoder(trained: tuple[TinyData, Path], tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     data, run = trained
