@@ -260,11 +260,15 @@ class Lane:
             if all(t.future.done() or now > t.deadline for t in live):
                 raise Abandoned
 
+        pixels = sum(t.pixels for t in live) // len(live)
+        expected = self.worker.cost.estimate(pixels) * len(live)
         start = loop.time()
         outcomes = await loop.run_in_executor(self._executor, self._compute, [t.work for t in live], check)
         model_s = loop.time() - start
         self.metrics.batch_size.labels(self.name).observe(len(live))
-        pixels, seconds = sum(t.pixels for t in live) // len(live), model_s / len(live)
+        log.debug("worker %s, %s lane: %d x %d pixels in %.2f s (estimated %.2f s)", self.name, self.kind, len(live),
+                  pixels, model_s, expected)
+        seconds = model_s / len(live)
         if not any(isinstance(o, BaseException) for o in outcomes):
             self.worker.cost.observe(pixels, seconds)
         elif all(isinstance(o, DeadlineExceeded) for o in outcomes):  # abandoned: it takes at least this long
