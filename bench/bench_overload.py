@@ -6,7 +6,9 @@ Starts `adain serve` (see bench_service.py) with its default admission control, 
 each client sends requests back to back: with probability --large-share a content_size of --large,
 else --small. A 503 is retried after its Retry-After (at most --max-backoff seconds). Reports, per size,
 the share of each status, p50 / p99 latency of the 2xx, and the server's adain_dropped_total by reason.
-A 504 means the server accepted work it could not finish before the deadline.
+A 504 means the server accepted work it could not finish before the deadline. `--log-level debug
+--server-log FILE` keeps the server's log, with a line per batch: its time against the estimate it was
+admitted on.
 """
 
 from __future__ import annotations
