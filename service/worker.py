@@ -233,7 +233,7 @@ class Lane:
         self._outstanding -= late
         for ticket in late:
             ticket.settle(Refused("shed", f"the queue fell behind: this request could no longer finish within its "
-                                  f"{ticket.deadline - ticket.enqueued:g} s; retry later", self.backlog_s))
+                                  f"{ticket.deadline - ticket.enqueued:.3g} s; retry later", self.backlog_s))
 
     async def _gather(self) -> tuple[list[Ticket], bool]:
         """The next batch: the first ticket, plus whatever arrives within the window (up to batch_size)."""
