@@ -6,7 +6,9 @@ Starts `adain serve` (see bench_service.py) with its default admission control, 
 each client sends requests back to back: with probability --large-share a content_size of --large,
 else --small. A 503 is retried after its Retry-After (at most --max-backoff seconds). Reports, per size,
 the share of each status, p50 / p99 latency of the 2xx, and the server's adain_dropped_total by reason.
-A 504 means the server accepted work it could not finish before the deadline.
+A 504 means the server accepted work it could not finish before the deadline. `--log-level debug
+--server-log FILE` keeps the server's log, with a line per batch: its time against the estimate it was
+admitted on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -39,7 +42,8 @@ async def load(url: str, args: argparse.Namespace) -> tuple[list[dict], str]:
         r = await client.post("/v1/styles", files=[("image", ("style.jpg", style, "image/jpeg"))])
         r.raise_for_status()
         style_id = r.json()["id"]
-        stop_at = time.monotonic() + args.seconds
+        began = time.monotonic()
+        stop_at = began + args.seconds
 
         async def one_client(seed: int) -> None:
             rng = random.Random(seed)
@@ -50,9 +54,10 @@ async def load(url: str, args: argparse.Namespace) -> tuple[list[dict], str]:
                     r = await client.post("/v1/stylize", files=[("content", ("c.jpg", content, "image/jpeg"))],
                                           data={"style_id": style_id, "content_size": str(size), "format": "jpeg"})
                 except httpx.TransportError as exc:  # counted as "other", by exception name
-                    results.append({"size": size, "status": type(exc).__name__, "s": time.monotonic() - t0})
+                    results.append({"size": size, "status": type(exc).__name__, "at": t0 - began,
+                                    "s": time.monotonic() - t0})
                     continue
-                results.append({"size": size, "status": r.status_code, "s": time.monotonic() - t0})
+                results.append({"size": size, "status": r.status_code, "at": t0 - began, "s": time.monotonic() - t0})
                 if r.status_code == 503:
                     await asyncio.sleep(min(args.max_backoff, float(r.headers.get("retry-after", 1))))
 
@@ -101,12 +106,15 @@ def main() -> None:
     p.add_argument("--max-backoff", type=float, default=2.0)
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--start-timeout", type=float, default=300)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--log-level", default="warning", help="the server's --log-level (debug: one line per batch)")
+    p.add_argument("--server-log", type=Path, help="keep the server's log here")
+    p.add_argument("--json", type=Path, help="the tables' numbers, and each request (size, status, start, seconds)")
     p.add_argument("--markdown", type=Path)
     args = p.parse_args()
     server = argparse.Namespace(device="cpu", precision=args.precision, size=args.small, batch_size=8,
                                 start_timeout=args.start_timeout,
-                                server_args=["--request-timeout", str(args.timeout), "--queue-size", "64"])
+                                server_args=["--request-timeout", str(args.timeout), "--queue-size", "64",
+                                             "--log-level", args.log_level])
     weights = weight_files(args)
     with tempfile.TemporaryDirectory(prefix="adain-bench-overload-") as tmp:
         proc, url, log = start_server(server, weights, Path(tmp))
@@ -114,6 +122,8 @@ def main() -> None:
             results, metrics = asyncio.run(load(url, args))
         finally:
             stop_server(proc)
+            if args.server_log:
+                shutil.copyfile(log, args.server_log)
         if proc.returncode not in (0, -signal.SIGTERM):
             print(f"server exit status {proc.returncode}; log tail:\n{log.read_text()[-2000:]}", file=sys.stderr)
     dropped = {line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
@@ -123,7 +133,8 @@ def main() -> None:
               f"{arch}: {enc.name}, {dec.name}",
               "settings": {k: getattr(args, k) for k in ("clients", "seconds", "large_share", "large", "small",
                                                           "timeout", "max_backoff", "precision")},
-              "sizes": [summary(results, args.small), summary(results, args.large)], "dropped": dropped}
+              "sizes": [summary(results, args.small), summary(results, args.large)], "dropped": dropped,
+              "requests": [[r["size"], r["status"], round(r["at"], 3), round(r["s"], 3)] for r in results]}
     write_report(args, result, markdown(result))
 
 

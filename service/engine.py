@@ -168,7 +168,7 @@ class Engine:
     def _judge(self, pixels: int, budget: float, lane: Lane) -> None:
         """Refuse work that ``lane`` could not finish within ``budget`` (see :func:`service.admission.judge`)."""
         try:
-            judge(lane.worker.cost, lane.backlog_s, pixels, budget)
+            judge(lane.worker.cost, lane.backlog_s, pixels, budget, lane.batch_size)
         except Refused as exc:
             raise self.refusal(exc) from None
 

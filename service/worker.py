@@ -21,7 +21,10 @@ broken worker (a lane's loop failed, or the device reported a fatal error)
 dies, failing everything queued and calling ``on_death``.
 
 Each worker learns how long its work takes (``service.admission.CostModel``),
-so that the engine can tell how long a lane's queue takes to drain.
+so that the engine can tell how long a lane's queue takes to drain. Before
+each batch, a lane refuses (503, ``shed``) the queued work that the latest
+estimates say could no longer finish in time, rather than let it reach its
+deadline (504).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from adain import ops
 from adain.errors import AdainError
 from adain.stylizer import Stylizer, Target, stack_stats
 
-from .admission import CostModel, judge
+from .admission import CostModel, Refused, judge, overdue
 from .jobs import (
     Abandoned,
     DeadlineExceeded,
@@ -187,7 +190,7 @@ class Lane:
         """For work that does not come through :meth:`submit`: raise ``admission.Refused`` when this lane could
         not finish it before its deadline (:func:`~service.admission.judge`), else count it in the backlog while
         the block runs."""
-        judge(self.worker.cost, self.backlog_s, ticket.pixels, ticket.deadline - ticket.enqueued)
+        judge(self.worker.cost, self.backlog_s, ticket.pixels, ticket.deadline - ticket.enqueued, self.batch_size)
         self._outstanding.add(ticket)
         try:
             yield
@@ -209,12 +212,28 @@ class Lane:
         try:
             stop = False
             while not stop:
+                self._shed()
                 batch, stop = await self._gather()
                 self._current = batch
                 await self.run_batch(batch)
                 self._current = []
         except Exception as exc:  # the worker itself broke: fail everything, report, exit
             self.worker.die(exc)
+
+    def _shed(self) -> None:
+        """Refuse the queued tickets that could no longer finish in time (:func:`~service.admission.overdue`);
+        the others stay queued, in their order."""
+        items = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+        waiting = [t for t in items if t is not STOP and not t.future.done()]
+        now = asyncio.get_running_loop().time()
+        late = set(overdue(waiting, self.worker.cost.estimate, now, self.batch_size))
+        for item in items:
+            if item not in late:
+                self._queue.put_nowait(item)
+        self._outstanding -= late
+        for ticket in late:
+            ticket.settle(Refused("shed", f"the queue fell behind: this request could no longer finish within its "
+                                  f"{ticket.deadline - ticket.enqueued:.3g} s; retry later", self.backlog_s))
 
     async def _gather(self) -> tuple[list[Ticket], bool]:
         """The next batch: the first ticket, plus whatever arrives within the window (up to batch_size)."""
@@ -260,11 +279,15 @@ class Lane:
             if all(t.future.done() or now > t.deadline for t in live):
                 raise Abandoned
 
+        pixels = sum(t.pixels for t in live) // len(live)
+        expected = self.worker.cost.estimate(pixels) * len(live)
         start = loop.time()
         outcomes = await loop.run_in_executor(self._executor, self._compute, [t.work for t in live], check)
         model_s = loop.time() - start
         self.metrics.batch_size.labels(self.name).observe(len(live))
-        pixels, seconds = sum(t.pixels for t in live) // len(live), model_s / len(live)
+        log.debug("worker %s, %s lane: %d x %d pixels in %.2f s (estimated %.2f s)", self.name, self.kind, len(live),
+                  pixels, model_s, expected)
+        seconds = model_s / len(live)
         if not any(isinstance(o, BaseException) for o in outcomes):
             self.worker.cost.observe(pixels, seconds)
         elif all(isinstance(o, DeadlineExceeded) for o in outcomes):  # abandoned: it takes at least this long

@@ -248,3 +248,43 @@ def test_work_that_must_be_refused_is_refused_from_its_header_before_any_pixel_i
     assert dropped == 1
     assert decoded.status_code == 422 and decoded.json()["error"]["code"] == "invalid_image", decoded.text
     assert "truncated or corrupt" in decoded.text
+
+
+def test_queued_work_that_falls_behind_is_refused_with_503_before_its_deadline(
+        tmp_path: Path, weight_files: dict) -> None:
+    # An uploaded style is encoded unless the worker's cache holds it, but the cost model counts its pixels either
+    # way: after requests whose style is cached, the estimate for their size is far below what a new style costs.
+    # A burst of new styles is then admitted on that estimate, and the first of them to finish shows it.
+    content = ("c.png", image_bytes((64, 64), "PNG", color=(90, 120, 200)), "image/png")
+    size = {"content_size": "64", "style_size": "768"}
+
+    async def scenario(url: str) -> tuple[list[httpx.Response], str]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            async def post(style: int, **headers: str) -> httpx.Response:
+                image = ("s.png", image_bytes((768, 768), "PNG", color=(style, 255 - style, 40)), "image/png")
+                r = await client.post("/v1/stylize", files=[("content", content), ("style", image)], data=size,
+                                      headers=headers)
+                assert r.status_code in (200, 503, 504), r.text
+                return r
+
+            await post(0)  # the first run at these shapes
+            new = await post(1)  # a new style, encoded
+            took = float(re.search(r"model;dur=([\d.]+)", new.headers["server-timing"]).group(1)) / 1000
+            for _ in range(12):  # the same style, cached: the estimate falls towards these runs
+                await post(1)
+            # eight new styles at once, with time for three of them
+            burst = await asyncio.gather(*(post(10 + i, **{"x-request-timeout": f"{3 * took:.3f}"})
+                                           for i in range(8)))
+            return burst, (await client.get("/metrics")).text
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--batch-size", "1") as server:
+        burst, metrics = asyncio.run(scenario(server.url))
+    # refused once queued (shed) rather than left to reach their deadline; any that came after the first result
+    # are refused when queued (overloaded) instead
+    refused = [r for r in burst if r.status_code == 503]
+    shed = metric(metrics, "adain_dropped_total", reason="shed")
+    assert 200 in [r.status_code for r in burst] and shed >= 1
+    assert len(refused) == shed + metric(metrics, "adain_dropped_total", reason="overloaded")
+    assert sum("the queue fell behind" in r.text for r in refused) == shed
+    for r in refused:
+        assert r.json()["error"]["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1, r.text
