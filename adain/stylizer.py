@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import ops, tiling
 from .errors import InputError
@@ -32,6 +32,7 @@ from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder
 from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_tiling, normalised_weights
 from .precision import auto_precision
+from .upconv import FusedDecoder
 from .weights_io import build_decoder, build_encoder, read_arch
 
 ColorMode = Literal["none", "coral", "luminance"]
@@ -203,6 +204,7 @@ class Stylizer:
         fmt = torch.channels_last
         self.encoder = encoder.at(decoder.layer).to(self.device, memory_format=fmt).eval()
         self.decoder = decoder.to(self.device, memory_format=fmt).eval().requires_grad_(False)
+        self.decoder_fused: nn.Module = FusedDecoder(self.decoder)  # what decodes (adain.upconv); same results
         self.cache = StatsCache(cache_size)
         self.limits = DEFAULT_LIMITS  # what images may become once prepared (checked before resizing)
         self._local = threading.local()  # each thread's safe-point check (see safe_points)
@@ -237,10 +239,10 @@ class Stylizer:
         """Decode (N, C, h, w) features to images of ``size`` (H, W), whole or in tiles."""
         tile = self.tile_for(size)
         if not tile:
-            return self.decoder(feats, size)
+            return self.decoder_fused(feats, size)
         self.tiled_passes += 1
         log.debug("decoding %dx%d in tiles of %d px", size[1], size[0], tile)
-        return tiling.decode_tiled(self.decoder, feats, size, tile, between=self._safe_point)
+        return tiling.decode_tiled(self.decoder_fused, feats, size, tile, between=self._safe_point)
 
     @contextlib.contextmanager
     def safe_points(self, check: Callable[[], None]) -> Iterator[None]:

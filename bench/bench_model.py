@@ -57,6 +57,7 @@ from naive import naive_stylize  # noqa: E402
 
 from adain import Decoder, Encoder, Stylizer, Target, ops  # noqa: E402
 from adain.images import to_uint8  # noqa: E402
+from adain.net import channels_of  # noqa: E402
 from adain.stylizer import PRECISIONS, TILE_PIXELS, TILE_SIZE, stack_stats  # noqa: E402
 from adain.weights_io import build_decoder, build_encoder  # noqa: E402
 
@@ -68,7 +69,8 @@ DEFAULT_MEMORY = ["3840x2160:bf16", "7680x4320:bf16"]
 
 
 def conv_flops(enc: Encoder, dec: Decoder, hw: tuple[int, int]) -> dict[str, float]:
-    """FLOPs (2 x multiply-adds) of every convolution of one untiled pass at (H, W), on the meta device."""
+    """FLOPs (2 x multiply-adds) of every convolution of one untiled pass at (H, W), on the meta device, as the
+    networks are written (the fused decoder of the fast path does fewer: adain.upconv)."""
     counts = {"encoder": 0.0, "decoder": 0.0}
     for name, net in (("encoder", enc), ("decoder", dec)):
         meta = copy.deepcopy(net).to("meta")
@@ -81,7 +83,7 @@ def conv_flops(enc: Encoder, dec: Decoder, hw: tuple[int, int]) -> dict[str, flo
                     counts[name] += 2.0 * output.numel() * k
                 hooks.append(m.register_forward_hook(hook))
         x = torch.empty(1, 3, *hw, device="meta") if name == "encoder" else \
-            torch.empty(1, 512, -(-hw[0] // 8), -(-hw[1] // 8), device="meta")
+            torch.empty(1, channels_of(dec.layer), -(-hw[0] // dec.scale), -(-hw[1] // dec.scale), device="meta")
         with torch.no_grad():
             meta(x)
         for h in hooks:
@@ -121,7 +123,7 @@ def latency(enc: Encoder, dec: Decoder, fast: dict[str, Stylizer], sizes: list[t
         repeats, warmup = (args.large_repeats, 0) if large else (args.repeats, 1)
         flops = conv_flops(enc, dec, hw)["total"]
         row: dict = {"size": size_name(hw), "pixels": pixels, "conv_gflop": flops / 1e9, "runs": repeats,
-                     "tiled": fast["bf16"].tile_for(hw) or None}
+                     "tiled": next(iter(fast.values())).tile_for(hw) or None}
         naive = functools.partial(naive_stylize, enc, dec, content[None], [style[None]], [1.0])
         t, ref = timed(naive, repeats, warmup, budget_s=args.cell_budget)
         ref = ref[0]
@@ -160,6 +162,40 @@ def throughput(fast: dict[str, Stylizer], size: int, batch: int, repeats: int, n
     return rows
 
 
+def _variant(st: Stylizer, kind: str) -> Stylizer:
+    """A copy of ``st`` as one variant of the fast path: "unfused" decodes with the decoder as written (no
+    adain.upconv), "compiled" runs torch.compile'd encoder and decoder (inductor, weights frozen, static shapes)."""
+    v = copy.copy(st)
+    if kind == "unfused":
+        v.decoder_fused = st.decoder
+    else:
+        v.encoder, v.decoder_fused = (torch.compile(m, dynamic=False, options={"freezing": True})
+                                      for m in (st.encoder, st.decoder_fused))
+    return v
+
+
+def variants(fast: dict[str, Stylizer], hw: tuple[int, int], naive_s: float | None, repeats: int) -> list[dict]:
+    """At one size, per precision: the fast path with the decoder unfused, as shipped, and torch.compile'd
+    (first-call compile time stated); seconds, ratio to naive, 8-bit difference from the shipped fast path."""
+    content, style = photo("content", hw), photo("style", (512, 512))
+    rows = []
+    for p, st in fast.items():
+        t, ref = timed(functools.partial(st.stylize, content, [style]), repeats, warmup=1)
+        rows.append({"precision": p, "variant": "fast (shipped)", "s": median(t), "runs": len(t)})
+        for kind in ("unfused", "compiled"):
+            v = _variant(st, kind)
+            t0 = time.perf_counter()
+            out = v.stylize(content, [style])  # the warm-up; compiles for "compiled"
+            first = time.perf_counter() - t0
+            t, _ = timed(functools.partial(v.stylize, content, [style]), repeats, warmup=0)
+            rows.append({"precision": p, "variant": kind, "s": median(t), "runs": len(t), "first_call_s": first,
+                         "vs_shipped": _err(out, ref)})
+        for r in rows[-3:]:
+            r["size"], r["vs_naive"] = size_name(hw), naive_s / r["s"] if naive_s else None
+            print(json.dumps(r), flush=True)
+    return rows
+
+
 # ---- in a fresh process: cold start and peak memory ----------------------------------------------
 
 CHILD = r"""
@@ -178,7 +214,8 @@ def status_mib(field):
 t_import = time.perf_counter()
 mode, dev = {mode!r}, torch.device({device!r})
 if mode == "naive":
-    enc, dec = build_encoder({enc!r}, {arch!r}).to(dev), build_decoder({dec!r}, {arch!r}).to(dev)
+    dec = build_decoder({dec!r}, {arch!r}).to(dev)
+    enc = build_encoder({enc!r}, {arch!r}).at(dec.layer).to(dev)
     run = lambda c, s: naive_stylize(enc, dec, c[None].to(dev), [s[None].to(dev)], [1.0])[0].cpu()
 else:
     st = Stylizer.from_files({enc!r}, {dec!r}, arch={arch!r}, device=dev, precision=mode,
@@ -218,10 +255,10 @@ def child(weights: tuple[str, Path, Path], mode: str, hw: tuple[int, int], devic
     return {"mode": mode, "size": size_name(hw), "process_wall_s": wall, **result}
 
 
-def cold_start(weights, device: str, threads: int) -> list[dict]:
-    """Process start (interpreter included) to the first 512x512 result, fast fp32 and fast bf16."""
+def cold_start(weights, device: str, threads: int, precisions: list[str]) -> list[dict]:
+    """Process start (interpreter included) to the first 512x512 result, fast path in each of ``precisions``."""
     rows = []
-    for mode in ("fp32", "bf16"):
+    for mode in precisions:
         r = child(weights, mode, (512, 512), device, threads, timeout=600)
         rows.append(r)
         print(json.dumps(r), flush=True)
@@ -259,7 +296,7 @@ def _graphed(st: Stylizer, contents: torch.Tensor, target: Target):
     def step():
         with torch.autocast("cuda", dtype=PRECISIONS[st.precision], enabled=st.precision != "fp32",
                             cache_enabled=False):
-            return st.decoder(ops.adain(st.encoder(static), style), size).float().clamp_(0, 1)
+            return st.decoder_fused(ops.adain(st.encoder(static), style), size).float().clamp_(0, 1)
 
     with torch.inference_mode():
         side = torch.cuda.Stream()
@@ -280,7 +317,7 @@ def _graphed(st: Stylizer, contents: torch.Tensor, target: Target):
 
 def _compiled(st: Stylizer, contents: torch.Tensor, target: Target):
     """The same pipeline with torch.compile'd encoder and decoder; returns run() (the first call compiles)."""
-    enc, dec = torch.compile(st.encoder, dynamic=False), torch.compile(st.decoder, dynamic=False)
+    enc, dec = torch.compile(st.encoder, dynamic=False), torch.compile(st.decoder_fused, dynamic=False)
     size = tuple(contents.shape[-2:])
     mix = ops.blend_stats(ops.Stats(target.stats.mean.to(st.device), target.stats.std.to(st.device)),
                           target.weights)
@@ -384,7 +421,8 @@ def _errcell(e: dict | None) -> str:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    out = [f"### Model: {m['cpu']} ({m['threads']} threads; {', '.join(m['isa']) or 'no AVX-512'}), "
+    limit = f", **ISA limited to {m['isa_limit']}**" if m.get("isa_limit") else ""
+    out = [f"### Model: {m['cpu']} ({m['threads']} threads; {', '.join(m['isa']) or 'no AVX-512'}{limit}), "
            f"torch {m['torch']}, {m['date']}", "",
            f"Weights: {r['weights']}. Conv FLOPs of one 512x512 pass: encoder {r['flops_512']['encoder'] / 1e9:.1f}"
            f" + decoder {r['flops_512']['decoder'] / 1e9:.1f} = **{r['flops_512']['total'] / 1e9:.1f} GFLOP**. "
@@ -393,19 +431,30 @@ def markdown(r: dict) -> str:
            f"Tiling above {r['tile_pixels']} pixels, tiles of {r['tile_size']} px.", "",
            "Latency, content + 1 style (median seconds; naive = fp32, batch 1, NCHW, style re-encoded every call; "
            "fast = channels_last, style cache, tiling above the threshold). bf16 error vs naive fp32 on 8-bit "
-           "outputs: share within 2/255 / mean / max (at tiled sizes tiling included); fast fp32 error: the same "
-           "for fast fp32 (only the naive port's unbiased variance, and tiling, differ). GFLOP/s = untiled conv "
-           "FLOPs of the content pass / time.", ""]
+           "outputs: share within 2/255 / mean / max (at tiled sizes tiling included); for fast fp32 only the "
+           "naive port's unbiased variance, the fused decoder's rounding and tiling differ. GFLOP/s = untiled conv "
+           "FLOPs of the networks as written / time.", ""]
+    precisions = r.get("precisions", ["fp32", "bf16"])
     rows = []
     for x in r.get("latency", []):
-        rows.append([x["size"], f"{x['tiled']} px" if x["tiled"] else "no", fmt(x["naive_fp32_s"]),
-                     fmt(x.get("fast_fp32_s")), fmt(x["fast_bf16_s"]), fmt(x.get("speedup_fp32")),
-                     f"**{fmt(x['speedup_bf16'])}x**", f"{x['naive_gflops']:.0f}", f"{x['fast_bf16_gflops']:.0f}",
-                     _errcell(x.get("bf16_vs_naive")), _errcell(x.get("fp32_vs_naive")),
-                     "/".join(str(x.get(k, "-")) for k in ("naive_runs", "fast_fp32_runs", "fast_bf16_runs"))])
-    out += [table(["size", "tiled", "naive fp32 s", "fast fp32 s", "fast bf16 s", "fp32 speed-up",
-                   "bf16 speed-up", "naive GFLOP/s", "bf16 GFLOP/s", "bf16 error", "fast fp32 error",
-                   "runs naive/fp32/bf16"], rows), ""]
+        rows.append([x["size"], f"{x['tiled']} px" if x["tiled"] else "no", fmt(x["naive_fp32_s"])]
+                    + [fmt(x.get(f"fast_{p}_s")) for p in precisions]
+                    + [f"**{fmt(x[f'speedup_{p}'])}x**" if f"speedup_{p}" in x else "-" for p in precisions]
+                    + [f"{x['naive_gflops']:.0f}"]
+                    + [f"{x[f'fast_{p}_gflops']:.0f}" if f"fast_{p}_gflops" in x else "-" for p in precisions]
+                    + [_errcell(x.get(f"{p}_vs_naive")) for p in precisions]
+                    + ["/".join(str(x.get(k, "-")) for k in ("naive_runs", *(f"fast_{p}_runs" for p in precisions)))])
+    out += [table(["size", "tiled", "naive fp32 s", *(f"fast {p} s" for p in precisions),
+                   *(f"{p} speed-up" for p in precisions), "naive GFLOP/s", *(f"{p} GFLOP/s" for p in precisions),
+                   *(f"{p} error" for p in precisions), "runs naive/" + "/".join(precisions)], rows), ""]
+    if r.get("variants"):
+        out += ["Variants of the fast path at one size (median seconds; unfused = the decoder as written, without "
+                "adain.upconv; compiled = torch.compile with inductor freezing, static shapes, its first call "
+                "compiling; difference from the shipped fast path in 8-bit values as above):", "",
+                table(["precision", "variant", "size", "s", "vs naive", "first call s", "vs shipped", "runs"],
+                      [[x["precision"], x["variant"], x["size"], fmt(x["s"]),
+                        f"**{fmt(x['vs_naive'])}x**" if x.get("vs_naive") else "-", fmt(x.get("first_call_s")),
+                        _errcell(x.get("vs_shipped")), x["runs"]] for x in r["variants"]]), ""]
     if r.get("throughput"):
         out += ["Throughput, one cached style (images/s):", "",
                 table(["path", "size", "batch", "images/s", "vs naive"],
@@ -465,6 +514,9 @@ def main() -> None:
     p.add_argument("--large-pixels", type=int, default=1024 * 1024, help="from here on: no warm-up run, fewer runs")
     p.add_argument("--cell-budget", type=float, default=30.0,
                    help="stop repeating a cell (at least one run) after this many seconds")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
+                   help="precisions of the fast path (fp32 only where bf16 is emulated)")
+    p.add_argument("--variant-size", default="1024", help="size of the variants section ('' to skip it)")
     p.add_argument("--fp32-max-pixels", type=int, default=1024 * 1024, help="fast fp32 only up to this size")
     p.add_argument("--batch", type=int, default=8, help="batch of the throughput measurement (0: skip it)")
     p.add_argument("--throughput-precisions", nargs="+", choices=("fp32", "bf16"), default=["bf16"])
@@ -495,17 +547,19 @@ def main() -> None:
 
     weights = weight_files(args)
     arch, enc_path, dec_path = weights
-    enc, dec = build_encoder(enc_path, arch), build_decoder(dec_path, arch)
+    dec = build_decoder(dec_path, arch)
+    enc = build_encoder(enc_path, arch).at(dec.layer)  # the naive path runs it too
     device = torch.device(args.device)
     fast = {p: Stylizer(copy.deepcopy(enc), copy.deepcopy(dec), device=device, precision=p,
-                        tile_pixels=args.tile_pixels, tile_size=args.tile_size) for p in ("fp32", "bf16")}
+                        tile_pixels=args.tile_pixels, tile_size=args.tile_size) for p in args.precisions}
     sizes = [parse_size(s) for s in args.sizes]
     result: dict = {
-        "machine": cpu_facts(), "device": str(device), "tile_pixels": args.tile_pixels, "tile_size": args.tile_size,
+        "machine": cpu_facts(), "device": str(device), "precisions": args.precisions,
+        "tile_pixels": args.tile_pixels, "tile_size": args.tile_size,
         "weights": f"random {arch} (smoke run)" if args.random_weights else f"{arch}: {enc_path.name}, "
                                                                            f"{dec_path.name}",
         "flops_512": conv_flops(enc, dec, (512, 512)),
-        "matmul_flops": {p: matmul_rate(device, PRECISIONS[p], 2048) for p in ("fp32", "bf16")},
+        "matmul_flops": {p: matmul_rate(device, PRECISIONS[p], 2048) for p in args.precisions},
     }
     print(json.dumps({k: result[k] for k in ("machine", "flops_512", "matmul_flops")}), flush=True)
     spent = result["section_s"] = {}
@@ -518,15 +572,19 @@ def main() -> None:
 
     if "cpu" in args.sections:
         # fresh processes first, while this one is still small (see memory())
-        section("cold_start", lambda: [] if args.no_cold_start else cold_start(weights, args.device, args.threads))
+        section("cold_start", lambda: [] if args.no_cold_start else cold_start(weights, args.device, args.threads,
+                                                                                 args.precisions))
         section("memory", lambda: memory(weights, args.memory, args.device, args.threads, args.tile_pixels,
                                          args.tile_size))
         section("latency", lambda: latency(enc, dec, fast, sizes, args))
         naive_at = {x["size"]: x["naive_fp32_s"] for x in result["latency"]}
         bs = args.batch_size_px
         section("throughput", lambda: throughput(
-            {p: fast[p] for p in args.throughput_precisions}, bs, args.batch, args.throughput_repeats,
+            {p: fast[p] for p in args.throughput_precisions if p in fast}, bs, args.batch, args.throughput_repeats,
             naive_at.get(f"{bs}x{bs}")) if args.batch else [])
+        vhw = parse_size(args.variant_size) if args.variant_size else None
+        section("variants", lambda: variants(fast, vhw, naive_at.get(size_name(vhw)), args.large_repeats)
+                if vhw else [])
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fast.clear()  # free the CPU models before the GPU section
     if "gpu" not in args.sections:

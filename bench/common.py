@@ -77,8 +77,13 @@ def photo(kind: str, hw: tuple[int, int], index: int = 0) -> torch.Tensor:
         return to_tensor(img.convert("RGB").resize((hw[1], hw[0]), Image.Resampling.BICUBIC))
 
 
+#: Environment variables that make oneDNN / ATen use a smaller instruction set than the CPU has (an emulation
+#: of an older CPU, e.g. ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2).
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def cpu_facts() -> dict:
-    """CPU model, the bf16-relevant ISA flags, threads."""
+    """CPU model, the bf16-relevant ISA flags, any ISA limit set in the environment, threads."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -89,7 +94,9 @@ def cpu_facts() -> dict:
     except OSError:
         pass
     isa = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
-    return {"cpu": model, "isa": isa, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
+    return {"cpu": model, "isa": isa, "isa_limit": " ".join(limits), "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
