@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("default")
             ckpt, state = load_source(args.source)
             if args.average > 1:
-                state = average_checkpoints(ckpt, args.average)
+                state = average_checkpoints(ckpt, state, args.average)
             decoder = write_decoder(state, args.output, args.dtype)
             held_out, why_not = None, "--no-eval"
             if not args.no_eval:

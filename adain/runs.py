@@ -88,14 +88,14 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict]:
     raise CheckpointError(f"{run_dir}: none of the {len(found)} checkpoints loads")
 
 
-def average_checkpoints(newest: Path, count: int) -> dict:
-    """``newest`` (a checkpoint file) with its decoder weights averaged over it and the ``count - 1`` checkpoints
-    before it in its folder (Polyak averaging: smooths the step-to-step noise of the weights).
+def average_checkpoints(newest: Path, state: dict, count: int) -> dict:
+    """``state`` (checkpoint file ``newest``, as loaded) with its decoder weights averaged over it and the
+    ``count - 1`` checkpoints before it in its folder (Polyak averaging: smooths the step-to-step noise of the
+    weights).
 
     The checkpoints must come from one run (the same architecture, layer and encoder); the result records the
     steps averaged under ``averaged_steps``.
     """
-    state = load_checkpoint(newest)
     older = [p for p in checkpoints(newest.parent) if _step_of(p) < state["step"]]
     paths = [*older[len(older) - count + 1:], newest] if count > 1 else [newest]
     if len(paths) < count:
