@@ -21,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import safetensors.torch
 from filelock import FileLock, Timeout
 
 from .download import CHUNK, PART_GLOB, DownloadError, check_sha256, download, pip_download, sha256_file, temp_path
@@ -31,7 +30,7 @@ from .manifest import DEFAULT_BUNDLE, Bundle, FileSpec, cache_dir, get_bundle
 from .net import Arch, Encoder
 from .normalize import apply_scales, load_scales
 from .torchvision_vgg import convert_torchvision_vgg19
-from .weights_io import build_decoder, build_encoder, read_arch
+from .weights_io import build_decoder, build_encoder, read_arch, safetensors_bytes
 
 CONVERTERS = {"hed": convert_hed_h5, "torchvision-vgg19": convert_torchvision_vgg19}
 RECORDS = "sha256.json"
@@ -156,14 +155,13 @@ def _convert(bundle: Bundle, spec: FileSpec, raw: Path, dest: Path, origin: str,
     if spec.convert not in CONVERTERS:
         raise WeightsError(f"model {bundle.name}: unknown converter {spec.convert!r}; known: {', '.join(CONVERTERS)}")
     _say(f"converting {origin} to {dest}", quiet)
-    # One metadata key only: safetensors orders several at random, and the same input should give the same bytes.
     state = CONVERTERS[spec.convert](raw)
     if spec.scales:
         state = apply_scales(state, load_scales(bundle.root / spec.scales))
-    data = safetensors.torch.save(state, metadata={"arch": bundle.arch})
+    data = safetensors_bytes(state, {"arch": bundle.arch})
     tmp = temp_path(dest)
     try:
-        tmp.write_bytes(data)  # not save_file(): that makes the file private to its owner, whatever the umask
+        tmp.write_bytes(data)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -8,13 +8,15 @@ metadata under ``"arch"``).
 
 from __future__ import annotations
 
+import json
 import pickle
+import struct
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from .errors import WeightsError
@@ -96,12 +98,29 @@ def load_into(module: Encoder | Decoder, path: str | Path, state: dict[str, Tens
     )
 
 
+def safetensors_bytes(state: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """``state`` serialised as safetensors, the same bytes for the same input.
+
+    safetensors writes the metadata keys in a random order; they are put back in sorted order here
+    (the header keeps its length, so the tensor offsets stay valid).
+    """
+    data = save(state, metadata=metadata)
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode().ljust(size)
+    if len(canonical) != size:
+        raise AssertionError("safetensors header changed length when its metadata was sorted")
+    return data[:8] + canonical + data[8 + size:]
+
+
 def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: torch.dtype | None = None,
                      metadata: dict[str, str] | None = None) -> None:
     """Write ``module`` (an Encoder/Decoder or its ``layers``) as canonical safetensors."""
     layers = getattr(module, "layers", module)
     state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in layers.state_dict().items()}
-    save_file(state, str(path), metadata={"arch": arch, **(metadata or {})})
+    # not save_file(): that makes the file private to its owner, whatever the umask
+    Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
 
 
 def build_encoder(path: str | Path, arch: Arch) -> Encoder:

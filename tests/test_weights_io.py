@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from adain.errors import WeightsError
-from adain.net import Encoder
+from adain.net import Decoder, Encoder
 from adain.weights_io import build_decoder, build_encoder, read_arch, save_safetensors
 
 
@@ -105,3 +106,18 @@ def test_save_safetensors_records_the_arch(tmp_path):
     save_safetensors(Encoder("vgg16"), path, "vgg16")
     assert read_arch(path) == "vgg16"
     build_encoder(path, "vgg16")
+
+
+def test_save_safetensors_gives_the_same_bytes_for_the_same_weights(tmp_path):
+    # safetensors itself orders metadata keys at random: several keys used to give a different file each time
+    decoder = Decoder("vgg16", "relu3_1")
+    metadata = {"step": "7", "layer": "relu3_1", "encoder_sha256": "ab" * 32, "note": "bilder ä"}
+    files = [tmp_path / f"dec{i}.safetensors" for i in range(6)]
+    for path in files:
+        save_safetensors(decoder, path, "vgg16", torch.float16, metadata)
+    assert len({path.read_bytes() for path in files}) == 1
+    with safe_open(files[0], "pt") as f:
+        assert f.metadata() == {"arch": "vgg16", **metadata}
+    loaded = build_decoder(files[0], "vgg16")
+    for key, value in decoder.layers.state_dict().items():
+        assert torch.equal(loaded.layers.state_dict()[key], value.half().float())
