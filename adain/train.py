@@ -36,7 +36,7 @@ from . import ops
 from .data import PairDataset, StreamSampler, Unreadable, collate, list_images, split
 from .download import sha256_file
 from .errors import AdainError, InputError, exit_status
-from .losses import content_loss, held_out_losses, layout_loss, normalised_feature_loss, style_losses
+from .losses import content_loss, grid_loss, held_out_losses, layout_loss, normalised_feature_loss, style_losses
 from .net import FEATURE_LAYERS, LAYERS
 from .runs import (
     MetricsLog,
@@ -65,12 +65,14 @@ class Objective:
 
     ``structure``: weight of the instance-normalised relu3_1 loss against the content photo;
     ``layout``: weight of the coarse standardised-luminance loss against it; ``pixel``: weight of
-    the pixel L1 loss, used in reconstruction steps (the style image is then the content itself).
+    the pixel L1 loss, used in reconstruction steps (the style image is then the content itself);
+    ``grid``: weight of the loss on the output's gradient profile modulo 8 (the upsampling grid).
     """
 
     structure: float = 0.0
     layout: float = 0.0
     pixel: float = 0.0
+    grid: float = 0.0
 
 
 STRUCTURE_LAYER = 2  # relu3_1
@@ -103,13 +105,16 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Ob
         lc = lc + objective.layout * layout_loss(out, content)
     if objective.pixel:
         lc = lc + objective.pixel * F.l1_loss(out.float(), content.float())
+    if objective.grid:
+        lc = lc + objective.grid * grid_loss(out, content)
     return lc, style_losses(out_feats, style_feats), out
 
 
 def objective_at(args: argparse.Namespace, step: int) -> tuple[Objective, bool]:
     """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
     recon = step < args.recon_steps
-    return Objective(args.structure_weight, args.layout_weight, RECON_PIXEL_WEIGHT if recon else 0.0), recon
+    pixel = RECON_PIXEL_WEIGHT if recon else 0.0
+    return Objective(args.structure_weight, args.layout_weight, pixel, args.grid_weight), recon
 
 
 def lr_at(step: int, base_lr: float, decay: float, warmup: int = 0) -> float:
@@ -159,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: paper for vgg19 encoders, hybrid for vgg16)")
     p.add_argument("--structure-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
     p.add_argument("--layout-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
+    p.add_argument("--grid-weight", type=float, default=0.0,
+                   help="weight of a loss against the upsampling grid: MSE between the output's and the photo's "
+                        "mean |luminance gradient| by position modulo 8, each over its mean (docs/training.md)")
     p.add_argument("--recon-steps", type=count_arg(0), default=0,
                    help="warm start: the first N steps train an autoencoder (the style image is the content "
                         "photo itself; pixel L1 plus the content-side feature losses, no style loss), which "

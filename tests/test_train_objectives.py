@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
 from adain import Stylizer
-from adain.losses import layout_loss, normalised_feature_loss
+from adain.losses import grid_loss, layout_loss, normalised_feature_loss, phase_profile
+from adain.metrics import grid_ratio
 from adain.runs import latest_checkpoint, read_metrics
 from adain.train import Models, Objective, compute_losses, lr_at
 from adain.weights_io import build_decoder
 from tests.conftest import random_networks
-from tests.train_support import TinyData, make_tiny_data, run_train, train_argv, write_images
+from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -49,8 +51,45 @@ def test_each_term_of_the_objective_adds_to_the_content_side_loss(content_paths:
     with torch.no_grad():
         paper, style, _ = compute_losses(models, c, s)
         terms = [compute_losses(models, c, s, Objective(**{k: 1.0}))[0] - paper
-                 for k in ("structure", "layout", "pixel")]
+                 for k in ("structure", "layout", "pixel", "grid")]
     assert len(style) == 4 and all(t > 0 for t in terms)
+
+
+def with_grid(img: Tensor, strength: float = 0.15) -> Tensor:
+    """``img`` with every fourth row and column brightened: a period-4 grid like an upsampling decoder's."""
+    out = img.clone()
+    out[..., 3::4, :] += strength
+    out[..., :, 3::4] += strength
+    return out.clamp(0, 1)
+
+
+def test_the_grid_loss_sees_a_periodic_grid_not_the_photo(content_paths: list[Path]) -> None:
+    from adain.images import prepare, read_image
+
+    photo = prepare(read_image(content_paths[2]), 96, True)[None]
+    assert grid_loss(photo, photo) == 0
+    assert grid_loss(0.2 + 0.6 * photo, photo) < 1e-6  # a change of tone has no phase
+    shifted = grid_loss(photo[..., 1:, 1:], photo[..., :-1, :-1])  # the photo's own phase noise
+    assert grid_loss(with_grid(photo), photo) > 10 * shifted
+    # the peak of the profile is the evaluation's grid ratio (adain.metrics, written from its definition)
+    gridded = with_grid(photo)
+    assert float(phase_profile(gridded, 4).max()) == pytest.approx(grid_ratio(gridded[0], 4), rel=1e-4)
+    assert float(phase_profile(gridded, 8).max()) == pytest.approx(grid_ratio(gridded[0], 8), rel=1e-4)
+
+
+def test_descending_the_grid_loss_removes_the_grid(content_paths: list[Path]) -> None:
+    from adain.images import prepare, read_image
+
+    photo = prepare(read_image(content_paths[2]), 96, True)[None]
+    img = with_grid(photo).requires_grad_()
+    before = grid_ratio(img[0].detach(), 4)
+    optimizer = torch.optim.Adam([img], lr=3e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        grid_loss(img, photo).backward()
+        optimizer.step()
+    after = grid_ratio(img[0].detach().clamp(0, 1), 4)
+    assert before > 1.3 and after < 1.1, (before, after)
 
 
 def test_a_hybrid_run_with_a_reconstruction_start_learns_and_records_its_objective(tmp_path: Path,
@@ -65,6 +104,10 @@ def test_a_hybrid_run_with_a_reconstruction_start_learns_and_records_its_objecti
     args = latest_checkpoint(run)[1]["args"]
     assert (args["loss"], args["structure_weight"], args["layout_weight"], args["recon_steps"]) == \
         ("hybrid", 1.0, 1.0, 6)  # hybrid is the default for vgg16 encoders
+    assert args["grid_weight"] == 0
+    assert run_train(data, resume_argv(run, steps=14, grid_weight=50)) == 0  # a late phase against the grid
+    args = latest_checkpoint(run)[1]["args"]
+    assert (args["grid_weight"], args["structure_weight"]) == (50, 1.0)
 
 
 def test_several_style_folders_each_hold_out_their_own(tmp_path: Path, weight_files: dict) -> None:
