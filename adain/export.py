@@ -32,6 +32,9 @@ from .weights_io import build_decoder, load_into, save_safetensors
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 WINDOW = 10  # metrics records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
+# What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
+OBJECTIVE_ARGS = ("layer", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight", "recon_steps",
+                  "warmup")
 
 LOSS_DEFINITIONS = (
     "t = AdaIN(L(content), L(style)) is the decoder's input, L its layer (relu4_1 as in the paper, or the "
@@ -222,6 +225,8 @@ def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict
                      "images_seen": step * args["batch_size"], "resize": args["resize"], "crop": args["crop"],
                      "lr": args["lr"], "lr_decay": args["lr_decay"], "style_weight": args["style_weight"],
                      "seed": args["seed"], "precision": state["precision"], "device": state.get("device"),
+                     "objective": {k: args.get(k) for k in OBJECTIVE_ARGS},
+                     "changed_on_resume": state.get("changes", []),
                      "throughput": throughput, "init_decoder": init_lineage(state.get("init_decoder"))},
         "data": data_counts(state["data"]),
         "final_training_losses": final,

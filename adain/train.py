@@ -223,6 +223,10 @@ def resume_args(parser: argparse.ArgumentParser, argv: Sequence[str], args: argp
     for key in FIXED_ON_RESUME:
         if key in saved and not _same(key, getattr(merged, key), saved[key]):
             raise InputError(f"--{key.replace('_', '-')} cannot change on --resume ({path} has {saved[key]!r})")
+    changed = {k: _jsonable(v) for k, v in vars(merged).items() if k not in NOT_INHERITED
+               and not _same(k, v, saved.get(k, parser.get_default(k)))}
+    if changed:  # recorded in every later checkpoint and in the model card
+        state["changes"] = [*state.get("changes", []), {"step": state["step"], "args": changed}]
     print(f"resuming {path} at step {state['step']}", file=sys.stderr)
     return merged, state
 
@@ -330,6 +334,7 @@ class Run:
     data: dict
     step: int
     init_decoder: dict | None  # the --init-decoder file and its sha256
+    changes: list[dict]  # arguments changed on --resume: [{"step": N, "args": {name: new value}}]
 
     def state(self) -> dict:
         """The checkpoint: everything an exact resume needs, and what a model card describes."""
@@ -341,7 +346,7 @@ class Run:
                 "args": {k: _jsonable(v) for k, v in vars(self.args).items()},
                 "arch": self.models.encoder.arch, "layer": self.models.decoder.layer, "encoder": self.encoder_info,
                 "data": self.data,
-                "init_decoder": self.init_decoder,
+                "init_decoder": self.init_decoder, "changes": self.changes,
                 "precision": self.precision, "device": str(self.device),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
 
@@ -378,12 +383,13 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     models.decoder.to(device, memory_format=fmt).train()
     optimizer = torch.optim.Adam(models.decoder.parameters(), lr=args.lr)
     if not resume:
-        return Run(args, device, precision, models, encoder_info, optimizer, data, 0, init)
+        return Run(args, device, precision, models, encoder_info, optimizer, data, 0, init, [])
     optimizer.load_state_dict(resume["optimizer"])  # moves the state to the parameters' device
     torch.set_rng_state(resume["rng"]["torch"])
     random.setstate(resume["rng"]["python"])
     trim_metrics(args.output_dir, resume["step"])
-    return Run(args, device, precision, models, encoder_info, optimizer, data, resume["step"], init)
+    return Run(args, device, precision, models, encoder_info, optimizer, data, resume["step"], init,
+               resume.get("changes", []))
 
 
 def train(args: argparse.Namespace, resume: dict | None = None) -> int:

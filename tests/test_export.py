@@ -52,6 +52,8 @@ def test_export_writes_a_loadable_decoder_and_a_model_card(trained: tuple[TinyDa
     training = card["training"]
     assert (training["steps"], training["batch_size"], training["resize"], training["crop"],
             training["precision"]) == (3, 2, 32, 32, "fp32")
+    assert (training["objective"]["loss"], training["objective"]["grid_weight"], training["changed_on_resume"]) == \
+        ("hybrid", 0.0, [])
     assert training["throughput"]["it_s"] > 0 and training["throughput"]["images_s"] == 2 * training["throughput"][
         "it_s"]
     assert card["data"]["content"] == {"root": str(data.content), "train": 4, "held_out": 2, "skipped": 0}

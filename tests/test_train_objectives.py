@@ -3,6 +3,7 @@ several style folders, AdaIN at relu3_1."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,8 +107,15 @@ def test_a_hybrid_run_with_a_reconstruction_start_learns_and_records_its_objecti
         ("hybrid", 1.0, 1.0, 6)  # hybrid is the default for vgg16 encoders
     assert args["grid_weight"] == 0
     assert run_train(data, resume_argv(run, steps=14, grid_weight=50)) == 0  # a late phase against the grid
-    args = latest_checkpoint(run)[1]["args"]
-    assert (args["grid_weight"], args["structure_weight"]) == (50, 1.0)
+    assert run_train(data, resume_argv(run, steps=15)) == 0
+    state = latest_checkpoint(run)[1]
+    assert (state["args"]["grid_weight"], state["args"]["structure_weight"]) == (50, 1.0)
+    assert state["changes"] == [{"step": 12, "args": {"steps": 14, "grid_weight": 50.0}},
+                                {"step": 14, "args": {"steps": 15}}]
+    out = tmp_path / "decoder.safetensors"
+    assert run_train(data, ["export", str(run), "-o", str(out), "--no-eval"]) == 0
+    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert training["objective"]["grid_weight"] == 50 and training["changed_on_resume"] == state["changes"]
 
 
 def test_several_style_folders_each_hold_out_their_own(tmp_path: Path, weight_files: dict) -> None:
