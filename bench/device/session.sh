@@ -28,7 +28,8 @@ rm -rf "$RUN"
 timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
     --style-dir "$CARRY/data/style" "$CARRY/data/style_vivid" --encoder "$CARRY/encoder.safetensors" --arch vgg16 \
     --init-decoder weights/vgg16-hed-decoder.safetensors --output-dir "$RUN" --device "$DEVICE" \
-    --steps 200000 --batch-size 8 --resize 256 --crop 256 --loss paper --style-weight 1 --workers "$(( $(nproc) - 2 ))" \
+    --steps 200000 --batch-size 8 --resize 256 --crop 256 --loss paper --style-weight 1 --grid-weight 1000 \
+    --workers "$(( $(nproc) - 2 ))" \
     --checkpoint-every 2000 --sample-every 5000 --eval-every 5000 --log-every 100 --no-progress
 echo "train exit $? (124: stopped at the deadline by SIGTERM, checkpoint saved)"
 python3 -m adain.train export "$RUN" -o "$OUT/decoder.safetensors" --dtype fp16 --device "$DEVICE" \
