@@ -1,10 +1,13 @@
 """Peak memory of `adain serve` per request size and batch size (the sizing table of docs/deploy.md).
 
-    python bench/serve_memory.py [--device cpu] [--cases idle 512x1 1024x1 512x4 1024x4] [--json out.json]
+    python bench/serve_memory.py [--device cpu] [--precision auto] [--layer relu3_1] [--cases idle 512x1 ...]
+        [--json out.json]
 
-Each case runs in a fresh server process (the real vgg16 architecture with random weights: the memory is that
-of the trained model) and reports the process's peak resident memory (VmHWM) once the requests are done; a
-case NxB sends B concurrent N x N content images (style 512 x 512) with --batch-size B, so they form one batch.
+Each case runs in a fresh server process (the real vgg16 architecture with random weights, the decoder for
+``--layer``, relu3_1 like the default bundle's: the memory is that of the trained model) and reports the
+process's peak resident memory (VmHWM) once the requests are done; a case NxB sends one N x N content image
+(style 512 x 512) alone, so that admission control has measured the size, then B concurrent ones with
+--batch-size B, so they form one batch (the time is that of the batch).
 On CUDA it also reports the peak of torch.cuda.max_memory_allocated from /metrics.
 """
 
@@ -29,7 +32,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from adain.net import Decoder, Encoder  # noqa: E402
+from adain.net import LAYERS, Decoder, Encoder  # noqa: E402
 from adain.weights_io import save_safetensors  # noqa: E402
 
 
@@ -60,11 +63,12 @@ def _gpu_peak_mib(text: str) -> float | None:
     return max(values) / 2**20 if values else None
 
 
-def run_case(case: str, weights: dict[str, Path], device: str, tmp: Path) -> dict:
+def run_case(case: str, weights: dict[str, Path], device: str, precision: str, tmp: Path) -> dict:
     size, batch = (0, 1) if case == "idle" else map(int, case.split("x"))
     port = _port()
     cmd = [sys.executable, "-m", "adain.cli", "serve", "--encoder", str(weights["encoder"]), "--decoder",
-           str(weights["decoder"]), "--device", device, "--port", str(port), "--db", str(tmp / f"{case}.db"),
+           str(weights["decoder"]), "--device", device, "--precision", precision, "--port", str(port),
+           "--db", str(tmp / f"{case}.db"),
            "--batch-size", str(batch), "--batch-window-ms", "2000", "--request-timeout", "3600",
            "--log-level", "warning"]
     server = subprocess.Popen(cmd, cwd=REPO)
@@ -83,15 +87,17 @@ def run_case(case: str, weights: dict[str, Path], device: str, tmp: Path) -> dic
         if batch and size:
             style = _png(512, 99)
 
-            async def send() -> list[httpx.Response]:
+            async def send(n: int) -> list[httpx.Response]:
                 async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
                     return await asyncio.gather(*(client.post(
                         "/v1/stylize", data={"content_size": "0", "style_size": "512"},
                         files={"content": ("c.png", _png(size, i), "image/png"), "style": ("s.png", style)})
-                        for i in range(batch)))
+                        for i in range(n)))
 
+            # one request alone first: admission control refuses work of an unmeasured size behind other work
+            asyncio.run(send(1))
             t0 = time.perf_counter()
-            responses = asyncio.run(send())
+            responses = asyncio.run(send(batch))
             seconds = time.perf_counter() - t0
             assert all(r.status_code == 200 for r in responses), [r.text[:200] for r in responses]
         metrics = httpx.get(f"{url}/metrics").text
@@ -107,20 +113,23 @@ def run_case(case: str, weights: dict[str, Path], device: str, tmp: Path) -> dic
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--cases", nargs="+", default=["idle", "512x1", "1024x1", "512x4", "1024x4"])
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--layer", default="relu3_1", choices=LAYERS, help="the decoder's layer (default: the bundle's)")
+    p.add_argument("--cases", nargs="+", default=["idle", "512x1", "1024x1", "512x4", "1024x4", "2048x1"])
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         weights = {"encoder": tmp / "encoder.safetensors", "decoder": tmp / "decoder.safetensors"}
         save_safetensors(Encoder("vgg16"), weights["encoder"], "vgg16")
-        save_safetensors(Decoder("vgg16"), weights["decoder"], "vgg16")
+        save_safetensors(Decoder("vgg16", args.layer), weights["decoder"], "vgg16")
         results = []
         for case in args.cases:
-            results.append(run_case(case, weights, args.device, tmp))
+            results.append(run_case(case, weights, args.device, args.precision, tmp))
             print(json.dumps(results[-1]), flush=True)
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or
-            platform.machine(), "device": args.device, "results": results}
+            platform.machine(), "device": args.device, "precision": args.precision, "layer": args.layer,
+            "results": results}
     if args.json:
         args.json.write_text(json.dumps(info, indent=2) + "\n")
 
