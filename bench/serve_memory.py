@@ -7,7 +7,8 @@ Each case runs in a fresh server process (the real vgg16 architecture with rando
 ``--layer``, relu3_1 like the default bundle's: the memory is that of the trained model) and reports the
 process's peak resident memory (VmHWM) once the requests are done; a case NxB sends one N x N content image
 (style 512 x 512) alone, so that admission control has measured the size, then B concurrent ones with
---batch-size B, so they form one batch (the time is that of the batch).
+--batch-size B, so they form one batch (requests over the server's --large-pixels run one at a time in
+their own lane instead); the time is that of the B requests.
 On CUDA it also reports the peak of torch.cuda.max_memory_allocated from /metrics.
 """
 
