@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .decoder_mix import mix_arg, mix_decoders
 from .download import sha256_file
 from .errors import AdainError, InputError, WeightsError
 from .losses import held_out_losses
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--average", type=count_arg(1), default=1, metavar="N",
                    help="write the mean of the decoder weights of the chosen checkpoint and the N-1 before it "
                         "(smooths the step-to-step noise of the weights; docs/training.md)")
+    p.add_argument("--mix", type=mix_arg, action="append", default=[], metavar="FILE:WEIGHT",
+                   help="blend in decoder FILE's weights with this weight, after --average; repeatable; the run "
+                        "keeps 1 - the sum (e.g. the --init-decoder file, to trade style for shape: "
+                        "docs/training.md)")
     p.add_argument("--eval-pairs", type=count_arg(1), default=16, help="held-out pairs to evaluate")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--batch-size", type=count_arg(1), default=8, help="batch size of the evaluation")
@@ -184,18 +189,16 @@ def _verified(init: dict) -> Path:
     return path
 
 
-def init_lineage(init: dict | None) -> dict | None:
-    """``training.init_decoder`` of a card: the file the run started from and, from its own card, its steps."""
-    if not init:
-        return None
-    card_path = Path(init["file"]).with_suffix(".json")
+def lineage(decoder_file: dict) -> dict:
+    """``decoder_file`` (a decoder's file and sha256) with, from that file's own card, the steps behind it."""
+    card_path = Path(decoder_file["file"]).with_suffix(".json")
     try:
         card = json.loads(card_path.read_text())
-        prior = card["training"]["steps"] if card["decoder"]["sha256"] == init["sha256"] else None
+        prior = card["training"]["steps"] if card["decoder"]["sha256"] == decoder_file["sha256"] else None
     except (OSError, ValueError, KeyError, TypeError):
         prior = None
-    return {**init, "steps": prior, "steps_meaning": "training steps behind that file, from its model card "
-            f"({card_path.name}); null when no matching card was found"}
+    return {**decoder_file, "steps": prior, "steps_meaning": "training steps behind that file, from its model "
+            f"card ({card_path.name}); null when no matching card was found"}
 
 
 def data_counts(data: dict) -> dict:
@@ -211,7 +214,7 @@ def data_counts(data: dict) -> dict:
 def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict | None, why_not: str | None
                ) -> dict:
     """The JSON model card of an exported decoder."""
-    args, step = state["args"], state["step"]
+    args, step, init = state["args"], state["step"], state.get("init_decoder")
     final, throughput = training_summary(read_metrics(ckpt.parent), step, args["batch_size"])
     return {
         "format": CARD_FORMAT,
@@ -220,14 +223,15 @@ def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict
         "decoder": {"file": output.name, "sha256": sha256_file(output), "arch": state["arch"],
                     "layer": state.get("layer", "relu4_1"), "dtype": dtype},
         "encoder": state["encoder"],
-        "checkpoint": {"file": str(ckpt), "step": step, "averaged_steps": state.get("averaged_steps", [step])},
+        "checkpoint": {"file": str(ckpt), "step": step, "averaged_steps": state.get("averaged_steps", [step]),
+                       "mixed_with": [lineage(m) for m in state.get("mixed_with", [])]},
         "training": {"steps": step, "planned_steps": args["steps"], "batch_size": args["batch_size"],
                      "images_seen": step * args["batch_size"], "resize": args["resize"], "crop": args["crop"],
                      "lr": args["lr"], "lr_decay": args["lr_decay"], "style_weight": args["style_weight"],
                      "seed": args["seed"], "precision": state["precision"], "device": state.get("device"),
                      "objective": {k: args.get(k) for k in OBJECTIVE_ARGS},
                      "changed_on_resume": state.get("changes", []),
-                     "throughput": throughput, "init_decoder": init_lineage(state.get("init_decoder"))},
+                     "throughput": throughput, "init_decoder": lineage(init) if init else None},
         "data": data_counts(state["data"]),
         "final_training_losses": final,
         "held_out": held_out if held_out is not None else {"skipped": why_not},
@@ -243,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             ckpt, state = load_source(args.source)
             if args.average > 1:
                 state = average_checkpoints(ckpt, state, args.average)
+            if args.mix:
+                state = mix_decoders(state, args.mix)
             decoder = write_decoder(state, args.output, args.dtype)
             held_out, why_not = None, "--no-eval"
             if not args.no_eval:

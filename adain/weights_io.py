@@ -56,18 +56,23 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:] == b"{"
 
 
-def read_arch(path: str | Path) -> str | None:
-    """The architecture recorded in a safetensors file's metadata, if any."""
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A safetensors file's metadata (empty for other files and for files without any)."""
     path = Path(path)
     if path.suffix not in SAFETENSORS_SUFFIXES:
-        return None
+        return {}
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("arch")
+            return f.metadata() or {}
     except (SafetensorError, OSError):
-        return None
+        return {}
+
+
+def read_arch(path: str | Path) -> str | None:
+    """The architecture recorded in a safetensors file's metadata, if any."""
+    return read_metadata(path).get("arch")
 
 
 def load_into(module: Encoder | Decoder, path: str | Path, state: dict[str, Tensor] | None = None) -> None:

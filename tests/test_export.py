@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from adain.decoder_mix import Mix, mix_arg
 from adain.download import sha256_file
 from adain.runs import latest_checkpoint, read_metrics
 from adain.weights_io import build_decoder, read_arch, save_safetensors
@@ -162,3 +163,60 @@ def test_a_run_from_an_init_decoder_names_it_and_starts_there(trained: tuple[Tin
     first.unlink()  # the step_0 reference is gone: the card says so instead of guessing
     assert export(data, more, "-o", second, "--eval-pairs", 2) == 0
     assert "--init-decoder" in json.loads(second.with_suffix(".json").read_text())["held_out"]["skipped"]
+
+
+def test_export_mixes_in_decoder_files(trained: tuple[TinyData, Path], tmp_path: Path) -> None:
+    data, run = trained
+    two = tmp_path / "two.safetensors"  # another decoder of the same run, with its own card
+    assert export(data, run / "ckpt-00000002.pt", "-o", two, "--dtype", "fp32", "--no-eval") == 0
+    other = tmp_path / "other.safetensors"  # no card, no encoder in its metadata
+    save_safetensors(random_networks("vgg16", seed=3)[1], other, "vgg16")
+    out = tmp_path / "mixed.safetensors"
+    assert export(data, run, "-o", out, "--dtype", "fp32", "--no-eval", "--average", 2,
+                  "--mix", f"{two}:0.25", "--mix", f"{other}:0.125") == 0
+
+    steps = [torch.load(run / f"ckpt-0000000{s}.pt", weights_only=True)["decoder"] for s in (2, 3)]
+    extra = {"two": build_decoder(two, "vgg16").layers.state_dict(),
+             "other": build_decoder(other, "vgg16").layers.state_dict()}
+    for key, value in build_decoder(out, "vgg16").layers.state_dict().items():
+        averaged = (steps[0][key].double() + steps[1][key].double()) / 2
+        expected = 0.625 * averaged + 0.25 * extra["two"][key].double() + 0.125 * extra["other"][key].double()
+        torch.testing.assert_close(value, expected.float())
+    card = json.loads(out.with_suffix(".json").read_text())["checkpoint"]
+    assert card["averaged_steps"] == [2, 3]
+    assert [(m["file"], m["sha256"], m["weight"], m["steps"]) for m in card["mixed_with"]] == [
+        (str(two), sha256_file(two), 0.25, 2), (str(other), sha256_file(other), 0.125, None)]
+    assert export(data, run, "-o", tmp_path / "plain.safetensors", "--no-eval") == 0
+    assert json.loads((tmp_path / "plain.json").read_text())["checkpoint"]["mixed_with"] == []
+
+
+def test_mix_refuses_what_does_not_fit(trained: tuple[TinyData, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    data, run = trained
+    out = tmp_path / "d.safetensors"
+    fits = tmp_path / "fits.safetensors"
+    assert export(data, run, "-o", fits, "--no-eval") == 0
+    other_layer = tmp_path / "relu3_1.safetensors"
+    save_safetensors(random_networks("vgg16", layer="relu3_1")[1], other_layer, "vgg16")
+    other_encoder = tmp_path / "other-encoder.safetensors"
+    save_safetensors(random_networks("vgg16")[1], other_encoder, "vgg16", metadata={"encoder_sha256": "f" * 64})
+    vgg19 = tmp_path / "vgg19.safetensors"
+    save_safetensors(random_networks("vgg19")[1], vgg19, "vgg19")
+    refused = {f"{fits}:0.5 {fits}:0.5": "add up to 1: they must leave the run a share",
+               f"{tmp_path / 'missing.safetensors'}:0.5": "weight file not found",
+               f"{other_layer}:0.5": "decodes relu3_1, the run's decoder decodes relu4_1",
+               f"{other_encoder}:0.5": "trained against encoder ffffffffffff..., not the run's",
+               f"{vgg19}:0.5": "a vgg19 decoder, the run's is vgg16"}
+    for mixes, message in refused.items():
+        argv = [a for m in mixes.split() for a in ("--mix", m)]
+        assert export(data, run, "-o", out, "--no-eval", *argv) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    for bad in (f"{fits}", f"{fits}:1", f"{fits}:0", f"{fits}:half", ":0.5"):
+        with pytest.raises(SystemExit):
+            export(data, run, "-o", out, "--mix", bad)
+        assert "--mix" in capsys.readouterr().err
+
+
+def test_mix_splits_at_the_last_colon() -> None:
+    assert mix_arg("C:/runs/a:b.safetensors:0.2") == Mix(Path("C:/runs/a:b.safetensors"), 0.2)
