@@ -162,7 +162,12 @@ def test_two_processes_pulling_at_once(mirror, files, home):
         time.sleep(0.05)
     assert mirror.hits == {ENC: 1}  # the second waits for the lock instead of downloading too
     mirror.release.set()
-    outs = [p.communicate(timeout=120)[0] for p in procs]
+    outs = [p.stdout.read() for p in procs]  # stderr stays with its reader until the end
+    for proc, reader in zip(procs, readers, strict=True):
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
     assert [p.returncode for p in procs] == [0, 0], errs
     for out in outs:
         assert "vgg19-original encoder:" in out and "(verified)" in out
