@@ -73,6 +73,8 @@ def _stream(url: str, out_path: Path, label: str, progress: bool, timeout: float
                     received += len(block)
                     bar.update(len(block))
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()  # an HTTPError is also the response: it holds the connection's socket
         raise DownloadError(f"download of {url} failed: {_reason(exc)}") from None
     if total is not None and received != total:
         raise DownloadError(f"download of {url} was cut short: {received} of {total} bytes")

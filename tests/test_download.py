@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import socket
 import struct
 import threading
@@ -152,6 +153,30 @@ def test_transport_failures_are_download_errors(server, payload, tmp_path):
         download(f"{server.base}/f.pth", tmp_path / "f.pth", progress=False)
     with pytest.raises(DownloadError, match="HTTP 404"):
         download(f"{server.base}/missing.pth", tmp_path / "f.pth", progress=False)
+
+
+def _open_sockets() -> int:
+    """Sockets this process holds open (Linux), the listing's own descriptor and any that close meanwhile skipped."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:
+            pass
+    return count
+
+
+@pytest.mark.parametrize("mode", ["error", "truncated", "reset"])
+def test_a_failed_download_leaves_no_connection_open(server, payload, tmp_path, mode):
+    """Even while the caller keeps the error (and so its traceback's frames) alive."""
+    server.routes["/f.pth"] = (payload, mode)
+    before = _open_sockets()
+    with pytest.raises(DownloadError) as kept:
+        download(f"{server.base}/f.pth", tmp_path / "f.pth", progress=False)
+    deadline = time.monotonic() + 5  # the server's handler thread closes its end on its own time
+    while _open_sockets() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_sockets() == before, kept.value
 
 
 def test_unreachable_host_is_a_clear_error(tmp_path):

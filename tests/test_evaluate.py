@@ -49,7 +49,8 @@ def test_the_report_and_sheet_of_a_bundle(folders, tmp_path: Path, weight_files:
         assert -1 <= r["shape"] <= 1 and r["style_ratio"] > 0 and r["grid4"] >= 1 and r["grid8"] >= 1
     assert data["results"][2]["content"] == data["results"][0]["content"]  # 2 held-out photos, used in turn
     assert "median over 3 pairs" in capsys.readouterr().out
-    assert Image.open(sheet).size == (3 * 160, 3 * 160)
+    with Image.open(sheet) as image:
+        assert image.size == (3 * 160, 3 * 160)
 
 
 def test_bad_arguments_are_one_line_errors(folders, capsys: pytest.CaptureFixture) -> None:
