@@ -34,8 +34,8 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 WINDOW = 10  # metrics records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
-OBJECTIVE_ARGS = ("layer", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight", "recon_steps",
-                  "warmup")
+OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
+                  "colour_weight", "texture_weight", "recon_steps", "warmup")
 
 LOSS_DEFINITIONS = (
     "t = AdaIN(L(content), L(style)) is the decoder's input, L its layer (relu4_1 as in the paper, or the "
@@ -104,7 +104,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
     """Write the checkpoint's decoder to ``output``; returns it as read back from the file."""
     arch, layer = state["arch"], state.get("layer", "relu4_1")
-    decoder = Decoder(arch, layer)
+    decoder = Decoder(arch, layer, state.get("skips", ()))
     decoder.layers.load_state_dict(state["decoder"])
     if dtype == "fp16":
         peak = max(v.abs().max().item() for v in state["decoder"].values())
@@ -156,7 +156,8 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
     if encoder is None and "file" in info:
         encoder = Path(info["file"])
     layer = state.get("layer", "relu4_1")
-    models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"], layer)
+    models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"], layer,
+                                state.get("skips", ()))
     if found["sha256"] != info.get("sha256"):
         raise WeightsError(f"encoder sha256 {found['sha256']} is not the run's ({info.get('sha256')})")
     if state.get("init_decoder"):

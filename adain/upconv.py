@@ -87,6 +87,7 @@ class FusedDecoder(nn.Module):
     def __init__(self, decoder: Decoder) -> None:
         super().__init__()
         self.arch, self.layer, self.scale = decoder.arch, decoder.layer, decoder.scale
+        self.skips, self.inputs = decoder.skips, decoder.inputs
         self.layers = fuse_upsampling(decoder.layers)
 
     forward = Decoder.forward  # runs self.layers and crops

@@ -73,5 +73,5 @@ def test_fused_decoder_matches_oracle(weight_files):
     with torch.no_grad():
         got = fused(torch.from_numpy(feats)[None], size)[0].clamp(0, 1).numpy()
     state = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}
-    expected = oracle.decode(feats.astype(np.float64), state, "vgg16", size)
+    expected = oracle.decode([feats.astype(np.float64)], state, "vgg16", size)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
