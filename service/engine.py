@@ -56,7 +56,7 @@ class Engine:
 
     def __init__(self, stylizers: Sequence[Stylizer], settings: Settings, fingerprint: str) -> None:
         self.settings = settings
-        self.fingerprint = fingerprint  # the encoder and the decoder's inputs: stored statistics are valid for them only
+        self.fingerprint = fingerprint  # encoder and decoder inputs: stored statistics are valid for them only
         self.metrics = Metrics()
         per_device: Counter[str] = Counter()
         self.workers: list[Worker] = []

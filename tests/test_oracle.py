@@ -29,8 +29,8 @@ CONTENT_SIZE = (45, 35)  # W, H: neither a multiple of 8
 STYLE_SIZES = ((38, 30), (29, 43), (50, 27))
 MIN_AGREEMENT = 0.999
 
-#: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips), number of styles,
-#: keyword arguments, mask kind)
+#: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips),
+#: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
     "blend3": ("vgg19", "pth", 3, {"weights": (0.5, 0.3, 0.2)}, None),

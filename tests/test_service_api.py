@@ -152,7 +152,12 @@ async def test_request_id_is_taken_from_the_client_when_sane(tmp_path: Path, sty
         assert r.headers["x-request-id"] != "bad id\twith spaces" and len(r.headers["x-request-id"]) == 32
 
 
-async def test_stored_styles(tmp_path: Path, stylizers: list[Stylizer], content: bytes, styles: list[bytes]) -> None:
+@pytest.mark.parametrize("decoder", ["decoder_st", "decoder_skips"])  # skips: statistics at three layers are stored
+async def test_stored_styles(tmp_path: Path, weight_files: dict, stylizers: list[Stylizer], content: bytes,
+                             styles: list[bytes], decoder: str) -> None:
+    if decoder != "decoder_st":
+        w = weight_files["vgg16"]
+        stylizers = [Stylizer.from_files(w["encoder_st"], w[decoder], device="cpu")]
     async with running_app(app_settings(tmp_path), stylizers) as app:
         c = app.client
         r = await c.post("/v1/styles", files={"image": ("starry.jpg", styles[0], "image/jpeg")})
