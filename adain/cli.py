@@ -16,6 +16,8 @@ from .errors import AdainError, exit_status
 from .options import TILE_PIXELS, TILE_SIZE, check_alpha, check_tiling, normalised_weights, open_file, output_format
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: Options whose value is a comma-separated list of numbers, which may start with a minus sign.
+NUMBER_LISTS = ("--weights", "--style-layer-weights")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -372,9 +374,21 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def attach_number_lists(argv: list[str]) -> list[str]:
+    """``--weights -1,2`` as ``--weights=-1,2``: argparse takes "-1,2" for an option (it is no plain negative number)
+    and would say "expected one argument" instead of checking the weights."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in NUMBER_LISTS and arg[:1] == "-" and (arg[1:2].isdigit() or arg[1:2] == "."):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adain`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = attach_number_lists(list(sys.argv[1:] if argv is None else argv))
     if argv[:1] == ["train"]:
         from .train import main as train_main
 

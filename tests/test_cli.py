@@ -30,6 +30,8 @@ BAD_INPUT = {
     "unknown format": ("--content {content} --style {text}", "text.png: not an image in a supported format"),
     "weights count": ("--content {content} --style {s1} --style {s2} --weights 1", "1 weights given for 2 styles"),
     "negative weight": ("--content {content} --style {s1} --style {s2} --weights=-1,2", "must not be negative"),
+    "negative weight after a space": ("--content {content} --style {s1} --style {s2} --weights -1,2",
+                                      "weights must not be negative, got [-1.0, 2.0]"),
     "zero weights": ("--content {content} --style {s1} --style {s2} --weights 0,0", "the weights are all zero"),
     "nan weight": ("--content {content} --style {s1} --style {s2} --weights nan,1", "weights must be finite"),
     "alpha above 1": ("--content {content} --style {s1} --alpha 1.5", "alpha must be between 0 and 1, got 1.5"),

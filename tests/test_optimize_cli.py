@@ -59,6 +59,7 @@ def test_stylize_balance(base, tmp_path):
     (["--iterations", "0"], "iterations"),
     (["--weights", "1"], "1 weights given for 2 styles"),
     (["--style-layer-weights", "1,1"], "style layer weights"),
+    (["--style-layer-weights", "-1,1,1,1"], "style layer weight 1 must be a finite number >= 0, got -1.0"),
     (["--content-layers", "relu9_9"], "content layers"),
     (["--lr", "-1"], "lr"),
     (["--balance", "--mask", "MASK"], "with a mask each style keeps its own region"),
