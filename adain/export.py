@@ -25,6 +25,7 @@ from .decoder_mix import mix_arg, mix_decoders
 from .download import sha256_file
 from .errors import AdainError, InputError, WeightsError
 from .losses import held_out_losses
+from .manifest import listed_as, manifest_path
 from .net import Decoder
 from .runs import average_checkpoints, latest_checkpoint, load_checkpoint, read_metrics
 from .train_setup import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="run folder (its newest checkpoint that loads) or a checkpoint file")
     p.add_argument("-o", "--output", type=Path, required=True, help="decoder file to write (.safetensors)")
     p.add_argument("--card", type=Path, help="model card to write (default: OUTPUT with .json)")
+    p.add_argument("--force", action="store_true",
+                   help="write OUTPUT even when it is a file of the weights manifest (the shipped decoder, say)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16", help="weight precision of the file")
     p.add_argument("--encoder", type=Path,
                    help="encoder file for the evaluation, when the run's is elsewhere (its sha256 must match)")
@@ -84,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count_arg(1), default=8, help="batch size of the evaluation")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (evaluation)")
     return p
+
+
+def refuse_manifest_file(output: Path) -> None:
+    """An InputError when ``output`` is a file of the weights manifest: replacing the shipped decoder (and its card)
+    breaks every later default stylize."""
+    what = listed_as(output)
+    if what is not None:
+        raise InputError(f"{output} is {what} in the manifest ({manifest_path()}): write the decoder elsewhere, "
+                         "or add --force to replace it")
 
 
 def load_source(source: Path) -> tuple[Path, dict]:
@@ -245,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            if not args.force:
+                refuse_manifest_file(args.output)
             ckpt, state = load_source(args.source)
             if args.average > 1:
                 state = average_checkpoints(ckpt, state, args.average)

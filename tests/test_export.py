@@ -144,6 +144,42 @@ def test_export_errors(trained: tuple[TinyData, Path], tmp_path: Path, capsys: p
     assert export(data, huge, "-o", tmp_path / "d.safetensors", "--no-eval", "--dtype", "fp32") == 0
 
 
+MANIFEST = """
+[models.mine]
+arch = "vgg16"
+[models.mine.encoder]
+source = "url"
+url = "https://example.invalid/encoder.safetensors"
+filename = "encoder.safetensors"
+[models.mine.decoder]
+source = "package"
+filename = "shipped-decoder.safetensors"
+"""
+
+
+def test_export_refuses_to_overwrite_a_file_of_the_manifest_unless_forced(
+        trained: tuple[TinyData, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    data, run = trained
+    shipped = tmp_path / "weights" / "shipped-decoder.safetensors"  # a decoder shipped next to the manifest
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"the shipped decoder")
+    (shipped.parent / "models.toml").write_text(MANIFEST)
+    monkeypatch.setenv("ADAIN_MANIFEST", str(shipped.parent / "models.toml"))
+    cached = data.home / "mine" / "encoder.safetensors"  # a file of the same manifest in the cache
+    monkeypatch.chdir(tmp_path)
+    for target, what in ((Path("weights/../weights/shipped-decoder.safetensors"), "the decoder of model mine"),
+                         (cached, "the encoder of model mine")):
+        assert export(data, run, "-o", target, "--no-eval") == 2
+        err = capsys.readouterr().err
+        assert f"{target} is {what} in the manifest" in err and "--force" in err, err
+    assert shipped.read_bytes() == b"the shipped decoder" and not cached.exists()
+    assert not shipped.with_suffix(".json").exists()
+
+    assert export(data, run, "-o", shipped, "--no-eval", "--force") == 0
+    assert read_arch(shipped) == "vgg16" and shipped.with_suffix(".json").is_file()
+
+
 def test_a_run_from_an_init_decoder_names_it_and_starts_there(trained: tuple[TinyData, Path], tmp_path: Path) -> None:
     data, run = trained
     first = tmp_path / "first.safetensors"
