@@ -203,15 +203,17 @@ def _verified(init: dict) -> Path:
 
 
 def lineage(decoder_file: dict) -> dict:
-    """``decoder_file`` (a decoder's file and sha256) with, from that file's own card, the steps behind it."""
+    """``decoder_file`` (a decoder's file and sha256) with, from that file's own card, the steps behind it; the file
+    by its name (its folder is the exporting machine's own, and the sha256 identifies it)."""
     card_path = Path(decoder_file["file"]).with_suffix(".json")
     try:
         card = json.loads(card_path.read_text())
         prior = card["training"]["steps"] if card["decoder"]["sha256"] == decoder_file["sha256"] else None
     except (OSError, ValueError, KeyError, TypeError):
         prior = None
-    return {**decoder_file, "steps": prior, "steps_meaning": "training steps behind that file, from its model "
-            f"card ({card_path.name}); null when no matching card was found"}
+    return {**decoder_file, "file": Path(decoder_file["file"]).name, "steps": prior,
+            "steps_meaning": f"training steps behind that file, from its model card ({card_path.name}); null when no "
+                             "matching card was found"}
 
 
 def data_counts(data: dict) -> dict:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from service.metrics import Metrics
 from service.worker import Worker
 
 from .service_fixtures import (
+    REPO,
     SIZE,
     app_settings,
     assert_batched_equal,
@@ -197,6 +200,21 @@ async def test_stored_styles(tmp_path: Path, weight_files: dict, stylizers: list
         gone = await c.post("/v1/stylize", files=form(content), data={"style_id": style_id})
         assert gone.status_code == 422 and error_of(gone)["code"] == "unknown_style"
         assert [s["id"] for s in (await c.get("/v1/styles")).json()["styles"]] == [named["id"]]
+
+
+async def test_the_docs_example_of_a_stored_style_matches_a_real_answer(tmp_path: Path, stylizers: list[Stylizer],
+                                                                        styles: list[bytes]) -> None:
+    text = (REPO / "docs" / "service.md").read_text()
+    command, answer = re.search(r"^(curl -F image=@\S+ -F name=.*)\n# (\{.*\})$", text, re.M).groups()
+    example = json.loads(answer)
+    file_name, name = re.fullmatch(r'curl -F image=@(\S+) -F name="([^"]+)" \S+', command).groups()
+    assert example["name"] == name
+    async with running_app(app_settings(tmp_path), stylizers) as app:
+        r = await app.client.post("/v1/styles", files={"image": (file_name, styles[0], "image/jpeg")},
+                                  data={"name": name})
+        assert r.status_code == 201, r.text
+        assert r.json().keys() == example.keys()
+        assert {k: type(v) for k, v in r.json().items()} == {k: type(v) for k, v in example.items()}
 
 
 @pytest.mark.parametrize("case", list(bad_inputs(b"x", b"y")))
