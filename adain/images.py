@@ -112,8 +112,11 @@ def resize_shorter(img: Tensor, size: int) -> Tensor:
     h, w = img.shape[-2:]
     if size <= 0 or min(h, w) == size:
         return img
-    long = int(size * max(h, w) / min(h, w))
-    hw = (size, long) if h <= w else (long, size)
+    return resize_to(img, prepared_size((h, w), size, False))
+
+
+def resize_to(img: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Resize (C, H, W) or (N, C, H, W) to exactly ``hw`` (H, W): antialiased bilinear, clamped to [0, 1]."""
     x = img.reshape(-1, *img.shape[-3:])
     x = x if x.is_floating_point() else x.float()
     out = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)

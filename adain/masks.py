@@ -9,6 +9,9 @@ one channel per style. It can be given as
   most ``LABEL_MAX``: that is a label image, and labels >= K are an error;
 * K grey images, one per style, whose intensities are the weights (normalised
   per pixel; where all are zero the styles share equally).
+
+Its size is the content's (it is resized and cropped with the content), the content's as prepared (the
+output's: taken as it is), or the content's shape at any other size (resized to the prepared content).
 """
 
 from __future__ import annotations
@@ -22,7 +25,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .images import DEFAULT_LIMITS, DEFAULT_MAX_PIXELS, INPUT_FORMATS, SizeLimits, open_image, prepare
+from .images import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_PIXELS,
+    INPUT_FORMATS,
+    SizeLimits,
+    center_crop,
+    open_image,
+    prepare,
+    prepared_size,
+    resize_to,
+)
 
 #: A single grey mask whose values are all at most this is read as a label image.
 LABEL_MAX = 15
@@ -80,11 +93,21 @@ def read_masks(sources: Sequence[str | Path | bytes], n_styles: int,
 
 def fit_masks(masks: Tensor, content_hw: tuple[int, int], size: int, crop: bool,
               limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
-    """Resize and crop masks (K, H, W) exactly like the content image they belong to."""
-    if tuple(masks.shape[-2:]) != tuple(content_hw):
-        raise InputError(f"mask is {masks.shape[-1]}x{masks.shape[-2]} but the content image is "
-                         f"{content_hw[1]}x{content_hw[0]}; they must be the same size")
-    return prepare(masks, size, crop, limits, "mask") if size or crop else masks
+    """Masks (K, H, W) fitted to the content as prepared (resized to ``size``, cropped): a mask of the content's size
+    is resized and cropped exactly like the content, one of the prepared size is taken as it is, and one of the
+    content's shape at another size (sides within a pixel) is resized to the content's resized size, then cropped."""
+    mask_hw, content_hw = tuple(masks.shape[-2:]), tuple(content_hw)
+    out_hw = prepared_size(content_hw, size, crop)
+    if mask_hw == content_hw:
+        return prepare(masks, size, crop, limits, "mask") if size or crop else masks
+    if mask_hw == out_hw:
+        return masks
+    same_shape = prepared_size(content_hw, min(mask_hw), False)
+    if any(abs(a - b) > 1 for a, b in zip(same_shape, mask_hw, strict=True)):
+        raise InputError(f"mask is {mask_hw[1]}x{mask_hw[0]} but the content image is {content_hw[1]}x{content_hw[0]} "
+                         f"({out_hw[1]}x{out_hw[0]} as prepared); give a mask of either size, or of the same shape")
+    resized = resize_to(masks, prepared_size(content_hw, size, False))
+    return center_crop(resized, size) if crop else resized
 
 
 def feature_masks(masks: Tensor, feat_hw: tuple[int, int]) -> Tensor:

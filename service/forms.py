@@ -76,7 +76,8 @@ def stylize_form(
     preserve_color: Annotated[Literal["none", "coral", "luminance"],
                               Form(description="Keep the content's colours.")] = "none",
     mask: Annotated[list[UploadFile] | None, File(description="Spatial control: one label image (values "
-                                                  "0..S-1) or one grey mask per style, the content's size. "
+                                                  "0..S-1) or one grey mask per style: the content's size, the "
+                                                  "output's, or the content's shape at any size. "
                                                   "Excludes weights.")] = None,
     content_size: Annotated[int | None, Form(ge=0, description="Shorter side of the content in pixels "
                                              "(0: keep). Default: the server's (512).")] = None,

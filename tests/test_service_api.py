@@ -104,7 +104,11 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
         assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
 
 
-@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", "mask"])
+#: mask variant -> the mask's size as a fraction of the content's (480x320; the output is 96x64)
+MASK_SCALES = {"mask": 1, "mask_of_the_output_size": 0.2, "mask_at_half_the_content_size": 0.5}
+
+
+@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", *MASK_SCALES])
 async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Stylizer], content: bytes,
                                           styles: list[bytes], variant: str) -> None:
     data: dict[str, str] = {}
@@ -114,8 +118,8 @@ async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Styliz
         data, kwargs = {"weights": "0.7,0.3", "alpha": "0.8"}, {"weights": [0.7, 0.3], "alpha": 0.8}
     elif variant == "huge_weights":  # their sum overflows
         data, kwargs = {"weights": "1e308,1e308"}, {"weights": [1, 1]}
-    elif variant == "mask":
-        w, h = Image.open(io.BytesIO(content)).size
+    elif variant in MASK_SCALES:
+        w, h = (round(side * MASK_SCALES[variant]) for side in Image.open(io.BytesIO(content)).size)
         label = np.zeros((h, w), np.uint8)
         label[:, w // 2 :] = 1
         buf = io.BytesIO()
