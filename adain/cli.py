@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import AdainError, exit_status
-from .options import TILE_PIXELS, TILE_SIZE, check_alpha, check_tiling, normalised_weights, open_file, output_format
+from .options import (
+    STYLE_SCALES,
+    TILE_PIXELS,
+    TILE_SIZE,
+    check_alpha,
+    check_style_scale,
+    check_tiling,
+    normalised_weights,
+    open_file,
+    output_format,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 #: Options whose value is a comma-separated list of numbers, which may start with a minus sign.
@@ -113,6 +123,9 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
                    help="label image (values 0..N-1) or one grey mask per style")
     p.add_argument("--content-size", type=_size, default=512, help="shorter side of the content (0: keep)")
     p.add_argument("--style-size", type=_size, default=512, help="shorter side of the styles (0: keep)")
+    p.add_argument("--style-scale", type=float, default=1.0,
+                   help=f"texture scale: resize the styles by this factor after --style-size, {STYLE_SCALES[0]:g} "
+                        f"to {STYLE_SCALES[1]:g}; above 1 their strokes come out larger, below 1 finer (default 1)")
     p.add_argument("--crop", action="store_true", help="center-crop to a square of the given size")
     p.add_argument("-o", "--output", type=Path, help="output file (.png, .jpg, .webp)")
     p.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality, 1..100")
@@ -163,6 +176,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     n_styles = len(style_sets[0])
     normalised_weights(args.weights, n_styles)
     check_alpha(args.alpha)
+    check_style_scale(args.style_scale)
     check_tiling(args.tiling, args.tile_pixels, args.tile_size)
     for path in (*args.style, *args.mask, *contents):
         open_file(path).close()
@@ -186,7 +200,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         out = stylizer.stylize(content, styles, weights=blend_weights(args, stylizer, content, styles, masks),
                                alpha=args.alpha,
                                preserve_color=args.preserve_color, mask=masks, content_size=args.content_size,
-                               style_size=args.style_size, crop=args.crop)
+                               style_size=args.style_size, crop=args.crop, style_scale=args.style_scale)
         if batch or args.output is None:
             name = f"{content_path.stem}_stylized_{'_'.join(p.stem for p in style_paths)}.{args.ext}"
             dest = args.output_dir / name
@@ -209,7 +223,8 @@ def blend_weights(args: argparse.Namespace, stylizer, content, styles, masks) ->
     from .balance import balanced_weights
 
     return balanced_weights(stylizer, content, styles, args.weights, mask=masks, preserve_color=args.preserve_color,
-                            content_size=args.content_size, style_size=args.style_size, crop=args.crop).tolist()
+                            content_size=args.content_size, style_size=args.style_size, crop=args.crop,
+                            style_scale=args.style_scale).tolist()
 
 
 OPTIMIZE_HELP = "stylize by optimising the pixels (Gatys et al.): slower, higher fidelity"
@@ -306,7 +321,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
         result = optimize_image(model, content, styles, args.weights, mask=masks, preserve_color=args.preserve_color,
                                 content_size=args.content_size, style_size=args.style_size, crop=args.crop,
-                                options=options, balance=args.balance, callback=report)
+                                options=options, balance=args.balance, callback=report, style_scale=args.style_scale)
     save_image(result.image, args.output, args.quality)
     return 0
 

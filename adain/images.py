@@ -154,6 +154,12 @@ def prepared_size(hw: tuple[int, int], size: int, crop: bool) -> tuple[int, int]
     return h, w
 
 
+def scaled_size(hw: tuple[int, int], size: int, scale: float) -> int:
+    """The shorter side a style image of ``hw`` (H, W) is resized to at ``style_size`` ``size`` (0: its own) and
+    ``style_scale`` ``scale``; ``size`` itself when ``scale`` is 1."""
+    return size if scale == 1 else max(1, round(scale * (size or min(hw))))
+
+
 def check_prepared(hw: tuple[int, int], size: int, crop: bool, limits: SizeLimits, label: str = "image") -> None:
     """Raise ImageTooLarge (too many pixels) or ImageError (sides too far apart) for what ``prepare`` would make
     of an image of ``hw`` (H, W) at ``size`` (0: kept as it is)."""

@@ -27,10 +27,10 @@ from torch import Tensor, nn
 
 from . import ops, tiling
 from .errors import InputError
-from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, to_tensor
+from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, scaled_size, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder, channels_of
-from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_tiling, normalised_weights
+from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_style_scale, check_tiling, normalised_weights
 from .precision import auto_precision
 from .upconv import FusedDecoder
 from .weights_io import build_decoder, build_encoder, read_arch
@@ -86,10 +86,12 @@ def prepare_content(content: ImageLike, n_styles: int, weights: Sequence[float] 
 
 
 def prepare_style(style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
-                  style_size: int = 0, crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
-    """A style image (3, H, W) as the encoder sees it: resized (checked against ``limits`` first), then
-    matched to the prepared ``content``'s colours (coral) or made grey (luminance)."""
-    s = prepare(to_tensor(style), style_size, crop, limits, "style")
+                  style_size: int = 0, crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS,
+                  style_scale: float = 1.0) -> Tensor:
+    """A style image (3, H, W) as the encoder sees it: resized to ``style_size`` times ``style_scale`` (checked
+    against ``limits`` first), then matched to the prepared ``content``'s colours (coral) or made grey (luminance)."""
+    raw = to_tensor(style)
+    s = prepare(raw, scaled_size(tuple(raw.shape[-2:]), style_size, style_scale), crop, limits, "style")
     if preserve_color == "coral":
         return ops.coral(s, content)
     if preserve_color == "luminance":
@@ -343,30 +345,33 @@ class Stylizer:
         content_size: int = 0,
         style_size: int = 0,
         crop: bool = False,
+        style_scale: float = 1.0,
     ) -> Tensor:
         """Stylize one content image with one or more styles; returns (3, H, W) in [0, 1] on the CPU.
 
-        ``mask`` (S, H, W) assigns regions of the content (at its original size)
-        to the styles; then ``weights`` must be None.
+        ``mask`` (S, H, W) assigns regions of the content (at its original size, the prepared size, or that shape)
+        to the styles; then ``weights`` must be None. ``style_scale`` (0.25 to 4) resizes the styles by that factor
+        after ``style_size``: above 1 their strokes come out larger, below 1 finer.
         """
         c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop,
                                       self.limits)
-        alpha = check_alpha(alpha)
-        stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop) for s in styles])
+        alpha, style_scale = check_alpha(alpha), check_style_scale(style_scale)
+        stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop, style_scale) for s in styles])
         out = self.render(model_input(c, preserve_color), [Target(stats, w, alpha, masks)])[0].cpu()
         return finish(out, c, preserve_color)
 
     def style_stats(self, style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
-                    style_size: int = 0, crop: bool = False) -> ops.Stats:
-        """Stats of a style image as it will be used; cached by its pixels, size and colour mode.
+                    style_size: int = 0, crop: bool = False, style_scale: float = 1.0) -> ops.Stats:
+        """Stats of a style image as it will be used; cached by its pixels, size, scale and colour mode.
 
         ``content`` (the prepared content image) is needed for ``coral``.
         """
         raw = to_tensor(style)
         content_key = tensor_digest(content) if preserve_color == "coral" else ""
-        key = f"{tensor_digest(raw)}:{style_size}:{int(crop)}:{preserve_color}:{content_key}"
+        key = f"{tensor_digest(raw)}:{style_size}:{style_scale}:{int(crop)}:{preserve_color}:{content_key}"
         stats = self.cache.get(key)
         if stats is None:
-            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop, self.limits))
+            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop, self.limits,
+                                                     style_scale))
             self.cache.put(key, stats)
         return stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -53,6 +54,18 @@ def test_stylize_balance(base, tmp_path):
     out = tmp_path / "out.png"
     assert main(["stylize", *base, "--balance", "-o", str(out)]) == 0
     assert out.is_file()
+
+
+@pytest.mark.parametrize("command", [["optimize", "--iterations", "6", "--init", "content"], ["stylize", "--balance"]])
+def test_style_scale_resizes_the_styles_for_optimize_and_balance(base, tmp_path, command):
+    def run(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{name}.png"
+        assert main([command[0], *base, *command[1:], *extra, "-o", str(out)]) == 0
+        return np.asarray(Image.open(out))
+
+    scaled = run("scaled", "--style-size", "20", "--style-scale", "2")
+    assert np.array_equal(scaled, run("direct", "--style-size", "40"))  # base has --style-size 40; the last wins
+    assert not np.array_equal(scaled, run("unscaled", "--style-size", "20"))
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -108,7 +108,7 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
 MASK_SCALES = {"mask": 1, "mask_of_the_output_size": 0.2, "mask_at_half_the_content_size": 0.5}
 
 
-@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", *MASK_SCALES])
+@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", "style_scale", *MASK_SCALES])
 async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Stylizer], content: bytes,
                                           styles: list[bytes], variant: str) -> None:
     data: dict[str, str] = {}
@@ -118,6 +118,8 @@ async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Styliz
         data, kwargs = {"weights": "0.7,0.3", "alpha": "0.8"}, {"weights": [0.7, 0.3], "alpha": 0.8}
     elif variant == "huge_weights":  # their sum overflows
         data, kwargs = {"weights": "1e308,1e308"}, {"weights": [1, 1]}
+    elif variant == "style_scale":
+        data, kwargs = {"style_scale": "1.5"}, {"style_scale": 1.5}
     elif variant in MASK_SCALES:
         w, h = (round(side * MASK_SCALES[variant]) for side in Image.open(io.BytesIO(content)).size)
         label = np.zeros((h, w), np.uint8)
@@ -191,6 +193,11 @@ async def test_stored_styles(tmp_path: Path, weight_files: dict, stylizers: list
                 assert metric((await c.get("/metrics")).text, "adain_style_cache_misses_total") == misses
             by_file = await c.post("/v1/stylize", files=form(content, styles[:1]), data={"preserve_color": mode})
             assert np.array_equal(pixels(by_id.content), pixels(by_file.content)), mode
+        scaled = {"style_scale": "0.75"}  # the stored statistics are those at scale 1: the stored image is encoded
+        by_id = await c.post("/v1/stylize", files=form(content), data={"style_id": style_id, **scaled})
+        by_file = await c.post("/v1/stylize", files=form(content, styles[:1]), data=scaled)
+        assert np.array_equal(pixels(by_id.content), pixels(by_file.content))
+        assert np.array_equal(pixels(by_id.content), expected(stylizers[0], content, styles[:1], style_scale=0.75))
         mixed = await c.post("/v1/stylize", files=form(content, styles[1:]),
                              data={"style_id": style_id, "weights": "1,3", "style_size": "48"})
         assert mixed.status_code == 200, mixed.text
