@@ -36,6 +36,7 @@ from .stylizer import (
 Measure = Callable[[Tensor], Tensor]  # factors (S,) -> relative improvements (S,)
 MAX_STEP = math.log(8.0)  # largest change of one factor per step
 MAX_RANGE = math.log(16.0)  # factors stay within 1/16..16 times where they started
+BALANCE_RUNS = 3  # most calibration runs in optimisation mode, each of the run's iterations
 
 
 def relative_improvements(start: Tensor, end: Tensor) -> Tensor:
@@ -99,7 +100,7 @@ def optimize_improvements(objective: Objective, content: Tensor, factors: Tensor
     return relative_improvements(start, end).cpu()
 
 
-def balance_factors(objective: Objective, content: Tensor, rounds: int = 3, tol: float = 0.05,
+def balance_factors(objective: Objective, content: Tensor, rounds: int = BALANCE_RUNS, tol: float = 0.05,
                     callback: Callback | None = None) -> Tensor:
     """Factors b (S,) for the style losses of ``objective``, calibrated on runs from ``content`` (1, C, H, W).
 

@@ -288,6 +288,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from .images import read_image, save_image
     from .masks import read_masks
     from .optimize import optimize_image
+    from .progress import StepTimer, steps_left
 
     if len(args.content) != 1 or not args.style:
         raise AdainError("give one --content FILE and --style FILE (repeatable)")
@@ -305,6 +306,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             raise AdainError(f"{args.log}: cannot write the log ({exc.strerror or exc})") from None
         model = _optimize_model(args, options.init)
         bar = None  # opened with the first entry, so that early errors stay one line
+        timer = StepTimer()
 
         def report(entry: dict) -> None:
             nonlocal bar
@@ -315,7 +317,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                 bar.reset()
                 bar.set_description_str(phase)
             bar.update()
-            bar.set_postfix(loss=f"{entry['loss']:.4g}", refresh=False)
+            per_step = timer.step()  # left: the time left of the whole command
+            left = "?" if per_step is None else tqdm.format_interval(per_step * steps_left(entry, bar.n, bar.total))
+            bar.set_postfix(loss=f"{entry['loss']:.4g}", left=left, refresh=False)
             if log is not None:
                 log.write(json.dumps(entry) + "\n")
 
