@@ -120,7 +120,8 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
                    help="calibrate the blend so that each style gets the influence its weight promises")
     p.add_argument("--preserve-color", choices=("none", "coral", "luminance"), default="none")
     p.add_argument("--mask", type=Path, action="append", default=[],
-                   help="label image (values 0..N-1) or one grey mask per style")
+                   help="label image (values 0..N-1) or one grey mask per style: the content's size, the output's, "
+                        "or the content's shape at any size")
     p.add_argument("--content-size", type=_size, default=512, help="shorter side of the content (0: keep)")
     p.add_argument("--style-size", type=_size, default=512, help="shorter side of the styles (0: keep)")
     p.add_argument("--style-scale", type=float, default=1.0,
