@@ -323,10 +323,17 @@ def resolve(model: str | None = None, encoder: Path | str | None = None, decoder
 def resolve_encoder(model: str | None = None, encoder: Path | str | None = None, arch: Arch | None = None,
                     quiet: bool = False) -> tuple[Encoder, dict]:
     """The encoder of a bundle (as in ``resolve``) or of a local file, and a description for model cards."""
+    arch = encoder_arch(model, encoder, arch)
     if encoder is None:
         bundle = _bundle_for(model, arch)
         digest = ensure(bundle, ["encoder"], quiet)["encoder"]
         return build_encoder(bundle.path("encoder"), bundle.arch), {"model": bundle.name, "arch": bundle.arch,
                                                                     "sha256": digest}
-    arch = arch or (get_bundle(model).arch if model else read_arch(encoder)) or "vgg19"
     return build_encoder(encoder, arch), {"file": str(encoder), "arch": arch, "sha256": sha256_file(encoder)}
+
+
+def encoder_arch(model: str | None = None, encoder: Path | str | None = None, arch: Arch | None = None) -> Arch:
+    """The architecture ``resolve_encoder`` would load, without loading (or fetching) anything."""
+    if encoder is None:
+        return _bundle_for(model, arch).arch
+    return arch or (get_bundle(model).arch if model else read_arch(encoder)) or "vgg19"

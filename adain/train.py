@@ -92,6 +92,31 @@ STRUCTURE_LAYER = 2  # relu3_1
 RECON_PIXEL_WEIGHT = 10.0  # pixel L1 (images in [0, 1]) in reconstruction steps
 LOSS_DEFAULTS = {"paper": {"structure_weight": 0.0, "layout_weight": 0.0},
                  "hybrid": {"structure_weight": 1.0, "layout_weight": 1.0}}
+#: Defaults by the encoder's architecture: vgg19, the paper's (and its reference implementation's); vgg16 (HED),
+#: the first stage of the shipped decoder's recipe (docs/training.md). A flag given, or an --init-decoder's
+#: layer and skips, take their place.
+RECIPES: dict[str, dict[str, object]] = {
+    "vgg19": {"layer": "relu4_1", "skips": [], "loss": "paper", "style_weight": 10.0, "batch_size": 8, "lr": 1e-4,
+              "warmup": 0, "recon_steps": 0, "resize": 512, "crop": 256},
+    "vgg16": {"layer": "relu3_1", "skips": [], "loss": "paper", "style_weight": 1.0, "batch_size": 4, "lr": 3e-4,
+              "warmup": 200, "recon_steps": 500, "resize": 256, "crop": 160},
+}
+
+
+def _recipe_help(key: str) -> str:
+    def show(value: object) -> str:
+        return ",".join(map(str, value)) or "none" if isinstance(value, list) else str(value)
+
+    return f"default: {show(RECIPES['vgg16'][key])} for vgg16 encoders, {show(RECIPES['vgg19'][key])} for vgg19"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where it depends on the encoder (the help says so instead)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Objective = Objective()
@@ -161,7 +186,10 @@ def note_unreadable(data: dict, found: Iterable[Unreadable]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``adain train``."""
-    p = argparse.ArgumentParser(prog="adain train", description="Train an AdaIN decoder for a fixed encoder. "
+    p = argparse.ArgumentParser(prog="adain train", formatter_class=_HelpFormatter,
+                                description="Train an AdaIN decoder for a fixed encoder. Where a default depends "
+                                "on the encoder, vgg16 encoders (the default bundle) get the recipe of the shipped "
+                                "decoder's first stage and vgg19 encoders the paper's (docs/training.md). "
                                 "`adain train export --help` for turning a run into a decoder file.")
     p.add_argument("--content-dir", type=Path, help="folder of content photos (searched recursively)")
     p.add_argument("--style-dir", type=Path, nargs="+", help="folder(s) of style images (searched recursively; "
@@ -172,24 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=("vgg19", "vgg16"), help="architecture of --encoder")
     p.add_argument("--layer", choices=LAYERS,
                    help="where AdaIN works and what the decoder decodes: relu4_1 as in the paper, or relu3_1 "
-                        "(the photo's shapes kept, a smaller decoder; docs/training.md). Default: the layer of "
-                        "--init-decoder, else relu4_1")
+                        "(the photo's shapes kept, a smaller decoder; docs/training.md). The layer of "
+                        "--init-decoder, else " + _recipe_help("layer"))
     p.add_argument("--skips", type=skips_arg,
                    help="comma-separated shallower layers AdaIN also works at, each fed to the decoder where its "
-                        f"resolution is reached ({', '.join(SKIP_LAYERS)}; docs/training.md). Default: those of "
-                        "--init-decoder, else none")
+                        f"resolution is reached ({', '.join(SKIP_LAYERS)}; docs/training.md). Those of "
+                        "--init-decoder, else " + _recipe_help("skips"))
     p.add_argument("--init-decoder", type=Path, help="start from this decoder file instead of random weights "
                    "(to continue or fine-tune a released decoder; the step count and optimizer start afresh)")
     p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
-    p.add_argument("--batch-size", type=count_arg(1), default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=count_arg(1), help=_recipe_help("batch_size"))
+    p.add_argument("--lr", type=float, help=_recipe_help("lr"))
     p.add_argument("--lr-decay", type=float, default=5e-5, help="lr / (1 + lr_decay * step)")
-    p.add_argument("--warmup", type=count_arg(0), default=0, help="linear learning-rate warm-up over N steps")
-    p.add_argument("--style-weight", type=float, default=10.0)
+    p.add_argument("--warmup", type=count_arg(0), help="linear learning-rate warm-up over N steps; "
+                   + _recipe_help("warmup"))
+    p.add_argument("--style-weight", type=float, help=_recipe_help("style_weight"))
     p.add_argument("--loss", choices=tuple(LOSS_DEFAULTS), help="paper: content + style_weight * style, as in the "
                    "paper; hybrid: plus --structure-weight * MSE of instance-normalised relu3_1 and --layout-weight * "
-                   "MSE of the coarse standardised luminance, both against the content photo "
-                   "(default: paper for vgg19 encoders, hybrid for vgg16)")
+                   "MSE of the coarse standardised luminance, both against the content photo; "
+                   + _recipe_help("loss"))
     p.add_argument("--structure-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
     p.add_argument("--layout-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
     p.add_argument("--grid-weight", type=float, default=0.0,
@@ -201,12 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-weight", type=float, default=0.0,
                    help="weight of the texture loss: MSE between the output's and the style image's log oriented "
                         "derivative-of-Gaussian energies (not in reconstruction steps)")
-    p.add_argument("--recon-steps", type=count_arg(0), default=0,
+    p.add_argument("--recon-steps", type=count_arg(0),
                    help="warm start: the first N steps train an autoencoder (the style image is the content "
                         "photo itself; pixel L1 plus the content-side feature losses, no style loss), which "
-                        "converges far faster than the style loss")
-    p.add_argument("--resize", type=count_arg(0), default=512, help="shorter side before cropping (0: keep)")
-    p.add_argument("--crop", type=count_arg(16), default=256, help="random crop size")
+                        "converges far faster than the style loss); " + _recipe_help("recon_steps"))
+    p.add_argument("--resize", type=count_arg(0), help="shorter side before cropping (0: keep); "
+                   + _recipe_help("resize"))
+    p.add_argument("--crop", type=count_arg(16), help="random crop size; " + _recipe_help("crop"))
     p.add_argument("--holdout-content", type=count_arg(0), default=50, help="content images held out for validation")
     p.add_argument("--holdout-style", type=count_arg(0), default=20, help="style images held out for validation")
     p.add_argument("--workers", type=count_arg(0), default=min(4, os.cpu_count() or 1), help="DataLoader workers")
@@ -386,9 +416,15 @@ class Run:
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
 
 
-def fill_loss_defaults(args: argparse.Namespace, arch: str) -> None:
-    """``--loss`` from the encoder's architecture, and its weights where not given."""
-    args.loss = args.loss or ("paper" if arch == "vgg19" else "hybrid")
+def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
+    """What was not given: the --init-decoder's layer and skips, else :data:`RECIPES` of the encoder's
+    architecture; the loss's weights from :data:`LOSS_DEFAULTS`."""
+    if args.init_decoder is not None:
+        args.layer = args.layer or decoder_layer(args.init_decoder)
+        args.skips = list(decoder_skips(args.init_decoder)) if args.skips is None else args.skips
+    for key, value in RECIPES[arch].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     for key, value in LOSS_DEFAULTS[args.loss].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -396,17 +432,16 @@ def fill_loss_defaults(args: argparse.Namespace, arch: str) -> None:
 
 def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     """Build a fresh run (scanning the data), or restore one from the checkpoint ``resume``."""
+    from .bundles import encoder_arch
     from .stylizer import resolve_device
 
     device = resolve_device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     data = resume["data"] if resume else scan_data(args)  # before the encoder: bad folders fail fast
-    if args.layer is None:  # a run from before --layer, or a new one: the start file's layer
-        args.layer = decoder_layer(args.init_decoder) if args.init_decoder and not resume else "relu4_1"
-    if args.skips is None:  # a run from before --skips, or a new one: the start file's skips
-        args.skips = list(decoder_skips(args.init_decoder)) if args.init_decoder and not resume else []
+    if resume:  # a run from before --layer or --skips: what it trained
+        args.layer, args.skips = args.layer or "relu4_1", [] if args.skips is None else args.skips
+    fill_recipe_defaults(args, encoder_arch(args.model, args.encoder, args.arch))
     models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer, args.skips)
-    fill_loss_defaults(args, models.encoder.arch)
     random.seed(args.seed)
     init = resume.get("init_decoder") if resume else None
     if resume:

@@ -23,7 +23,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, weight_files: dict) -> tup
     """A 3-step run with checkpoints at steps 2 and 3."""
     root = tmp_path_factory.mktemp("export")
     data = make_tiny_data(root, weight_files["vgg16"]["encoder_st"])
-    assert run_train(data, train_argv(data, root / "run", steps=3, checkpoint_every=2)) == 0
+    assert run_train(data, train_argv(data, root / "run", steps=3, checkpoint_every=2, layer="relu4_1")) == 0
     return data, root / "run"
 
 
@@ -77,7 +77,7 @@ def test_export_writes_a_loadable_decoder_and_a_model_card(trained: tuple[TinyDa
 def test_step_0_is_the_decoder_the_run_started_from(tmp_path: Path, weight_files: dict) -> None:
     data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"])
     run = tmp_path / "run"
-    assert run_train(data, train_argv(data, run, steps=1, lr=0, seed=7)) == 0  # lr 0: still the initial weights
+    assert run_train(data, train_argv(data, run, steps=1, lr=0, seed=7, layer="relu4_1")) == 0  # lr 0: initial weights
     assert export(data, run, "-o", tmp_path / "d.safetensors", "--dtype", "fp32", "--eval-pairs", 2) == 0
     held_out = json.loads((tmp_path / "d.json").read_text())["held_out"]
     assert held_out["trained"] == held_out["step_0"]

@@ -199,3 +199,23 @@ def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_pat
     fork = tmp_path / "fork"  # a new run from the file takes its skips
     assert run_train(data, train_argv(data, fork, steps=1, init_decoder=out, loss="paper")) == 0
     assert latest_checkpoint(fork)[1]["skips"] == ["relu1_1", "relu2_1"]
+
+
+def test_defaults_are_the_recipe_of_the_encoder_and_help_shows_them(data: TinyData, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    from adain.train import RECIPES, build_parser
+
+    run = tmp_path / "run"
+    recipe_flags = {k.replace("_", "-"): None for k in RECIPES["vgg16"] if k not in ("batch_size", "resize", "crop")}
+    assert run_train(data, train_argv(data, run, steps=1, **recipe_flags)) == 0  # a vgg16 encoder
+    args = latest_checkpoint(run)[1]["args"]
+    assert {k: args[k] for k in recipe_flags and RECIPES["vgg16"] if k not in ("batch_size", "resize", "crop")} == \
+        {k: v for k, v in RECIPES["vgg16"].items() if k not in ("batch_size", "resize", "crop")}
+    assert (args["layer"], args["loss"], args["recon_steps"]) == ("relu3_1", "paper", 500)
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in ("train until this step (default: 160000)", "default: 4 for vgg16 encoders, 8 for vgg19",
+                   "default: 160 for vgg16 encoders, 256 for vgg19", "(default: 1000)"):
+        assert needle in text

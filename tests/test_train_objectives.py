@@ -104,7 +104,7 @@ def test_a_hybrid_run_with_a_reconstruction_start_learns_and_records_its_objecti
     assert len(losses) == 12 and sum(losses[4:6]) < sum(losses[:2])  # the reconstruction steps learn
     args = latest_checkpoint(run)[1]["args"]
     assert (args["loss"], args["structure_weight"], args["layout_weight"], args["recon_steps"]) == \
-        ("hybrid", 1.0, 1.0, 6)  # hybrid is the default for vgg16 encoders
+        ("hybrid", 1.0, 1.0, 6)  # hybrid brings its weights
     assert args["grid_weight"] == 0
     assert run_train(data, resume_argv(run, steps=14, grid_weight=50)) == 0  # a late phase against the grid
     assert run_train(data, resume_argv(run, steps=15)) == 0
