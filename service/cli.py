@@ -24,6 +24,7 @@ from .admin import create_admin_app
 from .app import create_app
 from .engine import Engine
 from .header_timeout import http_protocol
+from .memory import worst_case
 from .settings import Settings, load_settings
 
 
@@ -38,6 +39,7 @@ class AdminServer(uvicorn.Server):
 def _config(app: FastAPI, port: int, settings: Settings, lifespan: str) -> uvicorn.Config:
     return uvicorn.Config(app, host=settings.host, port=port, log_level=settings.log_level, lifespan=lifespan,
                           timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False,
+                          limit_concurrency=settings.max_connections,
                           timeout_keep_alive=settings.keep_alive_timeout, http=http_protocol(settings.header_timeout))
 
 
@@ -63,6 +65,10 @@ def main(argv: list[str]) -> int:
         app = create_app(settings, engine)
     except (AdainError, KeyboardInterrupt) as exc:
         return exit_status("adain serve", exc)
+    parts = worst_case(settings, len(engine.workers))
+    logging.getLogger("adain.service").info(
+        "memory above idle at most %.0f MiB: %s (docs/deploy.md, Memory)", sum(parts.values()) / 2**20,
+        ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in parts.items()))
     config = _config(app, settings.port, settings, "auto")
     server = uvicorn.Server(config)
     admin = None

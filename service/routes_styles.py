@@ -14,12 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from adain.errors import clip
 
-from . import prepare
+from . import memory, prepare
 from .access import admin, charge_megapixels, writer
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from .errors import ErrorResponse, ServiceError
 from .forms import given_once
-from .jobs import StatsJob, stats_pixels
+from .jobs import StatsJob, prepared_pixels, stats_pixels
 from .store_types import NewStyle, QuotaExceeded, StyleInfo
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
@@ -58,11 +58,12 @@ async def create_style(request: Request, response: Response, settings: SettingsD
     """Upload a style image; it is encoded now (at the server's style size), so requests using its id skip that."""
     t0 = time.perf_counter()
     src = await in_pool(pool, prepare.source, await image.read(), "image", settings.style_size, settings)
-    charge_megapixels(request, src.pixels)
+    charge_megapixels(request, src.decoded)
     engine.admit(stats_pixels(src.hw, settings.style_size, PRECOMPUTED_MODES), timeout - (time.perf_counter() - t0))
-    decoded = await in_pool(pool, prepare.style_upload, src, settings)
-    ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES),
-                              timeout - (time.perf_counter() - t0))
+    with engine.holding(memory.style_upload_bytes(src.decoded, prepared_pixels(src.hw, settings.style_size))):
+        decoded = await in_pool(pool, prepare.style_upload, src, settings)
+        ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES),
+                                  timeout - (time.perf_counter() - t0))
     stats = {engine.stats_key(settings.style_size, mode): s for mode, s in ticket.future.result().items()}
     style = NewStyle(prepare.style_name(name, image.filename), decoded.width, decoded.height, src.data,
                      decoded.thumbnail, stats)

@@ -65,6 +65,8 @@ class Settings:
     body_timeout: float = 60.0
     header_timeout: float = 10.0
     admin_port: int | None = None
+    max_work_bytes: int = 2**31
+    max_connections: int = 128
 
     @property
     def limits(self) -> SizeLimits:
@@ -226,6 +228,11 @@ OPTIONS: tuple[Option, ...] = (
            "connection or the request's first byte (408, the connection closed; 0: no limit)"),
     Option("admin_port", _int(0, 65535), "serve /metrics, /docs and /openapi.json on this port (on --host) instead "
            "of the public one (default: on the public one)"),
+    Option("max_work_bytes", _int(1), "bytes the images of admitted requests may take at once (decoding, queued or "
+           "running), reserved from their headers before anything is decoded: more gets 503, a request that alone "
+           "needs more gets 413"),
+    Option("max_connections", _int(1), "most connections at once (uvicorn's limit_concurrency; more get a plain-text "
+           "503), which bounds the request bodies held in memory"),
 )
 
 

@@ -44,9 +44,9 @@ BAD_INPUT = {
                         "corrupt.pth: not a readable weight file"),
     "bad extension": ("--content {content} --style {s1} -o {root}/out.gif", "out.gif: unsupported output format"),
     "thin content upscaled": ("--content {thin} --style {s1} --content-size 2048",
-                              "content: 4000x1 at a shorter side of 2048 is 8192000x2048 = 16777216000 pixels"),
+                              "thin.png: 4000x1 at a shorter side of 2048 is 8192000x2048 = 16777216000 pixels"),
     "thin style upscaled": ("--content {content} --style {thin} --style-size 64",
-                            "style: 4000x1 at a shorter side of 64 is 256000x64, sides more than 16:1 apart"),
+                            "thin.png: 4000x1 at a shorter side of 64 is 256000x64, sides more than 16:1 apart"),
     "usage error": ("--content {content} --style {s1} --weights a,b", "argument --weights: weights must be"),
 }
 
