@@ -93,8 +93,8 @@ class Plan:
 
     @property
     def decoded_pixels(self) -> int:
-        """What ``--megapixels-per-minute`` charges: the pixels decoded of the content and the style images."""
-        return self.content.decoded + sum(s.decoded for s in self._images)
+        """What ``--megapixels-per-minute`` charges: the content as prepared, the style images as sent."""
+        return prepared_pixels(self.content.hw, self.content_size) + sum(s.pixels for s in self._images)
 
     @property
     def memory(self) -> int:

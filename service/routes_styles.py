@@ -58,7 +58,7 @@ async def create_style(request: Request, response: Response, settings: SettingsD
     """Upload a style image; it is encoded now (at the server's style size), so requests using its id skip that."""
     t0 = time.perf_counter()
     src = await in_pool(pool, prepare.source, await image.read(), "image", settings.style_size, settings)
-    charge_megapixels(request, src.decoded)
+    charge_megapixels(request, src.pixels)
     engine.admit(stats_pixels(src.hw, settings.style_size, PRECOMPUTED_MODES), timeout - (time.perf_counter() - t0))
     with engine.holding(memory.style_upload_bytes(src.decoded, prepared_pixels(src.hw, settings.style_size))):
         decoded = await in_pool(pool, prepare.style_upload, src, settings)
