@@ -67,6 +67,7 @@ class Settings:
     admin_port: int | None = None
     max_work_bytes: int = 2**31
     max_connections: int = 128
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def limits(self) -> SizeLimits:
@@ -137,6 +138,16 @@ def _formats(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise ValueError(f"formats must be a comma-separated subset of {', '.join(sorted(known))}, got {text!r}")
     return names
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    from .security import split_host
+
+    hosts = tuple(h.strip().lower() for h in text.split(",") if h.strip())
+    bad = [h for h in hosts if h != "*" and split_host(h) is None]
+    if bad or not hosts:
+        raise ValueError(f"hosts are name or name:port (or *), comma-separated; got {text!r}")
+    return hosts
 
 
 def _bool(text: str) -> bool:
@@ -233,6 +244,9 @@ OPTIONS: tuple[Option, ...] = (
            "needs more gets 413"),
     Option("max_connections", _int(1), "most connections at once (uvicorn's limit_concurrency; more get a plain-text "
            "503), which bounds the request bodies held in memory"),
+    Option("allowed_hosts", _hosts, "Host header values the server answers to besides its own (--host, localhost, "
+           "127.0.0.1, [::1] on its port): name (any port) or name:port, comma-separated, or * for any; other hosts "
+           "get 400 (DNS rebinding)"),
 )
 
 

@@ -75,7 +75,7 @@ def slowloris(port: int, header: bytes) -> tuple[bytes, int]:
     """Send a request's line, then ``header`` one byte at a time, waiting 0.25 s for an answer before each;
     (what the server answered, header bytes sent before it answered or closed the connection)."""
     with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port)
         conn.settimeout(0.25)
         sent = 0
         while sent < len(header):
@@ -131,15 +131,15 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
         error(uploads[-1], 429, "rate_limited")
         assert int(uploads[-1].headers["retry-after"]) >= 1
 
-        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as slow:
-            slow.sendall(b"POST /v1/styles HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                         b"Content-Length: 100000\r\n\r\n--b\r\n")
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.sendall(b"POST /v1/styles HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: multipart/form-data; "
+                         b"boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n" % port)
             t0 = time.monotonic()
             slow.settimeout(10)
             answer = b"".join(iter(lambda: slow.recv(4096), b""))  # until the server closes the connection
             assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
             assert time.monotonic() - t0 < 5
-        port = int(server.url.rsplit(":", 1)[1])
         header = b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"  # at 4 bytes a second: close to a minute
         answer, sent = slowloris(port, header)
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in answer, answer
@@ -147,8 +147,8 @@ def test_cross_origin_writes_cors_headers_limits_and_slow_clients(tmp_path: Path
         with socket.create_connection(("127.0.0.1", port)) as silent:  # opened, and nothing sent
             silent.settimeout(10)
             assert silent.recv(4096) == b""  # closed by the server, without an answer
-        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as idle:
-            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", port)) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
             idle.settimeout(10)
             answer = b""
             while not answer.endswith(b'{"status":"ok"}'):
@@ -181,3 +181,30 @@ def test_operations_endpoints_move_to_the_admin_port(tmp_path: Path, weight_file
     for port in (int(server.url.rsplit(":", 1)[1]), admin_port):  # both closed
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_requests_naming_another_host_get_400_so_a_rebound_name_cannot_reach_the_api(
+        tmp_path: Path, weight_files: dict, style_paths: list[Path]) -> None:
+    style = {"image": ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")}
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        c = httpx.Client(base_url=server.url, timeout=60)
+        style_id = c.post("/v1/styles", files=style).json()["id"]
+        evil = f"evil.test:{port}"  # a page of http://evil.test:PORT once evil.test resolves to 127.0.0.1
+        deleted = c.delete(f"/v1/styles/{style_id}", headers={"Host": evil, "Origin": f"http://{evil}"})
+        assert "evil.test" in error(deleted, 400, "invalid_host")["message"]
+        for path in ("/v1/styles", f"/v1/styles/{style_id}/thumbnail", "/", "/healthz", "/metrics"):
+            error(c.get(path, headers={"Host": evil}), 400, "invalid_host")
+        error(c.get("/v1/styles", headers={"Host": f"localhost:{port + 1}"}), 400, "invalid_host")  # another port
+        error(c.get("/v1/styles", headers={"Host": "local host"}), 400, "invalid_host")
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"LOCALHOST:{port}"):
+            assert c.get("/v1/styles", headers={"Host": host}).json()["styles"][0]["id"] == style_id, host
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log",
+               "--allowed-hosts", "adain.example.org,other.example:9000") as server:
+        c = httpx.Client(base_url=server.url, timeout=60)
+        for host in ("adain.example.org", "adain.example.org:443", "other.example:9000", server.url[7:]):
+            assert c.get("/v1/styles", headers={"Host": host}).status_code == 200, host
+        for host in ("other.example", "evil.test"):
+            error(c.get("/v1/styles", headers={"Host": host}), 400, "invalid_host")
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--allowed-hosts", "*") as s:
+        assert httpx.get(f"{s.url}/v1/styles", headers={"Host": "anything.example"}).status_code == 200
