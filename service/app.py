@@ -16,7 +16,13 @@ from .access import Guard, principal
 from .engine import Engine
 from .keys import load_keys
 from .middleware import BodyLimitMiddleware, RequestMiddleware
-from .security import AllowedHostsMiddleware, BodyTimeoutMiddleware, SameOriginMiddleware, SecurityHeadersMiddleware
+from .security import (
+    AllowedHostsMiddleware,
+    BodyTimeoutMiddleware,
+    PrivateCachingMiddleware,
+    SameOriginMiddleware,
+    SecurityHeadersMiddleware,
+)
 from .settings import Settings
 from .store import open_store
 
@@ -64,6 +70,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "PATCH", "DELETE"], expose_headers=EXPOSED_HEADERS,
                            allow_headers=["Authorization", "X-Request-ID", "X-Request-Timeout", "Accept"])
+    app.add_middleware(PrivateCachingMiddleware, keyed=keys is not None)
     app.add_middleware(AllowedHostsMiddleware, allowed=settings.allowed_hosts, bound=settings.host)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMiddleware, metrics=engine.metrics)  # added last: outermost

@@ -92,12 +92,16 @@ async def get_style(style_id: str, store: StoreDep) -> StyleInfo:
 
 @router.get("/{style_id}/thumbnail", summary="A stored style's thumbnail", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}}, **NOT_FOUND})
-async def get_thumbnail(style_id: str, store: StoreDep) -> Response:
-    """A JPEG of at most 256 pixels on either side."""
-    data = await run_in_threadpool(store.thumbnail, style_id)
+async def get_thumbnail(request: Request, style_id: str, store: StoreDep) -> Response:
+    """A JPEG of at most 256 pixels on either side. It never changes (a style's id is never reused): a public style's
+    may be kept by shared caches when the server has no keys; any other only by the client's own cache."""
+    info = await run_in_threadpool(store.get, style_id)
+    data = await run_in_threadpool(store.thumbnail, style_id) if info else None
     if data is None:
         raise _not_found(style_id)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    shared = info.public and request.app.state.guard.keys is None
+    return Response(data, media_type="image/jpeg",
+                    headers={"Cache-Control": f"{'public' if shared else 'private'}, max-age=31536000, immutable"})
 
 
 @router.patch("/{style_id}", summary="Make a style public, or private again (admin keys)",

@@ -91,6 +91,29 @@ class AllowedHostsMiddleware:
         await self.app(scope, receive, send)
 
 
+class PrivateCachingMiddleware:
+    """The API's answers are for their client: ``Cache-Control: no-store`` on every /v1 response whose route set
+    none, and with API keys (``keyed``) ``Vary: Authorization``, since each answer depends on the key."""
+
+    def __init__(self, app: ASGIApp, keyed: bool) -> None:
+        self.app, self.keyed = app, keyed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Cache-Control", "no-store")
+                if self.keyed:
+                    headers.add_vary_header("Authorization")
+            await send(message)
+
+        await self.app(scope, receive, send_private)
+
+
 class SameOriginMiddleware:
     """403 ``cross_origin`` for a POST/PUT/PATCH/DELETE sent by a page of another origin (its ``Origin`` header
     names another host) that is not in ``allowed``. CORS alone does not stop these: a browser sends a

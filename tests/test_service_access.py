@@ -208,3 +208,29 @@ def test_requests_naming_another_host_get_400_so_a_rebound_name_cannot_reach_the
             error(c.get("/v1/styles", headers={"Host": host}), 400, "invalid_host")
     with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--allowed-hosts", "*") as s:
         assert httpx.get(f"{s.url}/v1/styles", headers={"Host": "anything.example"}).status_code == 200
+
+
+def test_only_public_styles_seen_without_keys_are_publicly_cacheable(tmp_path: Path, weight_files: dict,
+                                                                     style_paths: list[Path]) -> None:
+    style = {"image": ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")}
+    alice, line = make_key("alice", "admin")
+    key_file = tmp_path / "keys"
+    key_file.write_text(line + "\n")
+    with serve(weight_files["vgg16"], tmp_path / "keyed.db", tmp_path / "server.log", "--api-keys",
+               str(key_file)) as server:
+        c = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {alice}"}, timeout=60)
+        style_id = c.post("/v1/styles", files=style).json()["id"]
+        for public in (False, True):  # answers to a key: never for a shared cache, even for a public style
+            assert c.patch(f"/v1/styles/{style_id}", json={"public": public}).status_code == 200
+            for path in (f"/v1/styles/{style_id}/thumbnail", f"/v1/styles/{style_id}", "/v1/styles"):
+                r = c.get(path)
+                assert r.status_code == 200 and "public" not in r.headers["cache-control"], (path, r.headers)
+                assert {"private", "no-store"} & set(r.headers["cache-control"].replace(",", " ").split()), path
+                assert "authorization" in r.headers["vary"].lower(), (path, r.headers)
+        assert "max-age=31536000" in c.get(f"/v1/styles/{style_id}/thumbnail").headers["cache-control"]
+    with serve(weight_files["vgg16"], tmp_path / "open.db", tmp_path / "server.log") as server:
+        style_id = httpx.post(f"{server.url}/v1/styles", files=style, timeout=60).json()["id"]
+        thumbnail = f"{server.url}/v1/styles/{style_id}/thumbnail"
+        assert httpx.get(thumbnail).headers["cache-control"] == "private, max-age=31536000, immutable"
+        httpx.patch(f"{server.url}/v1/styles/{style_id}", json={"public": True}).raise_for_status()
+        assert httpx.get(thumbnail).headers["cache-control"] == "public, max-age=31536000, immutable"
