@@ -82,3 +82,14 @@ def test_serve_with_missing_weights_fails_in_one_line(tmp_path: Path, capsys: py
     assert serve_main(["--encoder", missing, "--decoder", missing, "--db", str(tmp_path / "styles.db")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("adain serve: error:") and "missing.safetensors" in err and err.count("\n") == 1
+
+
+def test_the_docs_say_what_the_web_page_does_with_api_keys() -> None:
+    """The page has a key field and sends the key (tests/test_web_page.py drives it against a keyed server); the
+    docs once said so in one place and the opposite in another."""
+    page = (REPO / "service" / "static" / "index.html").read_text()
+    assert 'id="api-key"' in page and "Authorization: `Bearer" in (REPO / "service/static/app.js").read_text()
+    docs = " ".join((REPO / "docs" / "service.md").read_text().split())
+    assert "The web page has an API key field" in docs and "sent as `Authorization: Bearer KEY`" in docs
+    for denial in ("does not send keys", "does not send the key", "its calls get 401"):
+        assert denial not in docs, denial
