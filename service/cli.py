@@ -3,6 +3,8 @@
 With ``--admin-port`` a second uvicorn server, in the same process and event loop, serves the operations
 endpoints (service/admin.py); it stops when the public one does.
 
+SIGHUP (a closed terminal, a supervisor's reload) stops it as SIGTERM does: in-flight work is finished first.
+
 Exit status: 0 after a graceful shutdown, 1 when a worker died (so that a
 supervisor restarts the process), 2 for bad configuration.
 """
@@ -14,6 +16,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,6 +29,26 @@ from .engine import Engine
 from .header_timeout import http_protocol
 from .memory import worst_case
 from .settings import Settings, load_settings
+
+log = logging.getLogger("adain.service")
+
+
+class PublicServer(uvicorn.Server):
+    """The public port's server: it also takes SIGHUP, and stops for it as for SIGTERM (uvicorn alone handles
+    SIGINT and SIGTERM, and SIGHUP killed the process at once, cutting off the requests in flight)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = signal.signal(signal.SIGHUP, self._hang_up)
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+
+    def _hang_up(self, sig: int, frame: FrameType | None) -> None:
+        log.warning("SIGHUP: shutting down as for SIGTERM, after the requests in flight")
+        self.handle_exit(signal.SIGTERM, frame)
 
 
 class AdminServer(uvicorn.Server):
@@ -66,11 +89,11 @@ def main(argv: list[str]) -> int:
     except (AdainError, KeyboardInterrupt) as exc:
         return exit_status("adain serve", exc)
     parts = worst_case(settings, len(engine.workers))
-    logging.getLogger("adain.service").info(
+    log.info(
         "memory above idle at most %.0f MiB: %s (docs/deploy.md, Memory)", sum(parts.values()) / 2**20,
         ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in parts.items()))
     config = _config(app, settings.port, settings, "auto")
-    server = uvicorn.Server(config)
+    server = PublicServer(config)
     admin = None
     if settings.admin_port is not None:
         admin = AdminServer(_config(create_admin_app(settings, app, engine), settings.admin_port, settings, "off"))
@@ -81,6 +104,6 @@ def main(argv: list[str]) -> int:
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(_serve(server, admin))
     if engine.failed:
-        logging.getLogger("adain.service").critical("exiting with status 1: a worker failed")
+        log.critical("exiting with status 1: a worker failed")
         return 1
     return 0

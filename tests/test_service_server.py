@@ -288,3 +288,26 @@ def test_queued_work_that_falls_behind_is_refused_with_503_before_its_deadline(
     assert sum("the queue fell behind" in r.text for r in refused) == shed
     for r in refused:
         assert r.json()["error"]["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1, r.text
+
+
+def test_sighup_drains_like_sigterm_and_says_so(tmp_path: Path, weight_files: dict, content_paths: list[Path],
+                                                style_paths: list[Path]) -> None:
+    files = {"content": ("c.jpg", content_paths[0].read_bytes()), "style": ("s.jpg", style_paths[0].read_bytes())}
+    log = tmp_path / "server.log"
+
+    async def sighup_while_queued(server) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            tasks = [asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "96"}))
+                     for _ in range(6)]
+            for _ in range(500):
+                if metric((await client.get("/metrics")).text, "adain_queue_depth") >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            server.process.send_signal(signal.SIGHUP)  # a closed terminal, or a supervisor's reload
+            return await asyncio.gather(*tasks)
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", log, "--batch-size", "1") as server:
+        responses = asyncio.run(sighup_while_queued(server))
+        assert server.process.wait(timeout=60) == 0
+    assert [r.status_code for r in responses] == [200] * 6
+    assert "SIGHUP" in log.read_text()
