@@ -6,7 +6,8 @@ endpoints (service/admin.py); it stops when the public one does.
 SIGHUP (a closed terminal, a supervisor's reload) stops it as SIGTERM does: in-flight work is finished first.
 
 Exit status: 0 after a graceful shutdown, 1 when a worker died (so that a
-supervisor restarts the process), 2 for bad configuration.
+supervisor restarts the process), 2 for bad configuration (a port in use included: the ports are bound before
+the model loads).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from adain.errors import AdainError, exit_status
+from adain.errors import AdainError, InputError, exit_status
 
 from .admin import create_admin_app
 from .app import create_app
@@ -66,14 +68,37 @@ def _config(app: FastAPI, port: int, settings: Settings, lifespan: str) -> uvico
                           timeout_keep_alive=settings.keep_alive_timeout, http=http_protocol(settings.header_timeout))
 
 
-async def _serve(public: uvicorn.Server, admin: uvicorn.Server | None) -> None:
+def _bind(host: str, port: int, flag: str) -> socket.socket:
+    """A listening socket on ``host``:``port`` (InputError naming ``flag`` when that port is taken or not ours)."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port} ({flag}): {exc.strerror or exc}") from None
+
+
+def listen(settings: Settings) -> list[socket.socket]:
+    """The public port's socket, and the admin port's when there is one, bound before anything else is done."""
+    if settings.admin_port is not None and settings.admin_port == settings.port != 0:
+        raise InputError(f"--admin-port {settings.admin_port} is --port too: give the operations endpoints a port of "
+                         "their own")
+    sockets = [_bind(settings.host, settings.port, "--port")]
+    try:
+        if settings.admin_port is not None:
+            sockets.append(_bind(settings.host, settings.admin_port, "--admin-port"))
+    except InputError:
+        sockets[0].close()
+        raise
+    return sockets
+
+
+async def _serve(public: uvicorn.Server, admin: uvicorn.Server | None, sockets: list[socket.socket]) -> None:
     """Run the public server, and the admin one beside it until the public one stops."""
     if admin is None:
-        await public.serve()
+        await public.serve(sockets[:1])
         return
-    beside = asyncio.create_task(admin.serve())
+    beside = asyncio.create_task(admin.serve(sockets[1:]))
     try:
-        await public.serve()
+        await public.serve(sockets[:1])
     finally:
         admin.should_exit = True
         await beside
@@ -83,10 +108,14 @@ def main(argv: list[str]) -> int:
     """Entry point of ``adain serve``."""
     settings = load_settings(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sockets: list[socket.socket] = []
     try:
+        sockets = listen(settings)
         engine = Engine.load(settings)
         app = create_app(settings, engine)
     except (AdainError, KeyboardInterrupt) as exc:
+        for sock in sockets:
+            sock.close()
         return exit_status("adain serve", exc)
     parts = worst_case(settings, len(engine.workers))
     log.info(
@@ -102,7 +131,7 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve(server, admin))
+        runner.run(_serve(server, admin, sockets))
     if engine.failed:
         log.critical("exiting with status 1: a worker failed")
         return 1
