@@ -65,6 +65,8 @@ def _config(app: FastAPI, port: int, settings: Settings, lifespan: str) -> uvico
     return uvicorn.Config(app, host=settings.host, port=port, log_level=settings.log_level, lifespan=lifespan,
                           timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False,
                           limit_concurrency=settings.max_connections,
+                          proxy_headers=bool(settings.forwarded_allow_ips),
+                          forwarded_allow_ips=list(settings.forwarded_allow_ips) or None,
                           timeout_keep_alive=settings.keep_alive_timeout, http=http_protocol(settings.header_timeout))
 
 

@@ -68,6 +68,7 @@ class Settings:
     max_work_bytes: int = 2**31
     max_connections: int = 128
     allowed_hosts: tuple[str, ...] = ()
+    forwarded_allow_ips: tuple[str, ...] = ()
 
     @property
     def limits(self) -> SizeLimits:
@@ -148,6 +149,19 @@ def _hosts(text: str) -> tuple[str, ...]:
     if bad or not hosts:
         raise ValueError(f"hosts are name or name:port (or *), comma-separated; got {text!r}")
     return hosts
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    import ipaddress
+
+    entries = tuple(e.strip() for e in text.split(",") if e.strip())
+    for entry in entries:
+        if entry != "*":
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses or networks (or *), comma-separated; got {entry!r}") from None
+    return entries
 
 
 def _bool(text: str) -> bool:
@@ -247,6 +261,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("allowed_hosts", _hosts, "Host header values the server answers to besides its own (--host, localhost, "
            "127.0.0.1, [::1] on its port): name (any port) or name:port, comma-separated, or * for any; other hosts "
            "get 400 (DNS rebinding)"),
+    Option("forwarded_allow_ips", _networks, "addresses (or networks) of proxies whose X-Forwarded-For and "
+           "X-Forwarded-Proto are believed, comma-separated, or *; default: none, every client is known by the address "
+           "it connects from"),
 )
 
 

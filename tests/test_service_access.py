@@ -234,3 +234,24 @@ def test_only_public_styles_seen_without_keys_are_publicly_cacheable(tmp_path: P
         assert httpx.get(thumbnail).headers["cache-control"] == "private, max-age=31536000, immutable"
         httpx.patch(f"{server.url}/v1/styles/{style_id}", json={"public": True}).raise_for_status()
         assert httpx.get(thumbnail).headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_forwarded_addresses_count_only_from_the_proxies_named(tmp_path: Path, weight_files: dict,
+                                                               style_paths: list[Path]) -> None:
+    style = {"image": ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")}
+    limits = ("--rate-limit", "10", "--max-stored-styles", "2")
+
+    def from_addresses(c: httpx.Client, method: str, n: int, **kwargs: object) -> list[int]:
+        """Statuses of ``n`` requests that each claim another client address."""
+        return [c.request(method, "/v1/styles", headers={"X-Forwarded-For": f"203.0.113.{i}"}, **kwargs).status_code
+                for i in range(n)]
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", *limits) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        assert from_addresses(c, "POST", 3, files=style) == [201, 201, 429]  # one owner, 127.0.0.1: quota 2
+        listed = from_addresses(c, "GET", 10)
+        assert listed[:7] == [200] * 7 and set(listed[7:]) == {429}, listed  # one client: 10 a minute, 3 used
+    with serve(weight_files["vgg16"], tmp_path / "proxied.db", tmp_path / "server.log", *limits,
+               "--forwarded-allow-ips", "127.0.0.1") as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        assert from_addresses(c, "POST", 3, files=style) == [201] * 3  # behind a proxy: its clients, each its own
+        assert from_addresses(c, "GET", 10) == [200] * 10
