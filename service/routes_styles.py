@@ -6,7 +6,8 @@ style is 404, as if it did not exist."""
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
@@ -25,7 +26,8 @@ from .store_types import NewStyle, QuotaExceeded, StyleInfo
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style (or another key's private one)"}}
 FORBIDDEN = {403: {"model": ErrorResponse, "description": "the key may not do this (read-only, or not admin)"}}
-PRECOMPUTED_MODES = ("none", "luminance")  # coral depends on the content: encoded per request
+PRECOMPUTED_MODES = ("none", "luminance")
+T = TypeVar("T")  # coral depends on the content: encoded per request
 
 
 class StyleList(BaseModel):
@@ -38,6 +40,14 @@ class StylePatch(BaseModel):
     """What an admin key may change about a style."""
 
     public: bool
+
+
+def _within_quota(store_call: Callable[..., T], *args: object) -> T:
+    """``store_call(*args)``, with QuotaExceeded as the 429 ``quota_exceeded`` it is to the client."""
+    try:
+        return store_call(*args)
+    except QuotaExceeded as exc:
+        raise ServiceError(429, "quota_exceeded", str(exc)) from None
 
 
 def _not_found(style_id: str) -> ServiceError:
@@ -58,6 +68,7 @@ async def create_style(request: Request, response: Response, settings: SettingsD
     """Upload a style image; it is encoded now (at the server's style size), so requests using its id skip that."""
     t0 = time.perf_counter()
     src = await in_pool(pool, prepare.source, await image.read(), "image", settings.style_size, settings)
+    await run_in_threadpool(_within_quota, store.check_quota, len(src.data))  # before the work of encoding it
     charge_megapixels(request, src.pixels)
     engine.admit(stats_pixels(src.hw, settings.style_size, PRECOMPUTED_MODES), timeout - (time.perf_counter() - t0))
     with engine.holding(memory.style_upload_bytes(src.decoded, prepared_pixels(src.hw, settings.style_size))):
@@ -67,10 +78,7 @@ async def create_style(request: Request, response: Response, settings: SettingsD
     stats = {engine.stats_key(settings.style_size, mode): s for mode, s in ticket.future.result().items()}
     style = NewStyle(prepare.style_name(name, image.filename), decoded.width, decoded.height, src.data,
                      decoded.thumbnail, stats)
-    try:
-        info = await run_in_threadpool(store.add, style)
-    except QuotaExceeded as exc:
-        raise ServiceError(429, "quota_exceeded", str(exc)) from None
+    info = await run_in_threadpool(_within_quota, store.add, style)
     response.headers["Location"] = f"/v1/styles/{info.id}"
     return info
 

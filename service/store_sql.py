@@ -254,6 +254,10 @@ class SQLStyleStore:
             raise QuotaExceeded(f"{a.owner} stores {total} bytes of styles; with {size} more that would exceed "
                                 f"the limit of {a.max_bytes}: delete some")
 
+    def check_quota(self, size: int) -> None:
+        with _failures(), self._engine.connect() as conn, conn.begin():
+            self._check_quota(conn, size)
+
     def add(self, style: NewStyle) -> StyleInfo:
         info = StyleInfo(secrets.token_hex(8), style.name, style.width, style.height, len(style.image), _now())
         with self._write() as conn:

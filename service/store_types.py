@@ -71,6 +71,10 @@ class StyleStore(Protocol):
     def check(self) -> None:
         """Raise StoreUnavailable unless the database answers (and, for SQLite, is still the file opened)."""
 
+    def check_quota(self, size: int) -> None:
+        """Raise QuotaExceeded when one more style of ``size`` bytes would take this view's owner over a quota (asked
+        before the style is encoded; :meth:`add` checks again as it stores)."""
+
     def add(self, style: NewStyle) -> StyleInfo:
         """Store a style under a new id (QuotaExceeded when that would take its owner over a quota)."""
 

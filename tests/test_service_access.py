@@ -3,11 +3,13 @@ quotas, rate limits, CORS and cross-origin writes, security headers, /docs and /
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 from PIL import Image
 
 from .service_fixtures import free_port, make_key, metric, serve
@@ -255,3 +257,21 @@ def test_forwarded_addresses_count_only_from_the_proxies_named(tmp_path: Path, w
                "--forwarded-allow-ips", "127.0.0.1") as server, httpx.Client(base_url=server.url, timeout=60) as c:
         assert from_addresses(c, "POST", 3, files=style) == [201] * 3  # behind a proxy: its clients, each its own
         assert from_addresses(c, "GET", 10) == [200] * 10
+
+
+def test_a_client_at_its_quota_is_refused_before_its_style_is_encoded(tmp_path: Path, weight_files: dict,
+                                                                      style_paths: list[Path]) -> None:
+    style = {"image": ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")}
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--max-stored-styles", "1",
+               "--max-stored-bytes", str(2 * len(style["image"][1]))) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        assert c.post("/v1/styles", files=style).status_code == 201
+        runs = metric(c.get("/metrics").text, "adain_batch_size_count")
+        assert "stores 1 styles" in error(c.post("/v1/styles", files=style), 429, "quota_exceeded")["message"]
+        assert metric(c.get("/metrics").text, "adain_batch_size_count") == runs  # nothing was encoded for it
+        c.delete(f"/v1/styles/{c.get('/v1/styles').json()['styles'][0]['id']}").raise_for_status()
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(buf, "PNG")
+        big = {"image": ("big.png", buf.getvalue(), "image/png")}  # more bytes than the quota
+        assert "bytes" in error(c.post("/v1/styles", files=big), 429, "quota_exceeded")["message"]
+        assert metric(c.get("/metrics").text, "adain_batch_size_count") == runs
