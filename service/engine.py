@@ -216,6 +216,28 @@ class Engine:
         finally:
             self.held_bytes -= nbytes
 
+    def _client_gone(self, count: bool) -> ServiceError:
+        """499 for a request whose client hung up before its work was done; ``count``: as ``given_up`` here (else
+        the worker counts it when it finds the ticket given up)."""
+        if count:
+            self.metrics.dropped.labels("given_up").inc()
+        return ServiceError(499, "client_gone", "the client closed the connection; its work was dropped")
+
+    async def _outcome(self, ticket: Ticket, gone: asyncio.Event | None) -> object:
+        """The ticket's result (or its exception, raised), unless ``gone`` is set first: then the ticket is given up
+        (the worker counts it as ``given_up``, or ``abandoned`` if it was running) and 499 is raised."""
+        if gone is None:
+            return await ticket.future
+        hung_up = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait((ticket.future, hung_up), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hung_up.cancel()
+        if not ticket.future.done():
+            ticket.future.cancel()
+            raise self._client_gone(count=False)
+        return ticket.future.result()
+
     def _queues_full(self, wait: float) -> ServiceError:
         self.metrics.dropped.labels("queue_full").inc()
         return ServiceError(503, "overloaded", "every queue is full; retry later", retry_after(wait))
@@ -234,17 +256,22 @@ class Engine:
                 continue
         raise self._queues_full(wait)
 
-    async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
-        """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
+    async def run(self, work: RenderJob | StatsJob, timeout: float, gone: asyncio.Event | None = None) -> Ticket:
+        """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings. When
+        ``gone`` is set first (the client hung up), the work is given up: dropped if still queued, stopped at the
+        next safe point if running, and the request ends with 499 ``client_gone``."""
         self._check_open(timeout)
+        if gone is not None and gone.is_set():
+            raise self._client_gone(count=True)
         loop = asyncio.get_running_loop()
         now = loop.time()
         ticket = Ticket(work, loop.create_future(), now, now + timeout)
         self._submit(ticket)
         try:
             async with asyncio.timeout(timeout):
-                await ticket.future
+                await self._outcome(ticket, gone)
         except (TimeoutError, DeadlineExceeded):
+            ticket.future.cancel()
             raise ServiceError(504, "deadline_exceeded", f"no result within {timeout:g} s; the work was dropped "
                                "(at the next safe point if it had started)") from None
         except OutOfDeviceMemory as exc:

@@ -18,6 +18,7 @@ from adain.errors import clip
 from . import memory, prepare
 from .access import admin, charge_megapixels, writer
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
+from .disconnect import hang_up
 from .errors import ErrorResponse, ServiceError
 from .forms import given_once
 from .jobs import StatsJob, prepared_pixels, stats_pixels
@@ -73,8 +74,9 @@ async def create_style(request: Request, response: Response, settings: SettingsD
     engine.admit(stats_pixels(src.hw, settings.style_size, PRECOMPUTED_MODES), timeout - (time.perf_counter() - t0))
     with engine.holding(memory.style_upload_bytes(src.decoded, prepared_pixels(src.hw, settings.style_size))):
         decoded = await in_pool(pool, prepare.style_upload, src, settings)
-        ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES),
-                                  timeout - (time.perf_counter() - t0))
+        async with hang_up(request) as gone:
+            ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES),
+                                      timeout - (time.perf_counter() - t0), gone)
     stats = {engine.stats_key(settings.style_size, mode): s for mode, s in ticket.future.result().items()}
     style = NewStyle(prepare.style_name(name, image.filename), decoded.width, decoded.height, src.data,
                      decoded.thumbnail, stats)

@@ -12,6 +12,7 @@ from adain.images import OUTPUT_FORMATS
 from . import media, prepare
 from .access import charge_megapixels
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
+from .disconnect import hang_up
 from .errors import ErrorResponse
 from .forms import StylizeForm, stylize_form
 
@@ -22,6 +23,7 @@ ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text
     (413, "body, image (pixels) or request too large for the server's memory or the device"),
     (415, "not an image in an accepted format"),
     (422, "invalid arguments or unknown style_id"), (429, "rate limit (see Retry-After)"),
+    (499, "the client hung up before the answer (its work was dropped)"),
     (503, "queue full or not ready (see Retry-After)"),
     (504, "deadline exceeded; the work was dropped"))}
 
@@ -50,7 +52,8 @@ async def stylize(request: Request, form: Annotated[StylizeForm, Depends(stylize
     with engine.holding(plan.memory):
         job = await in_pool(pool, prepare.render_job, plan, form, settings)
         decode_s = time.perf_counter() - t0
-        ticket = await engine.run(job, timeout - decode_s)
+        async with hang_up(request) as gone:
+            ticket = await engine.run(job, timeout - decode_s, gone)
         t1 = time.perf_counter()
         fmt = form.format or media.negotiate(accept)
         data = await in_pool(pool, media.encode_result, ticket.future.result(), job, fmt, form.quality)
