@@ -7,8 +7,8 @@ those of earlier versions, which had no version table: such a file is adopted as
 
 SQLite runs with a rollback journal and without memory-mapped I/O: in WAL mode its index (the ``-shm`` file)
 is memory-mapped, and a truncated ``-shm`` killed the process with SIGBUS. The file's identity (device, inode)
-is checked around each write, so that a database deleted or replaced while the service runs is reported
-instead of written into. Database failures become StoreUnavailable, a full disk StoreFull.
+is checked around each write and before each read, so that a database deleted or replaced while the service
+runs is reported instead of written into or read from. Database failures become StoreUnavailable, a full disk StoreFull.
 """
 
 from __future__ import annotations
@@ -220,8 +220,12 @@ class SQLStyleStore:
             return version
 
     def _rows(self, query: sa.Executable) -> list[sa.Row]:
-        with _failures(), self._engine.connect() as conn:
-            return list(conn.execute(query))
+        """The rows of a read, from the database file opened at start only (a connection opened after the file was
+        replaced would read the new one, an older one the old one)."""
+        with _failures():
+            self._check_file()
+            with self._engine.connect() as conn:
+                return list(conn.execute(query))
 
     def check(self) -> None:
         self._check_file()

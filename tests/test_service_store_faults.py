@@ -101,3 +101,20 @@ def test_a_full_disk_gives_507(small_disk: Path, tmp_path: Path, weight_files: d
         assert upload(server.url, style_paths[0]).status_code == 201  # space again: the store works again
         assert len(httpx.get(f"{server.url}/v1/styles").json()["styles"]) == 1
         assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_a_database_file_replaced_under_the_server_is_refused_for_reads_too(tmp_path: Path, weight_files: dict,
+                                                                          style_paths: list[Path]) -> None:
+    db, log = tmp_path / "styles.db", tmp_path / "server.log"
+    other = tmp_path / "other"
+    with serve(weight_files["vgg16"], other / "styles.db", log) as server:  # another store, with a style of its own
+        assert upload(server.url, style_paths[1]).status_code == 201
+    with serve(weight_files["vgg16"], db, log) as server:
+        style_id = upload(server.url, style_paths[0]).json()["id"]
+        os.replace(other / "styles.db", db)  # e.g. a backup restored over it
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for _ in range(5):  # every connection of the pool: none may answer from either file
+                for path in ("/v1/styles", f"/v1/styles/{style_id}", f"/v1/styles/{style_id}/thumbnail"):
+                    assert_fault(c.get(path, headers={"X-Request-ID": uuid.uuid4().hex}), 503, "store_unavailable",
+                                 log)
+            assert c.get("/readyz").status_code == 503
