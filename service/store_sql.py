@@ -228,8 +228,13 @@ class SQLStyleStore:
                 return list(conn.execute(query))
 
     def check(self) -> None:
-        self._check_file()
-        self._rows(sa.select(1))
+        """The database answers and takes writes: an update of no row, rolled back (a read-only file or database
+        fails it, as every upload would fail)."""
+        with _failures():
+            self._check_file()
+            with self._engine.connect().execution_options(write=True) as conn, conn.begin() as transaction:
+                conn.execute(schema_version.update().where(sa.false()).values(version=schema_version.c.version))
+                transaction.rollback()
 
     def scoped(self, access: Access) -> SQLStyleStore:
         view = copy.copy(self)  # shares the engine

@@ -69,7 +69,8 @@ class StyleStore(Protocol):
         """This store as ``access`` sees it (the store itself sees everything and stores ownerless styles)."""
 
     def check(self) -> None:
-        """Raise StoreUnavailable unless the database answers (and, for SQLite, is still the file opened)."""
+        """Raise StoreUnavailable unless the database answers and takes writes (and, for SQLite, is still the file
+        opened)."""
 
     def check_quota(self, size: int) -> None:
         """Raise QuotaExceeded when one more style of ``size`` bytes would take this view's owner over a quota (asked
