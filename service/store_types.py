@@ -68,9 +68,9 @@ class StyleStore(Protocol):
     def scoped(self, access: Access) -> StyleStore:
         """This store as ``access`` sees it (the store itself sees everything and stores ownerless styles)."""
 
-    def check(self) -> None:
+    def check(self) -> str:
         """Raise StoreUnavailable unless the database answers and takes writes (and, for SQLite, is still the file
-        opened)."""
+        opened); else 'ok', or 'full' when its disk is full (uploads get 507, deletes still work)."""
 
     def check_quota(self, size: int) -> None:
         """Raise QuotaExceeded when one more style of ``size`` bytes would take this view's owner over a quota (asked

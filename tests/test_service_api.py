@@ -87,7 +87,8 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
     async with running_app(app_settings(tmp_path), stylizers) as app:
         c = app.client
         assert (await c.get("/healthz")).json() == {"status": "ok"}
-        assert (await c.get("/readyz")).json() == {"status": "ready", "workers": ["cpu#0"], "precision": "fp32"}
+        assert (await c.get("/readyz")).json() == {"status": "ready", "workers": ["cpu#0"], "precision": "fp32",
+                                                   "store": "ok"}
         assert "swagger" in (await c.get("/docs")).text.lower()
         schema = (await c.get("/openapi.json")).json()
         fields = schema["components"]["schemas"]

@@ -155,3 +155,20 @@ def test_a_read_only_database_makes_the_server_not_ready(read_only_view: tuple[P
                 break
             time.sleep(0.1)
         assert ready.status_code == 503 and "readonly" in ready.json()["error"]["message"], ready.text
+
+
+def test_styles_can_be_deleted_on_a_full_disk_and_readiness_says_it_is_full(small_disk: Path, tmp_path: Path,
+                                                                            weight_files: dict,
+                                                                            style_paths: list[Path]) -> None:
+    log = tmp_path / "server.log"
+    with serve(weight_files["vgg16"], small_disk / "styles.db", log) as server:
+        ids = [upload(server.url, p).json()["id"] for p in style_paths[:3]]
+        assert httpx.get(f"{server.url}/readyz").json()["store"] == "ok"
+        fill(small_disk / "filler")
+        assert_fault(upload(server.url, style_paths[3]), 507, "insufficient_storage", log)
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 200 and ready.json()["store"] == "full"  # stylizing still works
+        assert httpx.delete(f"{server.url}/v1/styles/{ids[0]}").status_code == 204
+    with serve(weight_files["vgg16"], small_disk / "styles.db", log) as server:  # restarted, the disk still full
+        assert httpx.delete(f"{server.url}/v1/styles/{ids[1]}").status_code == 204
+        assert [s["id"] for s in httpx.get(f"{server.url}/v1/styles").json()["styles"]] == ids[2:]
