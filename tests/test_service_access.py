@@ -275,3 +275,42 @@ def test_a_client_at_its_quota_is_refused_before_its_style_is_encoded(tmp_path: 
         big = {"image": ("big.png", buf.getvalue(), "image/png")}  # more bytes than the quota
         assert "bytes" in error(c.post("/v1/styles", files=big), 429, "quota_exceeded")["message"]
         assert metric(c.get("/metrics").text, "adain_batch_size_count") == runs
+
+
+def early_answer(port: int, request: bytes) -> tuple[bytes, float]:
+    """Send only a request's line and headers (they promise a body that never comes); (what the server answered
+    before closing the connection, seconds it took)."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        t0 = time.monotonic()
+        conn.sendall(request)
+        conn.settimeout(10)
+        answer = b"".join(iter(lambda: conn.recv(4096), b""))  # until the server closes the connection
+    return answer, time.monotonic() - t0
+
+
+def test_keys_roles_quotas_and_rates_are_checked_from_the_headers_before_the_body(
+        tmp_path: Path, weight_files: dict, style_paths: list[Path]) -> None:
+    keys = {name: make_key(name, role) for name, role in (("writer", "write"), ("reader", "read"))}
+    key_file = tmp_path / "keys"
+    key_file.write_text("\n".join(line for _, line in keys.values()) + "\n")
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--api-keys", str(key_file),
+               "--max-stored-styles", "1", "--rate-limit", "6") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        writer = {"Authorization": f"Bearer {keys['writer'][0]}"}
+        assert httpx.post(f"{server.url}/v1/styles", headers=writer, timeout=60,
+                          files={"image": ("s.jpg", style_paths[0].read_bytes(), "image/jpeg")}).status_code == 201
+
+        def post(path: str, key: str | None) -> tuple[bytes, float]:
+            auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
+            return early_answer(port, b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sContent-Type: multipart/form-data; "
+                                b"boundary=b\r\nContent-Length: 40000000\r\n\r\n" % (path.encode(), port, auth))
+
+        for path, key, status, code in [("/v1/stylize", None, 401, b"unauthorized"),
+                                         ("/v1/styles", keys["reader"][0], 403, b"forbidden"),
+                                         ("/v1/styles", keys["writer"][0], 429, b"quota_exceeded")]:
+            answer, seconds = post(path, key)
+            assert answer.startswith(b"HTTP/1.1 %d" % status) and code in answer, answer
+            assert b"connection: close" in answer.lower() and seconds < 5, (answer, seconds)
+        wrong = [httpx.get(f"{server.url}/v1/styles", headers={"Authorization": "Bearer adain_wrong"}).status_code
+                 for _ in range(8)]
+        assert wrong[:4] == [401] * 4 and 429 in wrong, wrong  # bad keys count against their address's rate
