@@ -36,6 +36,7 @@ from .stylizer import (
 Measure = Callable[[Tensor], Tensor]  # factors (S,) -> relative improvements (S,)
 MAX_STEP = math.log(8.0)  # largest change of one factor per step
 MAX_RANGE = math.log(16.0)  # factors stay within 1/16..16 times where they started
+BALANCE_RUNS = 3  # most calibration runs in optimisation mode, each of the run's iterations
 
 
 def relative_improvements(start: Tensor, end: Tensor) -> Tensor:
@@ -99,7 +100,7 @@ def optimize_improvements(objective: Objective, content: Tensor, factors: Tensor
     return relative_improvements(start, end).cpu()
 
 
-def balance_factors(objective: Objective, content: Tensor, rounds: int = 3, tol: float = 0.05,
+def balance_factors(objective: Objective, content: Tensor, rounds: int = BALANCE_RUNS, tol: float = 0.05,
                     callback: Callback | None = None) -> Tensor:
     """Factors b (S,) for the style losses of ``objective``, calibrated on runs from ``content`` (1, C, H, W).
 
@@ -137,12 +138,13 @@ class AdainMixer:
 
     def __init__(self, stylizer: Stylizer, content: ImageLike, styles: Sequence[ImageLike],
                  preserve_color: ColorMode = "none", content_size: int = 0, style_size: int = 0,
-                 crop: bool = False, options: OptimizeOptions | None = None) -> None:
+                 crop: bool = False, options: OptimizeOptions | None = None, style_scale: float = 1.0) -> None:
         c, _, _ = prepare_content(content, len(styles), None, preserve_color, None, content_size, crop)
         self.stylizer = stylizer
         self.content = model_input(c, preserve_color)
-        self.stats = stack_stats([stylizer.style_stats(s, preserve_color, c, style_size, crop) for s in styles])
-        images = [prepare_style(s, preserve_color, c, style_size, crop) for s in styles]
+        self.stats = stack_stats([stylizer.style_stats(s, preserve_color, c, style_size, crop, style_scale)
+                                  for s in styles])
+        images = [prepare_style(s, preserve_color, c, style_size, crop, style_scale=style_scale) for s in styles]
         self.objective = Objective(stylizer.encoder, self.content, images, torch.ones(len(styles)), None,
                                    options or OptimizeOptions())
         with torch.no_grad():
@@ -160,7 +162,7 @@ def balanced_weights(stylizer: Stylizer, content: ImageLike, styles: Sequence[Im
                      weights: Sequence[float] | None = None, *, preserve_color: ColorMode = "none",
                      content_size: int = 0, style_size: int = 0, crop: bool = False,
                      mask: Tensor | None = None, options: OptimizeOptions | None = None, rounds: int = 8,
-                     tol: float = 0.02) -> Tensor:
+                     tol: float = 0.02, style_scale: float = 1.0) -> Tensor:
     """Blend weights (S,) for ``Stylizer.stylize`` that give each style the influence ``weights`` promise.
 
     Factors b are calibrated so that the equal blend improves every style's loss (``options``' style loss,
@@ -171,7 +173,7 @@ def balanced_weights(stylizer: Stylizer, content: ImageLike, styles: Sequence[Im
     gamma = check_weights(weights, len(styles))
     if len(styles) == 1:
         return gamma.float()
-    mixer = AdainMixer(stylizer, content, styles, preserve_color, content_size, style_size, crop, options)
+    mixer = AdainMixer(stylizer, content, styles, preserve_color, content_size, style_size, crop, options, style_scale)
     factors = equalise(lambda b: mixer.improvements(b / b.sum()), torch.ones(len(styles)), rounds, tol, slope=1.0)
     mixed = gamma.float() * factors
     return mixed / mixed.sum()

@@ -13,9 +13,21 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import AdainError, exit_status
-from .options import TILE_PIXELS, TILE_SIZE, check_alpha, check_tiling, normalised_weights, open_file, output_format
+from .options import (
+    STYLE_SCALES,
+    TILE_PIXELS,
+    TILE_SIZE,
+    check_alpha,
+    check_style_scale,
+    check_tiling,
+    normalised_weights,
+    open_file,
+    output_format,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: Options whose value is a comma-separated list of numbers, which may start with a minus sign.
+NUMBER_LISTS = ("--weights", "--style-layer-weights")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,9 +120,13 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
                    help="calibrate the blend so that each style gets the influence its weight promises")
     p.add_argument("--preserve-color", choices=("none", "coral", "luminance"), default="none")
     p.add_argument("--mask", type=Path, action="append", default=[],
-                   help="label image (values 0..N-1) or one grey mask per style")
+                   help="label image (values 0..N-1) or one grey mask per style: the content's size, the output's, "
+                        "or the content's shape at any size")
     p.add_argument("--content-size", type=_size, default=512, help="shorter side of the content (0: keep)")
     p.add_argument("--style-size", type=_size, default=512, help="shorter side of the styles (0: keep)")
+    p.add_argument("--style-scale", type=float, default=1.0,
+                   help=f"texture scale: resize the styles by this factor after --style-size, {STYLE_SCALES[0]:g} "
+                        f"to {STYLE_SCALES[1]:g}; above 1 their strokes come out larger, below 1 finer (default 1)")
     p.add_argument("--crop", action="store_true", help="center-crop to a square of the given size")
     p.add_argument("-o", "--output", type=Path, help="output file (.png, .jpg, .webp)")
     p.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality, 1..100")
@@ -161,17 +177,19 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     n_styles = len(style_sets[0])
     normalised_weights(args.weights, n_styles)
     check_alpha(args.alpha)
+    check_style_scale(args.style_scale)
     check_tiling(args.tiling, args.tile_pixels, args.tile_size)
     for path in (*args.style, *args.mask, *contents):
         open_file(path).close()
 
     from tqdm import tqdm
 
-    from .images import read_resized, save_image
+    from .images import read_resized, save_image, style_read_size
     from .masks import fitted_masks, mask_weights, read_mask_images
 
     # images are read straight at the size asked for (never in float at full size), as `adain serve` reads them
-    styles_cache = {p: read_resized(p, args.style_size).image for p in args.style}  # checked before loading the model
+    style_size = style_read_size(args.style_size, args.style_scale)
+    styles_cache = {p: read_resized(p, style_size).image for p in args.style}  # checked before loading the model
     mask_images, labels = read_mask_images(args.mask) if args.mask else ([], False)
     if mask_images:
         mask_weights(mask_images, n_styles, labels)  # checked before loading the model too
@@ -181,16 +199,16 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for content_path, style_paths in tqdm(jobs, disable=len(jobs) < 2, unit="img", file=sys.stderr):
         read_content = read_resized(content_path, args.content_size)
         content = read_content.image
-        masks = fitted_masks(mask_images, n_styles, read_content.source_hw, args.content_size, labels) if mask_images \
-            else None
+        masks = fitted_masks(mask_images, n_styles, read_content.source_hw, args.content_size, args.crop,
+                             labels) if mask_images else None
         for p in style_paths:
             if p not in styles_cache:
-                styles_cache[p] = read_resized(p, args.style_size).image
+                styles_cache[p] = read_resized(p, style_size).image
         styles = [styles_cache[p] for p in style_paths]
         out = stylizer.stylize(content, styles, weights=blend_weights(args, stylizer, content, styles, masks),
                                alpha=args.alpha,
                                preserve_color=args.preserve_color, mask=masks, content_size=args.content_size,
-                               style_size=args.style_size, crop=args.crop)
+                               style_size=args.style_size, crop=args.crop, style_scale=args.style_scale)
         if batch or args.output is None:
             name = f"{content_path.stem}_stylized_{'_'.join(p.stem for p in style_paths)}.{args.ext}"
             dest = args.output_dir / name
@@ -213,7 +231,8 @@ def blend_weights(args: argparse.Namespace, stylizer, content, styles, masks) ->
     from .balance import balanced_weights
 
     return balanced_weights(stylizer, content, styles, args.weights, mask=masks, preserve_color=args.preserve_color,
-                            content_size=args.content_size, style_size=args.style_size, crop=args.crop).tolist()
+                            content_size=args.content_size, style_size=args.style_size, crop=args.crop,
+                            style_scale=args.style_scale).tolist()
 
 
 OPTIMIZE_HELP = "stylize by optimising the pixels (Gatys et al.): slower, higher fidelity"
@@ -277,6 +296,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from .images import read_image, save_image
     from .masks import read_masks
     from .optimize import optimize_image
+    from .progress import StepTimer, steps_left
 
     if len(args.content) != 1 or not args.style:
         raise AdainError("give one --content FILE and --style FILE (repeatable)")
@@ -294,6 +314,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             raise AdainError(f"{args.log}: cannot write the log ({exc.strerror or exc})") from None
         model = _optimize_model(args, options.init)
         bar = None  # opened with the first entry, so that early errors stay one line
+        timer = StepTimer()
 
         def report(entry: dict) -> None:
             nonlocal bar
@@ -304,13 +325,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                 bar.reset()
                 bar.set_description_str(phase)
             bar.update()
-            bar.set_postfix(loss=f"{entry['loss']:.4g}", refresh=False)
+            per_step = timer.step()  # left: the time left of the whole command
+            left = "?" if per_step is None else tqdm.format_interval(per_step * steps_left(entry, bar.n, bar.total))
+            bar.set_postfix(loss=f"{entry['loss']:.4g}", left=left, refresh=False)
             if log is not None:
                 log.write(json.dumps(entry) + "\n")
 
         result = optimize_image(model, content, styles, args.weights, mask=masks, preserve_color=args.preserve_color,
                                 content_size=args.content_size, style_size=args.style_size, crop=args.crop,
-                                options=options, balance=args.balance, callback=report)
+                                options=options, balance=args.balance, callback=report, style_scale=args.style_scale)
     save_image(result.image, args.output, args.quality)
     return 0
 
@@ -378,9 +401,21 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def attach_number_lists(argv: list[str]) -> list[str]:
+    """``--weights -1,2`` as ``--weights=-1,2``: argparse takes "-1,2" for an option (it is no plain negative number)
+    and would say "expected one argument" instead of checking the weights."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in NUMBER_LISTS and arg[:1] == "-" and (arg[1:2].isdigit() or arg[1:2] == "."):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adain`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = attach_number_lists(list(sys.argv[1:] if argv is None else argv))
     if argv[:1] == ["train"]:
         from .train import main as train_main
 

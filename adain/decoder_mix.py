@@ -14,7 +14,7 @@ from pathlib import Path
 from .download import sha256_file
 from .errors import InputError, WeightsError
 from .net import Decoder
-from .weights_io import decoder_layer, load_into, read_metadata, read_state_dict
+from .weights_io import decoder_layer, decoder_skips, load_into, read_metadata, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,13 @@ def _checked_decoder(path: Path, state: dict) -> dict:
         raise WeightsError(f"{path}: a {metadata['arch']} decoder, the run's is {arch}")
     if decoder_layer(path, weights) != layer:
         raise WeightsError(f"{path}: decodes {decoder_layer(path, weights)}, the run's decoder decodes {layer}")
+    skips = tuple(state.get("skips", ()))
+    if decoder_skips(path, weights) != skips:
+        raise WeightsError(f"{path}: takes skips {list(decoder_skips(path, weights))}, the run's decoder "
+                           f"takes {list(skips)}")
     encoder = metadata.get("encoder_sha256", "None")
     if encoder not in ("None", state["encoder"].get("sha256")):
         raise WeightsError(f"{path}: trained against encoder {encoder[:12]}..., not the run's")
-    decoder = Decoder(arch, layer)
+    decoder = Decoder(arch, layer, skips)
     load_into(decoder, path, weights)  # keys, shapes, finite values
     return decoder.layers.state_dict()

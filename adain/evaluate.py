@@ -4,8 +4,10 @@
 
 The pairs come from the training script's held-out split of the given folders (same counts and
 seed as ``adain train``), so no image was trained on. Per pair and as medians it reports the shape
-score, the style distance relative to a plain colour transfer, and the grid ratios at periods 4 and 8
-(:mod:`adain.metrics`); the contact sheet shows content | style | output for every pair.
+score, the colour and texture ratios (encoder-free: 0 the painting's, 1 the photo's), the style
+distance relative to a plain colour transfer, and the grid ratios at periods 4 and 8
+(:mod:`adain.metrics`); and the ceiling: the median shape score of the photos decoded back (alpha 0),
+what no amount of style can exceed. The contact sheet shows content | style | output for every pair.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from tqdm import tqdm
 from .data import list_images, split
 from .errors import AdainError, InputError, exit_status
 from .images import read_image, resize_shorter, to_pil
-from .metrics import color_transfer, grid_ratio, shape_score, style_distance
+from .metrics import color_transfer, colour_ratio, grid_ratio, shape_score, style_distance, texture_ratio
 from .net import Encoder
 from .weights_io import build_encoder
 
@@ -40,9 +42,13 @@ class PairResult:
     content: str
     style: str
     shape: float
+    colour: float  # sliced Wasserstein colour distance to the painting, output / photo
+    texture: float  # oriented-filter texture distance to the painting, output / photo
     style_ratio: float  # style distance of the output / that of a plain colour transfer
     grid4: float
     grid8: float
+
+MEASURES = ("shape", "colour", "texture", "style_ratio", "grid4", "grid8")
 
 
 def held_out(content_dir: Path, style_dirs: list[Path], holdout_content: int = 50, holdout_style: int = 20,
@@ -72,14 +78,20 @@ def evaluate_pair(stylizer, metric: Encoder, names: tuple[str, str], content: Te
     """Measures of one pair (images already at their evaluation size, ``names`` for the report) and the output."""
     out = stylizer.stylize(content, [style], alpha=alpha)
     baseline = style_distance(metric, color_transfer(content, style), style)
-    return PairResult(*names, shape_score(content, out), style_distance(metric, out, style) / max(baseline, 1e-12),
+    return PairResult(*names, shape_score(content, out), colour_ratio(content, out, style),
+                      texture_ratio(content, out, style), style_distance(metric, out, style) / max(baseline, 1e-12),
                       grid_ratio(out, 4), grid_ratio(out, 8)), out
+
+
+def ceiling(stylizer, contents: list[Tensor]) -> float:
+    """Median shape score of the photos decoded from their own features (alpha 0): what the decoder can give
+    back of a photo, and so the most any stylization keeps."""
+    return statistics.median(shape_score(c, stylizer.stylize(c, [c], alpha=0.0)) for c in contents)
 
 
 def summary(results: list[PairResult]) -> dict[str, float]:
     """Medians over the pairs."""
-    return {key: statistics.median(getattr(r, key) for r in results)
-            for key in ("shape", "style_ratio", "grid4", "grid8")}
+    return {key: statistics.median(getattr(r, key) for r in results) for key in MEASURES}
 
 
 def contact_sheet(rows: list[tuple[Tensor, Tensor, Tensor]], path: Path) -> None:
@@ -92,6 +104,11 @@ def contact_sheet(rows: list[tuple[Tensor, Tensor, Tensor]], path: Path) -> None
             sheet.paste(tile, (c * SHEET_TILE + (SHEET_TILE - tile.width) // 2,
                                r * SHEET_TILE + (SHEET_TILE - tile.height) // 2))
     sheet.save(path, quality=90)
+
+
+def _line(values: dict) -> str:
+    names = {"style_ratio": "style/colour-transfer"}
+    return "  ".join(f"{names.get(k, k)} {values[k]:.3f}" for k in MEASURES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,23 +146,21 @@ def run(args: argparse.Namespace) -> dict:
     stylizer = Stylizer.from_files(w.encoder, w.decoder, w.arch, device=args.device, precision=args.precision)
     metric = (build_encoder(args.metric_encoder, "vgg16") if args.metric_encoder else metric_encoder())
     metric = metric.to(stylizer.device)
-    results, rows = [], []
+    results, rows, photos = [], [], {}
     for i in tqdm(range(args.pairs), desc="pairs", unit="pair", file=sys.stderr):
         c_path, s_path = contents[i % len(contents)], styles[i % len(styles)]
-        c = resize_shorter(read_image(c_path), args.size)
+        c = photos.setdefault(c_path, resize_shorter(read_image(c_path), args.size))
         s = resize_shorter(read_image(s_path), args.size)
         result, out = evaluate_pair(stylizer, metric, (c_path.name, s_path.name), c, s, args.alpha)
         results.append(result)
         rows.append((c, s, out))
     report = {"model": w.model, "encoder": str(w.encoder), "decoder": str(w.decoder), "size": args.size,
               "alpha": args.alpha, "pairs": len(results), "median": summary(results),
-              "results": [asdict(r) for r in results]}
+              "ceiling": ceiling(stylizer, list(photos.values())), "results": [asdict(r) for r in results]}
     for r in results:
-        print(f"{r.content} x {r.style}: shape {r.shape:.3f}  style/colour-transfer {r.style_ratio:.3f}  "
-              f"grid4 {r.grid4:.3f}  grid8 {r.grid8:.3f}")
-    m = report["median"]
-    print(f"median over {len(results)} pairs: shape {m['shape']:.3f}  style/colour-transfer {m['style_ratio']:.3f}  "
-          f"grid4 {m['grid4']:.3f}  grid8 {m['grid8']:.3f}")
+        print(f"{r.content} x {r.style}: {_line(asdict(r))}")
+    print(f"median over {len(results)} pairs: {_line(report['median'])}")
+    print(f"ceiling (alpha-0 shape, median over {len(photos)} photos): {report['ceiling']:.3f}")
     if args.sheet:
         contact_sheet(rows, args.sheet)
     if args.json:

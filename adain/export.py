@@ -25,6 +25,7 @@ from .decoder_mix import mix_arg, mix_decoders
 from .download import sha256_file
 from .errors import AdainError, InputError, WeightsError
 from .losses import held_out_losses
+from .manifest import listed_as, manifest_path
 from .net import Decoder
 from .runs import average_checkpoints, latest_checkpoint, load_checkpoint, read_metrics
 from .train_setup import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
@@ -34,8 +35,8 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 WINDOW = 10  # metrics records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
-OBJECTIVE_ARGS = ("layer", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight", "recon_steps",
-                  "warmup")
+OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
+                  "colour_weight", "texture_weight", "recon_steps", "warmup")
 
 LOSS_DEFINITIONS = (
     "t = AdaIN(L(content), L(style)) is the decoder's input, L its layer (relu4_1 as in the paper, or the "
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="run folder (its newest checkpoint that loads) or a checkpoint file")
     p.add_argument("-o", "--output", type=Path, required=True, help="decoder file to write (.safetensors)")
     p.add_argument("--card", type=Path, help="model card to write (default: OUTPUT with .json)")
+    p.add_argument("--force", action="store_true",
+                   help="write OUTPUT even when it is a file of the weights manifest (the shipped decoder, say)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16", help="weight precision of the file")
     p.add_argument("--encoder", type=Path,
                    help="encoder file for the evaluation, when the run's is elsewhere (its sha256 must match)")
@@ -84,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count_arg(1), default=8, help="batch size of the evaluation")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (evaluation)")
     return p
+
+
+def refuse_manifest_file(output: Path) -> None:
+    """An InputError when ``output`` is a file of the weights manifest: replacing the shipped decoder (and its card)
+    breaks every later default stylize."""
+    what = listed_as(output)
+    if what is not None:
+        raise InputError(f"{output} is {what} in the manifest ({manifest_path()}): write the decoder elsewhere, "
+                         "or add --force to replace it")
 
 
 def load_source(source: Path) -> tuple[Path, dict]:
@@ -104,7 +116,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
     """Write the checkpoint's decoder to ``output``; returns it as read back from the file."""
     arch, layer = state["arch"], state.get("layer", "relu4_1")
-    decoder = Decoder(arch, layer)
+    decoder = Decoder(arch, layer, state.get("skips", ()))
     decoder.layers.load_state_dict(state["decoder"])
     if dtype == "fp16":
         peak = max(v.abs().max().item() for v in state["decoder"].values())
@@ -156,7 +168,8 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
     if encoder is None and "file" in info:
         encoder = Path(info["file"])
     layer = state.get("layer", "relu4_1")
-    models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"], layer)
+    models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"], layer,
+                                state.get("skips", ()))
     if found["sha256"] != info.get("sha256"):
         raise WeightsError(f"encoder sha256 {found['sha256']} is not the run's ({info.get('sha256')})")
     if state.get("init_decoder"):
@@ -190,15 +203,17 @@ def _verified(init: dict) -> Path:
 
 
 def lineage(decoder_file: dict) -> dict:
-    """``decoder_file`` (a decoder's file and sha256) with, from that file's own card, the steps behind it."""
+    """``decoder_file`` (a decoder's file and sha256) with, from that file's own card, the steps behind it; the file
+    by its name (its folder is the exporting machine's own, and the sha256 identifies it)."""
     card_path = Path(decoder_file["file"]).with_suffix(".json")
     try:
         card = json.loads(card_path.read_text())
         prior = card["training"]["steps"] if card["decoder"]["sha256"] == decoder_file["sha256"] else None
     except (OSError, ValueError, KeyError, TypeError):
         prior = None
-    return {**decoder_file, "steps": prior, "steps_meaning": "training steps behind that file, from its model "
-            f"card ({card_path.name}); null when no matching card was found"}
+    return {**decoder_file, "file": Path(decoder_file["file"]).name, "steps": prior,
+            "steps_meaning": f"training steps behind that file, from its model card ({card_path.name}); null when no "
+                             "matching card was found"}
 
 
 def data_counts(data: dict) -> dict:
@@ -244,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            if not args.force:
+                refuse_manifest_file(args.output)
             ckpt, state = load_source(args.source)
             if args.average > 1:
                 state = average_checkpoints(ckpt, state, args.average)

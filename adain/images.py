@@ -117,8 +117,11 @@ def resize_shorter(img: Tensor, size: int) -> Tensor:
     h, w = img.shape[-2:]
     if size <= 0 or min(h, w) == size:
         return img
-    long = int(size * max(h, w) / min(h, w))
-    hw = (size, long) if h <= w else (long, size)
+    return resize_to(img, prepared_size((h, w), size, False))
+
+
+def resize_to(img: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Resize (C, H, W) or (N, C, H, W) to exactly ``hw`` (H, W): antialiased bilinear, clamped to [0, 1]."""
     x = img.reshape(-1, *img.shape[-3:])
     x = x if x.is_floating_point() else x.float()
     out = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
@@ -154,6 +157,19 @@ def prepared_size(hw: tuple[int, int], size: int, crop: bool) -> tuple[int, int]
         side = size or min(h, w)
         return side, side
     return h, w
+
+
+def scaled_size(hw: tuple[int, int], size: int, scale: float) -> int:
+    """The shorter side a style image of ``hw`` (H, W) is resized to at ``style_size`` ``size`` (0: its own) and
+    ``style_scale`` ``scale``; ``size`` itself when ``scale`` is 1."""
+    return size if scale == 1 else max(1, round(scale * (size or min(hw))))
+
+
+def style_read_size(size: int, scale: float) -> int:
+    """The shorter side a style is read at (:func:`read_resized`) for a ``style_size`` ``size`` and a ``style_scale``
+    ``scale``: the size it is resized to (:func:`scaled_size`), or 0 (as it is) without a size, the scale then
+    applied to the image read."""
+    return scaled_size((size, size), size, scale) if size else 0
 
 
 def check_prepared(hw: tuple[int, int], size: int, crop: bool, limits: SizeLimits, label: str = "image") -> None:

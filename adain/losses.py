@@ -20,7 +20,36 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
+from .appearance import colour_distance, random_directions, texture_energies
 from .net import FEATURE_LAYERS, Decoder, Encoder
+
+COLOUR_LOSS_DIRECTIONS = 32  # random projections per step
+COLOUR_LOSS_PIXELS = 4096  # random pixels of each image per step
+
+
+def decoder_targets(inputs: Sequence[str], content_feats: Sequence[Tensor], style_feats: Sequence[Tensor]
+                    ) -> list[Tensor]:
+    """AdaIN at each of a decoder's ``inputs`` (layer names), from relu1_1, relu2_1, ... feature lists."""
+    return [ops.adain(content_feats[i], ops.channel_stats(style_feats[i]))
+            for i in (FEATURE_LAYERS.index(name) for name in inputs)]
+
+
+def colour_loss(output: Tensor, style: Tensor) -> Tensor:
+    """Sliced Wasserstein distance between the CIELAB pixel colours of output and style image, batch mean
+    (random directions and pixels drawn from the global RNG: a resumed run draws the same)."""
+    directions = random_directions(COLOUR_LOSS_DIRECTIONS)
+    return colour_distance(output.float(), style.float(), directions, COLOUR_LOSS_PIXELS).mean()
+
+
+def texture_loss(output: Tensor, style: Tensor) -> Tensor:
+    """MSE between the log oriented derivative-of-Gaussian energies of output and style image
+    (:func:`adain.appearance.texture_energies`, on BT.601 luminance)."""
+    def energies(img: Tensor) -> Tensor:
+        return texture_energies(ops.rgb_to_ycbcr(img.float())[:, :1])
+
+    with torch.no_grad():
+        reference = energies(style)
+    return F.mse_loss(energies(output), reference)
 
 
 def content_loss(out_feat: Tensor, target: Tensor) -> Tensor:
@@ -161,7 +190,8 @@ def held_out_losses(encoder: Encoder, decoders: Mapping[str, Decoder], content: 
             means["content_as_output"].add([content_loss(c_feats[k], t), *style_losses(c_feats, s_feats)], n)
             means["target"].add([t.clamp(max=0).square().mean(), *style_losses([t], s_feats[k : k + 1])], n)
             for name, dec in decoders.items():
-                o_feats = encoder.features(dec(t, tuple(c.shape[-2:])).float())
+                targets = decoder_targets(dec.inputs, c_feats, s_feats)
+                o_feats = encoder.features(dec(targets, tuple(c.shape[-2:])).float())
                 means[name].add([content_loss(o_feats[k], t), *style_losses(o_feats, s_feats)], n)
     finally:
         for name, dec in decoders.items():

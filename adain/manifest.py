@@ -125,6 +125,16 @@ def load_manifest(path: Path | None = None) -> dict[str, Bundle]:
     return bundles
 
 
+def listed_as(path: Path) -> str | None:
+    """What ``path`` is in the manifest ("the decoder of model vgg16-hed"): a shipped or cached file; else None."""
+    target = Path(path).expanduser().resolve()
+    for bundle in load_manifest().values():
+        for role in bundle.files:
+            if bundle.path(role).expanduser().resolve() == target:
+                return f"the {role} of model {bundle.name}"
+    return None
+
+
 def get_bundle(name: str) -> Bundle:
     """The bundle called ``name``, or an error listing the known ones."""
     bundles = load_manifest()

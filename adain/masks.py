@@ -9,6 +9,9 @@ one channel per style. It can be given as
   most ``LABEL_MAX``: that is a label image, and labels >= K are an error;
 * K grey images, one per style, whose intensities are the weights (normalised
   per pixel; where all are zero the styles share equally).
+
+Its size is the content's (it is resized and cropped with the content), the content's as prepared (the
+output's: taken as it is), or the content's shape at any other size (resized to the prepared content).
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from .images import (
     DEFAULT_MAX_PIXELS,
     INPUT_FORMATS,
     SizeLimits,
+    center_crop,
     check_prepared,
     open_image,
     prepare,
     prepared_size,
     resize_grey,
+    resize_to,
 )
 
 #: A single grey mask whose values are all at most this is read as a label image.
@@ -108,28 +113,36 @@ def read_masks(sources: Sequence[str | Path | bytes], n_styles: int,
     return masks_from_images(images, n_styles, labels)
 
 
-def fitted_masks(images: Sequence[Tensor], n_styles: int, content_hw: tuple[int, int], size: int, labels: bool = False,
-                 limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
-    """Soft masks (K, h, w) at the content's size once resized to ``size`` (0: as it is), made without a float mask
-    at full size: each style's weight image (:func:`mask_weights`) is resized in 8 bits, then they are normalised."""
+def fitted_masks(images: Sequence[Tensor], n_styles: int, content_hw: tuple[int, int], size: int, crop: bool = False,
+                 labels: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
+    """Soft masks (K, h, w) fitted to the content as prepared, as :func:`fit_masks` fits them, from the masks' 8-bit
+    images (:func:`read_mask_images`). Masks of the content's size, the largest, are fitted without a float mask at
+    that size: each style's weight image (:func:`mask_weights`) is resized in 8 bits, then they are normalised."""
     if tuple(images[0].shape) != tuple(content_hw):
-        raise _other_size(tuple(images[0].shape), content_hw)
-    check_prepared(content_hw, size, False, limits, "mask")
+        return fit_masks(masks_from_images(images, n_styles, labels), content_hw, size, crop, limits)
+    check_prepared(content_hw, size, crop, limits, "mask")
     hw = prepared_size(content_hw, size, False)
-    return normalise(torch.stack([resize_grey(w, hw).float() / 255 for w in mask_weights(images, n_styles, labels)]))
-
-
-def _other_size(mask_hw: tuple[int, int], content_hw: tuple[int, int]) -> InputError:
-    return InputError(f"mask is {mask_hw[1]}x{mask_hw[0]} but the content image is {content_hw[1]}x{content_hw[0]}; "
-                      "they must be the same size")
+    masks = normalise(torch.stack([resize_grey(w, hw).float() / 255 for w in mask_weights(images, n_styles, labels)]))
+    return center_crop(masks, size) if crop else masks
 
 
 def fit_masks(masks: Tensor, content_hw: tuple[int, int], size: int, crop: bool,
               limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
-    """Resize and crop masks (K, H, W) exactly like the content image they belong to."""
-    if tuple(masks.shape[-2:]) != tuple(content_hw):
-        raise _other_size(tuple(masks.shape[-2:]), content_hw)
-    return prepare(masks, size, crop, limits, "mask") if size or crop else masks
+    """Masks (K, H, W) fitted to the content as prepared (resized to ``size``, cropped): a mask of the content's size
+    is resized and cropped exactly like the content, one of the prepared size is taken as it is, and one of the
+    content's shape at another size (sides within a pixel) is resized to the content's resized size, then cropped."""
+    mask_hw, content_hw = tuple(masks.shape[-2:]), tuple(content_hw)
+    out_hw = prepared_size(content_hw, size, crop)
+    if mask_hw == content_hw:
+        return prepare(masks, size, crop, limits, "mask") if size or crop else masks
+    if mask_hw == out_hw:
+        return masks
+    same_shape = prepared_size(content_hw, min(mask_hw), False)
+    if any(abs(a - b) > 1 for a, b in zip(same_shape, mask_hw, strict=True)):
+        raise InputError(f"mask is {mask_hw[1]}x{mask_hw[0]} but the content image is {content_hw[1]}x{content_hw[0]} "
+                         f"({out_hw[1]}x{out_hw[0]} as prepared); give a mask of either size, or of the same shape")
+    resized = resize_to(masks, prepared_size(content_hw, size, False))
+    return center_crop(resized, size) if crop else resized
 
 
 def feature_masks(masks: Tensor, feat_hw: tuple[int, int]) -> Tensor:

@@ -3,7 +3,9 @@
 * :func:`shape_score`: how much of the content's shapes the output keeps (1 kept, 0 unrelated or flat);
 * :func:`grid_ratio`: a periodic pattern left by the decoder's upsampling (1 none, above 1 a grid);
 * :func:`style_distance`: the paper's style loss between output and style image on a fixed encoder;
-* :func:`color_transfer`: the plain baseline the style distance is read against.
+* :func:`color_transfer`: the plain baseline the style distance is read against;
+* :func:`colour_ratio`: how far the output's palette is from the painting's (0 the painting's, 1 the photo's);
+* :func:`texture_ratio`: the same for oriented-filter texture statistics (:mod:`adain.appearance`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
+from .appearance import colour_distance, random_directions, texture_energies
+from .images import resize_shorter
 from .losses import style_losses
 from .net import Encoder
 
@@ -92,3 +96,36 @@ def style_distance(encoder: Encoder, output: Tensor, style: Tensor) -> float:
     o = encoder.features(output.unsqueeze(0).float().to(device))
     s = encoder.features(style.unsqueeze(0).float().to(device))
     return float(sum(style_losses(o, s)))
+
+
+COLOUR_DIRECTIONS = 64
+COLOUR_PIXELS = 4096
+TEXTURE_SIZE = 256  # shorter side the texture statistics are taken at
+
+
+def _ratio(output_distance: float, content_distance: float) -> float:
+    return output_distance / max(content_distance, 1e-12)
+
+
+def colour_ratio(content: Tensor, output: Tensor, style: Tensor, seed: int = 0) -> float:
+    """Sliced Wasserstein distance (CIELAB, 64 random directions, 4,096 random pixels of each image) between
+    output and painting, over the same between photo and painting: 0 the painting's palette, 1 the photo's."""
+    directions = random_directions(COLOUR_DIRECTIONS, generator=torch.Generator().manual_seed(seed))
+
+    def distance(x: Tensor) -> float:  # the same pixel draws for output and photo
+        g = torch.Generator().manual_seed(seed)
+        return float(colour_distance(x.unsqueeze(0), style.unsqueeze(0), directions, COLOUR_PIXELS, g)[0])
+
+    return _ratio(distance(output), distance(content))
+
+
+def _texture(img: Tensor) -> Tensor:
+    return texture_energies(_luma(resize_shorter(img.double(), TEXTURE_SIZE)))[0]
+
+
+def texture_ratio(content: Tensor, output: Tensor, style: Tensor) -> float:
+    """Distance between the texture energies (:func:`adain.appearance.texture_energies`, each image's
+    luminance at a shorter side of 256 px) of output and painting, over that of photo and painting:
+    0 the painting's texture statistics, 1 the photo's."""
+    e_out, e_photo, e_style = (_texture(x) for x in (output, content, style))
+    return _ratio(float((e_out - e_style).norm()), float((e_photo - e_style).norm()))

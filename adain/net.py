@@ -8,10 +8,17 @@ AdaIN works at relu4_1, as in the paper, unless a model picks a shallower
 ``layer`` (relu3_1): the encoder then stops there when stylizing (it still
 holds the layers up to relu4_1, for the losses), and the decoder mirrors only
 the layers up to it.
+
+A decoder may also take ``skips``: shallower layers (relu1_1, relu2_1) that AdaIN
+works at too, each concatenated to the decoder's path where its resolution is
+reached, after a fixed per-channel scale (a :class:`SkipJoin` in the stack, whose
+``scale`` buffer is part of the file). The decoder's ``inputs`` are then
+(*skips, layer), shallowest first, and it takes one feature map per input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -21,6 +28,7 @@ Arch = Literal["vgg19", "vgg16"]
 ARCHS: tuple[Arch, ...] = ("vgg19", "vgg16")
 Layer = Literal["relu4_1", "relu3_1"]
 LAYERS: tuple[Layer, ...] = ("relu4_1", "relu3_1")  # where AdaIN can work; relu4_1 is the paper's
+SKIP_LAYERS = ("relu1_1", "relu2_1")  # what a decoder may take besides its layer
 
 # Conv widths up to conv4_1; "M" is a 2x2 max-pool.
 _CONFIGS: dict[str, list[int | str]] = {
@@ -37,11 +45,15 @@ def _conv3x3(cin: int, cout: int) -> list[nn.Module]:
     return [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
 
 
-def _check(arch: str, layer: str) -> None:
+def _check(arch: str, layer: str, skips: Sequence[str] = ()) -> None:
     if arch not in _CONFIGS:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
     if layer not in LAYERS:
         raise ValueError(f"AdaIN cannot work at {layer!r}; expected one of {', '.join(LAYERS)}")
+    for skip in skips:
+        if skip not in SKIP_LAYERS or FEATURE_LAYERS.index(skip) >= FEATURE_LAYERS.index(layer):
+            raise ValueError(f"a decoder of {layer} cannot take a skip from {skip!r}; expected "
+                             f"{' or '.join(SKIP_LAYERS)}, shallower than {layer}")
 
 
 def scale_of(layer: str) -> int:
@@ -104,13 +116,20 @@ class Encoder(nn.Module):
         self._end = self._stages[FEATURE_LAYERS.index(layer)][1]
         return self
 
-    def features(self, x: Tensor) -> list[Tensor]:
-        """relu1_1, relu2_1, relu3_1 and relu4_1 of ``x``."""
+    def features(self, x: Tensor, upto: str = "relu4_1") -> list[Tensor]:
+        """relu1_1, relu2_1, ... of ``x``, up to and with ``upto`` (default relu4_1)."""
         out = []
-        for a, b in self._stages:
+        for a, b in self._stages[: FEATURE_LAYERS.index(upto) + 1]:
             x = self.layers[a:b](x)
             out.append(x)
         return out
+
+    def levels(self, x: Tensor, inputs: Sequence[str]) -> list[Tensor]:
+        """The feature maps of ``inputs`` (layer names, shallowest first: a decoder's ``inputs``)."""
+        if tuple(inputs) == (self.layer,):
+            return [self(x)]
+        feats = self.features(x, inputs[-1])
+        return [feats[FEATURE_LAYERS.index(name)] for name in inputs]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers[: self._end](x)
@@ -120,32 +139,57 @@ class Encoder(nn.Module):
         return {k: v.shape for k, v in self.layers.state_dict().items()}
 
 
-class Decoder(nn.Module):
-    """Mirror of the encoder up to ``layer``: reflection padding, nearest 2x upsampling, ReLU."""
+class SkipJoin(nn.Module):
+    """Where a skip enters the decoder: crop the path to the skip's size, append the skip times ``scale``."""
 
-    def __init__(self, arch: Arch = "vgg19", layer: Layer = "relu4_1") -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
-        _check(arch, layer)
+        self.register_buffer("scale", torch.ones(channels))
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = x[..., : skip.shape[-2], : skip.shape[-1]]
+        return torch.cat([x, skip * self.scale.view(1, -1, 1, 1).to(skip.dtype)], 1)
+
+
+class Decoder(nn.Module):
+    """Mirror of the encoder up to ``layer``: reflection padding, nearest 2x upsampling, ReLU.
+
+    With ``skips``, a :class:`SkipJoin` follows the upsampling that reaches each skip's resolution, and the
+    conv after it takes the skip's channels too.
+    """
+
+    def __init__(self, arch: Arch = "vgg19", layer: Layer = "relu4_1", skips: Sequence[str] = ()) -> None:
+        super().__init__()
+        _check(arch, layer, skips)
         self.arch = arch
         self.layer = layer
+        self.skips = tuple(sorted(set(skips), key=FEATURE_LAYERS.index))
+        self.inputs = (*self.skips, layer)
         self.scale = scale_of(layer)
         widths = [3, *_config_to(arch, layer)]
         layers: list[nn.Module] = []
+        level = FEATURE_LAYERS.index(layer)
         # Walk the encoder backwards: each conv (cin -> cout) becomes (cout -> cin).
         for i in range(len(widths) - 1, 0, -1):
             v = widths[i]
             if v == "M":
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                level -= 1
+                if FEATURE_LAYERS[level] in self.skips:
+                    layers.append(SkipJoin(channels_of(FEATURE_LAYERS[level])))
                 continue
             prev = next(w for w in reversed(widths[:i]) if w != "M")
-            layers += _conv3x3(int(v), int(prev))
+            joined = isinstance(layers[-1], SkipJoin) if layers else False
+            cin = int(v) + (layers[-1].scale.numel() if joined else 0)
+            layers += _conv3x3(cin, int(prev))
             if i > 1:
                 layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, t: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        """Decode features of ``layer``; crop to ``size`` (H, W) when given."""
-        y = self.layers(t)
+    def forward(self, t: Tensor | Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
+        """Decode features of ``inputs`` (one map, or one per input, shallowest first); crop to ``size`` (H, W)
+        when given."""
+        y = run_stack(self.layers, t)
         if size is not None:
             y = y[..., : size[0], : size[1]]
         return y
@@ -153,3 +197,19 @@ class Decoder(nn.Module):
     def canonical_keys(self) -> dict[str, torch.Size]:
         """Expected canonical key -> shape."""
         return {k: v.shape for k, v in self.layers.state_dict().items()}
+
+
+def run_stack(layers: nn.Sequential, t: Tensor | Sequence[Tensor]) -> Tensor:
+    """Run a decoder stack on its deepest input, handing the shallower ones to its :class:`SkipJoin` s."""
+    feats = [t] if isinstance(t, Tensor) else list(t)
+    x, skips = feats[-1], feats[-2::-1]  # the skips in the order the stack meets them: deepest first
+    joined = 0
+    for module in layers:
+        if isinstance(module, SkipJoin):
+            x = module(x, skips[joined])
+            joined += 1
+        else:
+            x = module(x)
+    if joined != len(skips):
+        raise ValueError(f"the decoder takes {joined + 1} feature maps, got {len(feats)}")
+    return x

@@ -52,6 +52,11 @@ def blend_stats(stats: Stats, weights: Tensor) -> Stats:
     return Stats((w * stats.mean).sum(0), (w * stats.std).sum(0))
 
 
+def split_stats(stats: Stats, channels: list[int]) -> list[Stats]:
+    """Statistics of several feature maps, concatenated along the last axis, split back into each map's."""
+    return [Stats(m, s) for m, s in zip(stats.mean.split(channels, -1), stats.std.split(channels, -1), strict=True)]
+
+
 def adain(content: Tensor, style: Stats, eps: float = EPS) -> Tensor:
     """Normalise ``content`` per channel and give it ``style``'s (N, C) mean and std."""
     c = channel_stats(content, eps)

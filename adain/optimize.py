@@ -22,6 +22,7 @@ from .balance import balance_factors, balanced_weights, refuse_mask
 from .errors import InputError
 from .gatys import Callback, Objective, OptimizeOptions, descend
 from .net import Encoder
+from .options import check_style_scale
 from .stylizer import ColorMode, ImageLike, Stylizer, finish, model_input, prepare_content, prepare_style
 
 __all__ = ["OptimizeOptions", "OptimizeResult", "optimize_image"]
@@ -49,7 +50,8 @@ def optimize_image(model: Stylizer | Encoder, content: ImageLike, styles: Sequen
                    weights: Sequence[float] | None = None, *, mask: Tensor | None = None,
                    preserve_color: ColorMode = "none", content_size: int = 0, style_size: int = 0,
                    crop: bool = False, options: OptimizeOptions | None = None, balance: bool = False,
-                   max_iterations: int | None = None, callback: Callback | None = None) -> OptimizeResult:
+                   max_iterations: int | None = None, callback: Callback | None = None,
+                   style_scale: float = 1.0) -> OptimizeResult:
     """Stylize ``content`` by optimising its pixels; the inputs mean what they mean for ``Stylizer.stylize``.
 
     ``model`` is a Stylizer, or a bare Encoder when ``options.init`` is not "adain"; the work runs on its
@@ -71,12 +73,14 @@ def optimize_image(model: Stylizer | Encoder, content: ImageLike, styles: Sequen
     c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop)
     grey = preserve_color == "luminance"
     c_in = model_input(c, preserve_color)
-    style_images = [prepare_style(s, preserve_color, c, style_size, crop) for s in styles]
+    style_images = [prepare_style(s, preserve_color, c, style_size, crop, style_scale=check_style_scale(style_scale))
+                    for s in styles]
     objective = Objective(encoder, c_in, style_images, w, masks, options)
     if balance and len(styles) > 1:
         objective.factors = balance_factors(objective, c_in[None, : 1 if grey else 3],
                                             callback=_tagged(callback, "balance"))
-    looks = dict(preserve_color=preserve_color, content_size=content_size, style_size=style_size, crop=crop)
+    looks = dict(preserve_color=preserve_color, content_size=content_size, style_size=style_size, crop=crop,
+                 style_scale=style_scale)
 
     def adain() -> Tensor:
         blend = weights

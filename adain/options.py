@@ -57,6 +57,20 @@ def check_alpha(alpha: float) -> float:
     return alpha
 
 
+#: The range of ``style_scale``: the factor a style image is resized by (after ``style_size``) before its statistics
+#: are taken. Above 1 the style's strokes and texture come out larger in the result, below 1 finer.
+STYLE_SCALES = (0.25, 4.0)
+
+
+def check_style_scale(scale: float) -> float:
+    """style_scale must lie in :data:`STYLE_SCALES`."""
+    scale = float(scale)
+    low, high = STYLE_SCALES
+    if not math.isfinite(scale) or not low <= scale <= high:
+        raise InputError(f"style_scale must be between {low:g} and {high:g}, got {scale}")
+    return scale
+
+
 def check_tiling(tiling_mode: str, tile_pixels: int, tile_size: int) -> None:
     """Tiling options: a known mode, a threshold >= 1 and a tile side that is a positive multiple of 8."""
     if tiling_mode not in TILINGS:

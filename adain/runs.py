@@ -169,18 +169,25 @@ class MetricsLog:
         self.file = (run_dir / METRICS).open("a")
         self.writer = _tensorboard(run_dir)
         self._sum: Tensor | None = None
+        self._extra: dict[str, Tensor] = {}
         self._n, self._since = 0, time.time()
 
-    def add(self, content: Tensor, style_layers: list[Tensor]) -> None:
-        """Accumulate one step's losses (on the device: no synchronisation)."""
+    def add(self, content: Tensor, style_layers: list[Tensor], extra: dict[str, Tensor] | None = None) -> None:
+        """Accumulate one step's losses (on the device: no synchronisation); ``extra``: further weighted terms
+        of the total (colour, texture), logged under their names."""
         v = torch.stack([content, *style_layers]).detach().float()
         self._sum = v if self._sum is None else self._sum + v
+        for name, value in (extra or {}).items():
+            self._extra[name] = self._extra.get(name, 0.0) + value.detach().float()
         self._n += 1
 
     def log_train(self, step: int, lr: float) -> dict:
         """Write the interval's mean losses and throughput; raises :class:`TrainingDiverged` on NaN/inf."""
         content, *layers = (self._sum / self._n).tolist()
         losses = Losses(content, layers).as_dict(self.style_weight)
+        extra = {name: float(v) / self._n for name, v in self._extra.items()}
+        losses["total"] += sum(extra.values())
+        losses.update(extra)
         if not math.isfinite(losses["total"]):
             raise TrainingDiverged(f"the loss is {losses['total']} at step {step}; resume from an earlier checkpoint "
                                    "with a lower --lr, or use --precision fp32")
@@ -188,7 +195,7 @@ class MetricsLog:
         rate = self._n / max(now - self._since, 1e-9)
         rec = {"step": step, "loss": losses.pop("total"), **losses, "lr": lr, "it_s": rate, "steps_averaged": self._n,
                "time": now}
-        self._sum, self._n, self._since = None, 0, now
+        self._sum, self._extra, self._n, self._since = None, {}, 0, now
         self._write(rec, {k: rec[k] for k in ("loss", "content", "style", "lr", "it_s")})
         return rec
 

@@ -27,10 +27,10 @@ from torch import Tensor, nn
 
 from . import ops, tiling
 from .errors import InputError
-from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, to_tensor
+from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, scaled_size, to_tensor
 from .masks import feature_masks, fit_masks
-from .net import MIN_SIDE, Arch, Decoder, Encoder
-from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_tiling, normalised_weights
+from .net import MIN_SIDE, Arch, Decoder, Encoder, channels_of
+from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_style_scale, check_tiling, normalised_weights
 from .precision import auto_precision
 from .upconv import FusedDecoder
 from .weights_io import build_decoder, build_encoder, read_arch
@@ -86,10 +86,12 @@ def prepare_content(content: ImageLike, n_styles: int, weights: Sequence[float] 
 
 
 def prepare_style(style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
-                  style_size: int = 0, crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
-    """A style image (3, H, W) as the encoder sees it: resized (checked against ``limits`` first), then
-    matched to the prepared ``content``'s colours (coral) or made grey (luminance)."""
-    s = prepare(to_tensor(style), style_size, crop, limits, "style")
+                  style_size: int = 0, crop: bool = False, limits: SizeLimits = DEFAULT_LIMITS,
+                  style_scale: float = 1.0) -> Tensor:
+    """A style image (3, H, W) as the encoder sees it: resized to ``style_size`` times ``style_scale`` (checked
+    against ``limits`` first), then matched to the prepared ``content``'s colours (coral) or made grey (luminance)."""
+    raw = to_tensor(style)
+    s = prepare(raw, scaled_size(tuple(raw.shape[-2:]), style_size, style_scale), crop, limits, "style")
     if preserve_color == "coral":
         return ops.coral(s, content)
     if preserve_color == "luminance":
@@ -159,17 +161,31 @@ class Target:
     masks: Tensor | None = None  # (S, H, W) soft masks at image resolution
 
 
-def _check_target(t: Target, size: tuple[int, int]) -> None:
-    """A Target must agree with itself and with the content size it is rendered at."""
+def _check_target(t: Target, size: tuple[int, int], channels: int) -> None:
+    """A Target must agree with itself, with the decoder's inputs (``channels`` statistics per style) and with
+    the content size it is rendered at."""
     n = t.stats.mean.shape[0]
     if t.stats.mean.ndim != 2 or t.stats.std.shape != t.stats.mean.shape:
         raise InputError(f"target stats must be (S, C) means and stds, got {tuple(t.stats.mean.shape)} "
                          f"and {tuple(t.stats.std.shape)}")
+    if t.stats.mean.shape[1] != channels:
+        raise InputError(f"target stats have {t.stats.mean.shape[1]} channels; this decoder takes {channels}")
     if tuple(t.weights.shape) != (n,):
         raise InputError(f"target has {tuple(t.weights.shape)} weights for {n} styles")
     if t.masks is not None and tuple(t.masks.shape) != (n, *size):
         raise InputError(f"target masks are {tuple(t.masks.shape)}, expected {(n, *size)}")
     check_alpha(t.alpha)
+
+
+def _restyled(f: Tensor, stats: ops.Stats, t: Target, masks: Tensor | None) -> Tensor:
+    """One content's feature map (1, C, h, w) given the style statistics (S, C) of ``t`` (mixed by its weights
+    or its ``masks``, at image resolution), then blended with itself by ``t.alpha``."""
+    if masks is None:
+        mix = ops.blend_stats(stats, t.weights)
+        out = ops.adain(f, ops.Stats(mix.mean[None], mix.std[None]))
+    else:
+        out = ops.masked_adain(f, feature_masks(masks, tuple(f.shape[-2:]))[None], stats)
+    return t.alpha * out + (1.0 - t.alpha) * f if t.alpha < 1.0 else out
 
 
 class Stylizer:
@@ -226,17 +242,17 @@ class Stylizer:
             return 0
         return self.tile_size
 
-    def _encoder_pass(self, images: Tensor) -> Tensor:
-        """The AdaIN layer's features of device images (N, 3, H, W), whole or in tiles."""
+    def _encoder_pass(self, images: Tensor) -> list[Tensor]:
+        """The feature maps of the decoder's inputs of device images (N, 3, H, W), whole or in tiles."""
         tile = self.tile_for(tuple(images.shape[-2:]))
         if not tile:
-            return self.encoder(images)
+            return self.encoder.levels(images, self.decoder.inputs)
         self.tiled_passes += 1
         log.debug("encoding %dx%d in tiles of %d px", images.shape[-1], images.shape[-2], tile)
-        return tiling.encode_tiled(self.encoder, images, tile, between=self._safe_point)
+        return tiling.encode_tiled(self.encoder, images, tile, between=self._safe_point, inputs=self.decoder.inputs)
 
-    def _decoder_pass(self, feats: Tensor, size: tuple[int, int]) -> Tensor:
-        """Decode (N, C, h, w) features to images of ``size`` (H, W), whole or in tiles."""
+    def _decoder_pass(self, feats: list[Tensor], size: tuple[int, int]) -> Tensor:
+        """Decode the feature maps of the decoder's inputs to images of ``size`` (H, W), whole or in tiles."""
         tile = self.tile_for(size)
         if not tile:
             return self.decoder_fused(feats, size)
@@ -272,17 +288,24 @@ class Stylizer:
             raise InputError(f"the {what} is {w}x{h} pixels as prepared; each side needs at least {MIN_SIDE}")
         return img.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
+    @property
+    def stats_channels(self) -> int:
+        """Statistics per style: the channels of every decoder input (the AdaIN layer and its skips)."""
+        return sum(channels_of(name) for name in self.decoder.inputs)
+
     @torch.inference_mode()
-    def encode(self, images: Tensor) -> Tensor:
-        """The AdaIN layer's features (relu4_1, or the decoder's shallower layer) of (N, 3, H, W) images."""
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """The feature maps AdaIN works on (the decoder's inputs: relu4_1 or its shallower layer, after the
+        skips' layers when it has any) of (N, 3, H, W) images."""
         with self._autocast():
             return self._encoder_pass(self._to_device(images, "style image"))
 
     @torch.inference_mode()
     def compute_stats(self, style: Tensor) -> ops.Stats:
-        """AdaIN-layer channel stats of one prepared style image (3, H, W), each (C,), on the device."""
-        s = ops.channel_stats(self.encode(style))
-        return ops.Stats(s.mean[0], s.std[0])
+        """Channel stats of one prepared style image (3, H, W) at every decoder input, concatenated (each
+        (:attr:`stats_channels`,)), on the device."""
+        levels = [ops.channel_stats(f) for f in self.encode(style)]
+        return ops.Stats(torch.cat([s.mean[0] for s in levels]), torch.cat([s.std[0] for s in levels]))
 
     @torch.inference_mode()
     def render(self, contents: Tensor, targets: Sequence[Target]) -> Tensor:
@@ -293,25 +316,20 @@ class Stylizer:
             raise InputError("one target per content image is needed")
         size = tuple(contents.shape[-2:])
         for t in targets:
-            _check_target(t, size)
+            _check_target(t, size, self.stats_channels)
         with self._autocast():
-            feats = self._encoder_pass(self._to_device(contents, "content image"))
+            levels = self._encoder_pass(self._to_device(contents, "content image"))
             self._safe_point()
-            mixed = []
+            channels = [f.shape[1] for f in levels]
+            mixed: list[list[Tensor]] = [[] for _ in levels]
             for i, t in enumerate(targets):
-                f = feats[i : i + 1]
                 stats = ops.Stats(t.stats.mean.to(self.device), t.stats.std.to(self.device))
-                if t.masks is None:
-                    mix = ops.blend_stats(stats, t.weights)
-                    out = ops.adain(f, ops.Stats(mix.mean[None], mix.std[None]))
-                else:
-                    m = feature_masks(t.masks.to(self.device, torch.float32), tuple(f.shape[-2:]))
-                    out = ops.masked_adain(f, m[None], stats)
-                if t.alpha < 1.0:
-                    out = t.alpha * out + (1.0 - t.alpha) * f
-                mixed.append(out)
+                masks = None if t.masks is None else t.masks.to(self.device, torch.float32)
+                for level, (feats, level_stats) in enumerate(zip(levels, ops.split_stats(stats, channels),
+                                                                 strict=True)):
+                    mixed[level].append(_restyled(feats[i: i + 1], level_stats, t, masks))
             self._safe_point()
-            result = self._decoder_pass(torch.cat(mixed), size)
+            result = self._decoder_pass([torch.cat(m) for m in mixed], size)
         return result.float().clamp_(0, 1)
 
     # ---- the whole pipeline ----------------------------------------------
@@ -327,30 +345,33 @@ class Stylizer:
         content_size: int = 0,
         style_size: int = 0,
         crop: bool = False,
+        style_scale: float = 1.0,
     ) -> Tensor:
         """Stylize one content image with one or more styles; returns (3, H, W) in [0, 1] on the CPU.
 
-        ``mask`` (S, H, W) assigns regions of the content (at its original size)
-        to the styles; then ``weights`` must be None.
+        ``mask`` (S, H, W) assigns regions of the content (at its original size, the prepared size, or that shape)
+        to the styles; then ``weights`` must be None. ``style_scale`` (0.25 to 4) resizes the styles by that factor
+        after ``style_size``: above 1 their strokes come out larger, below 1 finer.
         """
         c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop,
                                       self.limits)
-        alpha = check_alpha(alpha)
-        stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop) for s in styles])
+        alpha, style_scale = check_alpha(alpha), check_style_scale(style_scale)
+        stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop, style_scale) for s in styles])
         out = self.render(model_input(c, preserve_color), [Target(stats, w, alpha, masks)])[0].cpu()
         return finish(out, c, preserve_color)
 
     def style_stats(self, style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
-                    style_size: int = 0, crop: bool = False) -> ops.Stats:
-        """Stats of a style image as it will be used; cached by its pixels, size and colour mode.
+                    style_size: int = 0, crop: bool = False, style_scale: float = 1.0) -> ops.Stats:
+        """Stats of a style image as it will be used; cached by its pixels, size, scale and colour mode.
 
         ``content`` (the prepared content image) is needed for ``coral``.
         """
         raw = to_tensor(style)
         content_key = tensor_digest(content) if preserve_color == "coral" else ""
-        key = f"{tensor_digest(raw)}:{style_size}:{int(crop)}:{preserve_color}:{content_key}"
+        key = f"{tensor_digest(raw)}:{style_size}:{style_scale}:{int(crop)}:{preserve_color}:{content_key}"
         stats = self.cache.get(key)
         if stats is None:
-            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop, self.limits))
+            stats = self.compute_stats(prepare_style(raw, preserve_color, content, style_size, crop, self.limits,
+                                                     style_scale))
             self.cache.put(key, stats)
         return stats

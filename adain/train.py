@@ -32,12 +32,21 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from . import ops
 from .data import PairDataset, StreamSampler, Unreadable, collate, list_images, split
 from .download import sha256_file
 from .errors import AdainError, InputError, exit_status
-from .losses import content_loss, grid_loss, held_out_losses, layout_loss, normalised_feature_loss, style_losses
-from .net import FEATURE_LAYERS, LAYERS
+from .losses import (
+    colour_loss,
+    content_loss,
+    decoder_targets,
+    grid_loss,
+    held_out_losses,
+    layout_loss,
+    normalised_feature_loss,
+    style_losses,
+    texture_loss,
+)
+from .net import FEATURE_LAYERS, LAYERS, SKIP_LAYERS
 from .runs import (
     MetricsLog,
     TrainingDiverged,
@@ -47,14 +56,14 @@ from .runs import (
     save_checkpoint,
     trim_metrics,
 )
-from .train_setup import Models, count_arg, held_out_pairs, init_models
-from .weights_io import decoder_layer, load_into
+from .train_setup import Models, calibrate_skips, count_arg, held_out_pairs, init_models, skips_arg
+from .weights_io import decoder_layer, decoder_skips, load_into
 
 LOCK = ".lock"
 SAMPLE_PAIRS = 4  # rows of the sample grids
 # Arguments that define the run: a resumed run must keep them (the data split, the optimisation).
 FIXED_ON_RESUME = ("content_dir", "style_dir", "batch_size", "lr", "lr_decay", "style_weight", "resize", "crop",
-                   "holdout_content", "holdout_style", "seed", "init_decoder", "loss", "layer")
+                   "holdout_content", "holdout_style", "seed", "init_decoder", "loss", "layer", "skips")
 NOT_INHERITED = ("output_dir", "resume", "no_progress")  # everything else defaults to the checkpoint's value
 PATH_ARGS = ("content_dir", "style_dir", "encoder", "init_decoder", "output_dir")
 
@@ -66,13 +75,17 @@ class Objective:
     ``structure``: weight of the instance-normalised relu3_1 loss against the content photo;
     ``layout``: weight of the coarse standardised-luminance loss against it; ``pixel``: weight of
     the pixel L1 loss, used in reconstruction steps (the style image is then the content itself);
-    ``grid``: weight of the loss on the output's gradient profile modulo 8 (the upsampling grid).
+    ``grid``: weight of the loss on the output's gradient profile modulo 8 (the upsampling grid);
+    ``colour`` and ``texture``: weights of the encoder-free appearance losses against the style image
+    (:func:`adain.losses.colour_loss`, :func:`adain.losses.texture_loss`), off in reconstruction steps.
     """
 
     structure: float = 0.0
     layout: float = 0.0
     pixel: float = 0.0
     grid: float = 0.0
+    colour: float = 0.0
+    texture: float = 0.0
 
 
 STRUCTURE_LAYER = 2  # relu3_1
@@ -86,18 +99,18 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Ob
     """(content-side loss, per-layer style losses, output) of one batch.
 
     The content-side loss is the paper's (MSE of the AdaIN layer's features to the AdaIN target) plus the
-    ``objective``'s terms.
+    ``objective``'s terms (its colour and texture terms are :func:`appearance_losses`'). AdaIN works at every
+    input of the decoder (its layer and its skips), each with the style's own statistics there.
     """
-    enc = models.encoder
+    enc, dec = models.encoder, models.decoder
     k = FEATURE_LAYERS.index(enc.layer)
     with torch.no_grad():
-        content_feats = enc.features(content) if objective.structure or style is content else None
-        content_feat = content_feats[k] if content_feats else enc(content)
+        content_feats = enc.features(content, FEATURE_LAYERS[-1] if style is content else enc.layer)
         style_feats = content_feats if style is content else enc.features(style)
-        target = ops.adain(content_feat, ops.channel_stats(style_feats[k]))
-    out = models.decoder(target, tuple(content.shape[-2:]))
+        targets = decoder_targets(dec.inputs, content_feats, style_feats)
+    out = dec(targets, tuple(content.shape[-2:]))
     out_feats = enc.features(out)
-    lc = content_loss(out_feats[k], target)
+    lc = content_loss(out_feats[k], targets[-1])
     if objective.structure:
         lc = lc + objective.structure * normalised_feature_loss(out_feats[STRUCTURE_LAYER],
                                                                 content_feats[STRUCTURE_LAYER])
@@ -110,11 +123,22 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Ob
     return lc, style_losses(out_feats, style_feats), out
 
 
+def appearance_losses(out: Tensor, style: Tensor, objective: Objective) -> dict[str, Tensor]:
+    """The weighted encoder-free style terms of ``objective`` that are on: colour and texture."""
+    terms = {}
+    if objective.colour:
+        terms["colour"] = objective.colour * colour_loss(out, style)
+    if objective.texture:
+        terms["texture"] = objective.texture * texture_loss(out, style)
+    return terms
+
+
 def objective_at(args: argparse.Namespace, step: int) -> tuple[Objective, bool]:
     """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
     recon = step < args.recon_steps
     pixel = RECON_PIXEL_WEIGHT if recon else 0.0
-    return Objective(args.structure_weight, args.layout_weight, pixel, args.grid_weight), recon
+    colour, texture = (0.0, 0.0) if recon else (args.colour_weight, args.texture_weight)
+    return Objective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, colour, texture), recon
 
 
 def lr_at(step: int, base_lr: float, decay: float, warmup: int = 0) -> float:
@@ -150,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where AdaIN works and what the decoder decodes: relu4_1 as in the paper, or relu3_1 "
                         "(the photo's shapes kept, a smaller decoder; docs/training.md). Default: the layer of "
                         "--init-decoder, else relu4_1")
+    p.add_argument("--skips", type=skips_arg,
+                   help="comma-separated shallower layers AdaIN also works at, each fed to the decoder where its "
+                        f"resolution is reached ({', '.join(SKIP_LAYERS)}; docs/training.md). Default: those of "
+                        "--init-decoder, else none")
     p.add_argument("--init-decoder", type=Path, help="start from this decoder file instead of random weights "
                    "(to continue or fine-tune a released decoder; the step count and optimizer start afresh)")
     p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
@@ -167,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-weight", type=float, default=0.0,
                    help="weight of a loss against the upsampling grid: MSE between the output's and the photo's "
                         "mean |luminance gradient| by position modulo 8, each over its mean (docs/training.md)")
+    p.add_argument("--colour-weight", type=float, default=0.0,
+                   help="weight of the colour loss: sliced Wasserstein distance between the output's and the style "
+                        "image's CIELAB pixel colours (not in reconstruction steps)")
+    p.add_argument("--texture-weight", type=float, default=0.0,
+                   help="weight of the texture loss: MSE between the output's and the style image's log oriented "
+                        "derivative-of-Gaussian energies (not in reconstruction steps)")
     p.add_argument("--recon-steps", type=count_arg(0), default=0,
                    help="warm start: the first N steps train an autoencoder (the style image is the content "
                         "photo itself; pixel L1 plus the content-side feature losses, no style loss), which "
@@ -307,8 +341,8 @@ def write_samples(models: Models, content: Tensor, style: Tensor, path: Path) ->
     was_training = models.decoder.training
     models.decoder.eval()
     c, s = content.to(device), style.to(device)
-    t = ops.adain(models.encoder(c), ops.channel_stats(models.encoder(s)))
-    out = models.decoder(t, tuple(c.shape[-2:])).float().clamp(0, 1)
+    targets = decoder_targets(models.decoder.inputs, models.encoder.features(c), models.encoder.features(s))
+    out = models.decoder(targets, tuple(c.shape[-2:])).float().clamp(0, 1)
     models.decoder.train(was_training)
     rows = torch.stack([c, s, out], 1).flatten(0, 1).cpu()
     save_image(make_grid(rows, nrow=3, padding=2), path)
@@ -344,7 +378,8 @@ class Run:
         return {"step": self.step, "decoder": {k: v.cpu() for k, v in self.models.decoder.layers.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(),
                 "args": {k: _jsonable(v) for k, v in vars(self.args).items()},
-                "arch": self.models.encoder.arch, "layer": self.models.decoder.layer, "encoder": self.encoder_info,
+                "arch": self.models.encoder.arch, "layer": self.models.decoder.layer,
+                "skips": list(self.models.decoder.skips), "encoder": self.encoder_info,
                 "data": self.data,
                 "init_decoder": self.init_decoder, "changes": self.changes,
                 "precision": self.precision, "device": str(self.device),
@@ -368,7 +403,9 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     data = resume["data"] if resume else scan_data(args)  # before the encoder: bad folders fail fast
     if args.layer is None:  # a run from before --layer, or a new one: the start file's layer
         args.layer = decoder_layer(args.init_decoder) if args.init_decoder and not resume else "relu4_1"
-    models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer)
+    if args.skips is None:  # a run from before --skips, or a new one: the start file's skips
+        args.skips = list(decoder_skips(args.init_decoder)) if args.init_decoder and not resume else []
+    models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer, args.skips)
     fill_loss_defaults(args, models.encoder.arch)
     random.seed(args.seed)
     init = resume.get("init_decoder") if resume else None
@@ -378,6 +415,8 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     elif args.init_decoder is not None:
         load_into(models.decoder, args.init_decoder)
         init = {"file": str(args.init_decoder), "sha256": sha256_file(args.init_decoder)}
+    else:
+        calibrate_skips(models, [Path(p) for p in data["content"]["train"]], args.resize or 256)
     fmt = torch.channels_last
     models.encoder.to(device, memory_format=fmt)
     models.decoder.to(device, memory_format=fmt).train()
@@ -420,16 +459,17 @@ def train(args: argparse.Namespace, resume: dict | None = None) -> int:
                     group["lr"] = lr_at(run.step, args.lr, args.lr_decay, args.warmup)
                 objective, recon = objective_at(args, run.step)
                 with autocast:
-                    lc, ls_layers, _ = loss_fn(models, content, content if recon else style, objective)
+                    lc, ls_layers, out = loss_fn(models, content, content if recon else style, objective)
                     style_weight = 0.0 if recon else args.style_weight  # reconstruction: pixels and features only
-                    loss = lc + style_weight * torch.stack(ls_layers).sum()
+                    extra = appearance_losses(out, style, objective)
+                    loss = lc + style_weight * torch.stack(ls_layers).sum() + sum(extra.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 run.step += 1
                 step, last = run.step, run.step == args.steps
                 bar.update(1)
-                log.add(lc, ls_layers)
+                log.add(lc, ls_layers, extra)
                 if step % args.log_every == 0 or last:
                     rec = log.log_train(step, optimizer.param_groups[0]["lr"])
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", c=f"{rec['content']:.3f}", s=f"{rec['style']:.3f}")

@@ -6,15 +6,19 @@ the argument type of counts. Both import them from here, so the dependency runs 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .data import Pairs, fixed_pairs
-from .net import Decoder, Encoder, Layer
+from .data import Pairs, UnreadableImage, fixed_pairs, read_rgb
+from .images import resize_shorter
+from .net import FEATURE_LAYERS, SKIP_LAYERS, Decoder, Encoder, Layer, SkipJoin, channels_of
 
 HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
+SKIP_PHOTOS = 48  # training photos whose mean activations set the skips' scales
+SKIP_OFFSET = 0.01  # scale = 1 / (mean activation + this): rarely active channels are not blown up without bound
 
 
 @dataclass
@@ -26,9 +30,9 @@ class Models:
 
 
 def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None,
-                layer: Layer = "relu4_1") -> tuple[Models, dict]:
-    """The encoder (a bundle's or a file) and a fresh decoder for ``layer`` whose initial weights depend only
-    on ``seed``.
+                layer: Layer = "relu4_1", skips: Sequence[str] = ()) -> tuple[Models, dict]:
+    """The encoder (a bundle's or a file) and a fresh decoder for ``layer`` (and ``skips``) whose initial
+    weights depend only on ``seed``.
 
     Seeds the global torch RNG. Returns the encoder description stored in checkpoints and model cards.
     """
@@ -36,7 +40,45 @@ def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | 
 
     torch.manual_seed(seed)
     enc, info = resolve_encoder(model=model, encoder=encoder, arch=arch)
-    return Models(enc.at(layer), Decoder(enc.arch, layer)), info
+    return Models(enc.at(layer), Decoder(enc.arch, layer, skips)), info
+
+
+@torch.no_grad()
+def calibrate_skips(models: Models, photos: Sequence[Path], size: int) -> None:
+    """Set each skip's scale to 1 / (its channels' mean activation over the first :data:`SKIP_PHOTOS` readable
+    ``photos`` at a shorter side of ``size``, + :data:`SKIP_OFFSET`): the encoder's channels differ by orders of
+    magnitude, and without this the decoder's training diverges (docs/training.md)."""
+    joins = [m for m in models.decoder.layers if isinstance(m, SkipJoin)]
+    if not joins:
+        return
+    sums = {name: torch.zeros(channels_of(name)) for name in SKIP_LAYERS}
+    used = 0
+    for path in photos:
+        if used == SKIP_PHOTOS:
+            break
+        try:
+            img = read_rgb(path).float().div(255)
+        except UnreadableImage:
+            continue
+        feats = models.encoder.features(resize_shorter(img, size)[None].to(next(models.encoder.parameters())),
+                                        SKIP_LAYERS[-1])
+        for name, f in zip(SKIP_LAYERS, feats, strict=True):
+            sums[name] += f.float().mean((0, 2, 3)).cpu()
+        used += 1
+    if not used:
+        raise ValueError("no readable photo to calibrate the skips with")
+    by_channels = {len(v): name for name, v in sums.items()}
+    for join in joins:
+        join.scale.copy_(1.0 / (sums[by_channels[join.scale.numel()]] / used + SKIP_OFFSET))
+
+
+def skips_arg(text: str) -> list[str]:
+    """An argparse type: comma-separated skip layers (empty for none)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SKIP_LAYERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown skip layer {unknown[0]!r}; expected {', '.join(SKIP_LAYERS)}")
+    return sorted(set(names), key=FEATURE_LAYERS.index)
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:

@@ -6,6 +6,10 @@ sees only a 2x2 window of the replicate-padded low-resolution input, with the 3x
 folded pairwise: phase 0 takes (k0, k1 + k2), phase 1 takes (k0 + k1, k2). One conv with the four phases as
 4x the output channels, on the low-resolution input, then interleaving the phases, gives the same result
 (up to float rounding) with 16/36 = 4/9 of the multiply-adds and without the upsampled and padded copies.
+
+Where a skip joins after the upsampling (:class:`~adain.net.SkipJoin`), the conv after it is split by input
+channels: the path's part runs as above, the skip's part (its fixed scale folded into the kernel) as a plain
+conv at the skip's resolution, and the two are summed before the ReLU (:class:`UpSkipConv2x`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .net import Decoder
+from .net import Decoder, SkipJoin
 
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))  # (a, b): output row / column parity, in channel-block order
 
@@ -61,20 +65,56 @@ class UpConv2x(nn.Module):
         return out.view(n, 2 * h, 2 * w, o).permute(0, 3, 1, 2)
 
 
+class UpSkipConv2x(SkipJoin):
+    """``conv(reflection_pad_1(cat(upsample_nearest_2x(x), skip * scale)))`` (then ReLU when ``relu``): the path's
+    input channels through an :class:`UpConv2x`, the skip's through a plain conv, summed. Where the upsampled path
+    is not exactly the skip's size (odd image sides) it runs the modules it was built from instead."""
+
+    def __init__(self, join: SkipJoin, conv: nn.Conv2d, relu: bool) -> None:
+        super().__init__(join.scale.numel())
+        self.scale.copy_(join.scale)
+        n_path = conv.in_channels - join.scale.numel()
+        path_conv = nn.Conv2d(n_path, conv.out_channels, 3).to(conv.weight)
+        path_conv.weight.data.copy_(conv.weight.detach()[:, :n_path])
+        path_conv.bias.data.copy_(conv.bias.detach())
+        self.path = UpConv2x(path_conv, relu=False)
+        self.register_buffer("skip_weight", (conv.weight.detach()[:, n_path:] * join.scale.view(1, -1, 1, 1))
+                             .contiguous(memory_format=torch.channels_last))
+        self.conv, self.relu = conv, relu  # the unfused conv, for sizes that do not line up
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        if (2 * x.shape[-2], 2 * x.shape[-1]) != tuple(skip.shape[-2:]):
+            y = self.conv(F.pad(super().forward(F.interpolate(x, scale_factor=2, mode="nearest"), skip),
+                                (1, 1, 1, 1), mode="reflect"))
+        else:
+            y = self.path(x) + F.conv2d(F.pad(skip, (1, 1, 1, 1), mode="reflect"), self.skip_weight.to(skip.dtype))
+        return F.relu(y) if self.relu else y
+
+
+def _is_up2x(m: nn.Module) -> bool:
+    return isinstance(m, nn.Upsample) and m.mode == "nearest" and m.scale_factor in (2, 2.0)
+
+
+def _is_pad_conv(mods: list[nn.Module], i: int) -> bool:
+    return (i + 1 < len(mods) and isinstance(mods[i], nn.ReflectionPad2d) and mods[i].padding == (1, 1, 1, 1)
+            and isinstance(mods[i + 1], nn.Conv2d))
+
+
 def fuse_upsampling(layers: nn.Sequential) -> nn.Sequential:
     """``layers`` with every (Upsample 2x nearest, ReflectionPad2d(1), 3x3 Conv2d[, ReLU]) run replaced by an
-    :class:`UpConv2x`; the other modules are shared, not copied."""
+    :class:`UpConv2x`, and every such run with a :class:`~adain.net.SkipJoin` after the Upsample by an
+    :class:`UpSkipConv2x`; the other modules are shared, not copied."""
     mods, out, i = list(layers), [], 0
     while i < len(mods):
-        m = mods[i]
-        if (isinstance(m, nn.Upsample) and m.mode == "nearest" and m.scale_factor in (2, 2.0)
-                and i + 2 < len(mods) and isinstance(mods[i + 1], nn.ReflectionPad2d)
-                and mods[i + 1].padding == (1, 1, 1, 1) and isinstance(mods[i + 2], nn.Conv2d)):
-            relu = i + 3 < len(mods) and isinstance(mods[i + 3], nn.ReLU)
-            out.append(UpConv2x(mods[i + 2], relu))
-            i += 4 if relu else 3
+        join = i + 1 < len(mods) and isinstance(mods[i + 1], SkipJoin)
+        start = i + 2 if join else i + 1
+        if _is_up2x(mods[i]) and _is_pad_conv(mods, start):
+            conv = mods[start + 1]
+            relu = start + 2 < len(mods) and isinstance(mods[start + 2], nn.ReLU)
+            out.append(UpSkipConv2x(mods[i + 1], conv, relu) if join else UpConv2x(conv, relu))
+            i = start + (3 if relu else 2)
         else:
-            out.append(m)
+            out.append(mods[i])
             i += 1
     return nn.Sequential(*out)
 
@@ -87,6 +127,7 @@ class FusedDecoder(nn.Module):
     def __init__(self, decoder: Decoder) -> None:
         super().__init__()
         self.arch, self.layer, self.scale = decoder.arch, decoder.layer, decoder.scale
+        self.skips, self.inputs = decoder.skips, decoder.inputs
         self.layers = fuse_upsampling(decoder.layers)
 
     forward = Decoder.forward  # runs self.layers and crops

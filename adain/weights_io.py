@@ -3,7 +3,9 @@
 Two file formats hold the same flat ``"<index>.weight"`` keys:
 the original release's ``.pth`` (a pickled state dict, loaded with
 ``weights_only=True``) and safetensors (ours; the architecture is kept in the
-metadata under ``"arch"``).
+metadata under ``"arch"``, and a decoder's layer and skips under ``"layer"`` and
+``"skips"``). A decoder with skips also holds ``"<index>.scale"``, the fixed
+per-channel scale of each skip where it joins.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from .errors import WeightsError
-from .net import LAYERS, Arch, Decoder, Encoder, Layer, channels_of
+from .net import LAYERS, SKIP_LAYERS, Arch, Decoder, Encoder, Layer, channels_of
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
@@ -124,6 +126,9 @@ def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: tor
     """Write ``module`` (an Encoder/Decoder or its ``layers``) as canonical safetensors."""
     layers = getattr(module, "layers", module)
     state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in layers.state_dict().items()}
+    if isinstance(module, Decoder):  # what the file decodes, for a reader (the loader tells it from the shapes)
+        skips = {"skips": ",".join(module.skips)} if module.skips else {}
+        metadata = {"layer": module.layer, **skips, **(metadata or {})}
     # not save_file(): that makes the file private to its owner, whatever the umask
     Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
 
@@ -148,9 +153,22 @@ def decoder_layer(path: str | Path, state: dict[str, Tensor] | None = None) -> L
     return "relu4_1"
 
 
+def decoder_skips(path: str | Path, state: dict[str, Tensor] | None = None) -> tuple[str, ...]:
+    """The skips a decoder file takes, told by the ``scale`` of each of its joins (its length is the skip's
+    channels); none for the plain decoder. ``state``: the file's contents when already read."""
+    by_channels = {channels_of(name): name for name in SKIP_LAYERS}
+    state = read_state_dict(path) if state is None else state
+    scales = [v for k, v in state.items() if k.endswith(".scale")]
+    unknown = [tuple(v.shape) for v in scales if v.ndim != 1 or v.numel() not in by_channels]
+    if unknown:
+        raise WeightsError(f"{path}: skip scales of shape {unknown[0]} match no skip layer")
+    return tuple(by_channels[v.numel()] for v in scales)
+
+
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
-    """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`)."""
+    """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`)
+    and the skips they take (:func:`decoder_skips`)."""
     state = read_state_dict(path)
-    dec = Decoder(arch, decoder_layer(path, state))
+    dec = Decoder(arch, decoder_layer(path, state), decoder_skips(path, state))
     load_into(dec, path, state)
     return dec

@@ -61,7 +61,7 @@ class Engine:
 
     def __init__(self, stylizers: Sequence[Stylizer], settings: Settings, fingerprint: str) -> None:
         self.settings = settings
-        self.fingerprint = fingerprint  # identifies the encoder: stored statistics are valid for it only
+        self.fingerprint = fingerprint  # encoder and decoder inputs: stored statistics are valid for them only
         self.metrics = Metrics()
         per_device: Counter[str] = Counter()
         self.workers: list[Worker] = []
@@ -92,7 +92,8 @@ class Engine:
                                          precision=settings.precision, cache_size=settings.style_cache)
                      for dev in devices(settings.device) for _ in range(settings.workers)]
         engine = cls(stylizers, settings, "")
-        engine.fingerprint = f"{arch}-{engine.precision}-{sha256_file(found.encoder)[:16]}"
+        inputs = "+".join(stylizers[0].decoder.inputs)  # the layers style statistics are taken at
+        engine.fingerprint = f"{arch}-{engine.precision}-{sha256_file(found.encoder)[:16]}-{inputs}"
         log.info("precision %s%s", engine.precision, " (auto)" if settings.precision == "auto" else "")
         return engine
 
@@ -118,7 +119,8 @@ class Engine:
         return self.state == "ready"
 
     def stats_key(self, style_size: int, mode: ColorMode) -> str:
-        """Key of stored style statistics: they depend on the encoder, the style size and the colour mode."""
+        """Key of stored style statistics: they depend on the encoder, the layers the decoder takes, the style size
+        and the colour mode."""
         return f"{self.fingerprint}/{style_size}/{mode}"
 
     # ---- life cycle -------------------------------------------------------------

@@ -29,6 +29,7 @@ class StylizeForm:
     masks: list[UploadFile]
     content_size: int | None
     style_size: int | None
+    style_scale: float
     format: OutputFormat | None
     quality: int
 
@@ -65,7 +66,7 @@ def given_once(*names: str) -> Callable[[Request], Awaitable[None]]:
 
 def stylize_form(
     _: Annotated[None, Depends(given_once("content", "alpha", "preserve_color", "content_size", "style_size",
-                                          "format", "quality"))],
+                                          "style_scale", "format", "quality"))],
     content: Annotated[UploadFile, File(description="The content image (JPEG, PNG or WebP by default).")],
     style: Annotated[list[UploadFile] | None, File(description="A style image; repeat for a blend.")] = None,
     style_id: Annotated[list[str] | None, Form(description="Id of a stored style (POST /v1/styles); repeatable. "
@@ -76,16 +77,20 @@ def stylize_form(
     preserve_color: Annotated[Literal["none", "coral", "luminance"],
                               Form(description="Keep the content's colours.")] = "none",
     mask: Annotated[list[UploadFile] | None, File(description="Spatial control: one label image (values "
-                                                  "0..S-1) or one grey mask per style, the content's size. "
+                                                  "0..S-1) or one grey mask per style: the content's size, the "
+                                                  "output's, or the content's shape at any size. "
                                                   "Excludes weights.")] = None,
     content_size: Annotated[int | None, Form(ge=0, description="Shorter side of the content in pixels "
                                              "(0: keep). Default: the server's (512).")] = None,
     style_size: Annotated[int | None, Form(ge=0, description="Shorter side of the styles in pixels (0: keep). "
                                            "Default: the server's (512).")] = None,
+    style_scale: Annotated[float, Form(description="Texture scale, 0.25 to 4: the styles are resized by this factor "
+                                       "after style_size, so their strokes come out larger (above 1) or finer "
+                                       "(below 1). style_size x style_scale is bounded like style_size.")] = 1.0,
     format: Annotated[OutputFormat | None, Form(description="Output format. Default: from the Accept "
                                                 "header, else png.")] = None,
     quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WebP quality.")] = 95,
 ) -> StylizeForm:
     """Collect the stylize form (FastAPI validates types and ranges; the rest is checked when decoding)."""
     return StylizeForm(content, style or [], [s.strip() for s in style_id or []], parse_weights(weights), alpha,
-                       preserve_color, mask or [], content_size, style_size, format, quality)
+                       preserve_color, mask or [], content_size, style_size, style_scale, format, quality)

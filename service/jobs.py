@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from adain import ops
-from adain.images import prepared_size
+from adain.images import prepared_size, scaled_size
 from adain.stylizer import ColorMode, model_input
 
 
@@ -16,6 +16,11 @@ def prepared_pixels(hw: tuple[int, int], size: int) -> int:
     """Pixels of an image of ``hw`` (H, W) once resized to a shorter side of ``size`` (0: as it is)."""
     h, w = prepared_size(hw, size, False)
     return h * w
+
+
+def style_pixels(hw: tuple[int, int], style_size: int, style_scale: float) -> int:
+    """Pixels of a style image of ``hw`` (H, W) as the encoder sees it: at ``style_size`` times ``style_scale``."""
+    return prepared_pixels(hw, scaled_size(hw, style_size, style_scale))
 
 
 def stats_pixels(hw: tuple[int, int], style_size: int, modes: tuple[ColorMode, ...]) -> int:
@@ -42,6 +47,7 @@ class RenderJob:
     masks: Tensor | None  # (S, H, W) fitted to the content, or None
     preserve_color: ColorMode
     style_size: int
+    style_scale: float = 1.0  # the styles are resized by it after style_size
     model_input: Tensor = field(init=False)  # what the encoder sees
     tile: int = field(default=0, init=False)  # set by the worker: the tile side it ran with, 0 when whole
 
@@ -56,7 +62,7 @@ class RenderJob:
     @property
     def pixels(self) -> int:
         """What the networks will see: the content, and the styles still to encode, as prepared."""
-        styles = [prepared_pixels(tuple(ref.image.shape[-2:]), self.style_size) for ref in self.styles
+        styles = [style_pixels(tuple(ref.image.shape[-2:]), self.style_size, self.style_scale) for ref in self.styles
                   if ref.image is not None]
         return self.content.shape[-1] * self.content.shape[-2] + sum(styles)
 

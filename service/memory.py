@@ -6,7 +6,8 @@ one takes :data:`DECODE_BYTES` per pixel that PIL decodes (fewer pixels than the
 scale) plus :data:`RESIZED_BYTES` per pixel of its resized 8-bit copy; once decoded, the request holds float images
 (:data:`FLOAT_RGB` per pixel) until it is answered: each style still to encode, and the content
 (:data:`CONTENT_COPIES` copies: the input, what the encoder sees, the result and its encoding), the masks' 8-bit
-files (one byte per pixel) and one float mask per style at the content's size.
+files (one byte per pixel) and one float mask per style at the content's size (at the masks' own size when they
+have another, larger one).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Images:
         content = self.content[1]
         held = CONTENT_COPIES * FLOAT_RGB * content + sum(FLOAT_RGB * p for _, p in self.styles)
         if self.masks:
-            held += sum(self.masks) + FLOAT_MASK * self.n_styles * content
+            held += sum(self.masks) + FLOAT_MASK * self.n_styles * max(content, *self.masks)
         decoding = [decode_bytes(*self.content), *(decode_bytes(*s) for s in self.styles),
                     *(decode_bytes(m, content) for m in self.masks)]
         return held + max(decoding)

@@ -19,14 +19,23 @@ from torch import Tensor
 
 from adain import ops
 from adain.errors import clip
-from adain.images import check_prepared, decoded_pixels, encode_image, image_size, read_resized
+from adain.images import (
+    check_prepared,
+    decoded_pixels,
+    encode_image,
+    image_size,
+    read_resized,
+    scaled_size,
+    style_read_size,
+)
 from adain.masks import fitted_masks, read_mask_images
+from adain.options import check_style_scale
 from adain.stylizer import ColorMode, check_alpha, prepare_content
 
 from . import memory
 from .errors import ServiceError
 from .forms import StylizeForm
-from .jobs import RenderJob, StyleRef, prepared_pixels
+from .jobs import RenderJob, StyleRef, prepared_pixels, style_pixels
 from .media import THUMBNAIL_QUALITY, thumbnail_side
 from .settings import Settings
 from .store_types import StyleStore
@@ -55,12 +64,12 @@ class Source:
         return self.hw[0] * self.hw[1]
 
 
-def source(data: bytes, label: str, size: int, settings: Settings) -> Source:
+def source(data: bytes, label: str, size: int, settings: Settings, scale: float = 1.0) -> Source:
     """An image checked from its header alone: an accepted format (415), at most ``--max-pixels`` as sent and once
-    resized to ``size`` (413), sides not too far apart then (422); an empty file is 422."""
+    resized to ``size`` times ``scale`` (413), sides not too far apart then (422); an empty file is 422."""
     hw = image_size(_not_empty(data, label), settings.max_pixels, label, settings.pil_formats)
-    check_prepared(hw, size, False, settings.limits, label)
-    return Source(data, label, hw, decoded_pixels(data, size, settings.pil_formats))
+    check_prepared(hw, scaled_size(hw, size, scale), False, settings.limits, label)
+    return Source(data, label, hw, decoded_pixels(data, style_read_size(size, scale), settings.pil_formats))
 
 
 def _decode(src: Source, size: int, settings: Settings) -> Tensor:
@@ -79,6 +88,7 @@ class Plan:
     content_size: int
     style_size: int
     alpha: float
+    style_scale: float = 1.0
 
     @property
     def _images(self) -> list[Source]:
@@ -89,7 +99,7 @@ class Plan:
         """What the networks will see (``RenderJob.pixels`` once decoded): the content and the style images to
         encode, as prepared."""
         return prepared_pixels(self.content.hw, self.content_size) + sum(
-            prepared_pixels(s.hw, self.style_size) for s in self._images)
+            style_pixels(s.hw, self.style_size, self.style_scale) for s in self._images)
 
     @property
     def decoded_pixels(self) -> int:
@@ -100,7 +110,7 @@ class Plan:
     def memory(self) -> int:
         """Bytes the request may hold at once, from the headers (see service.memory)."""
         content = (self.content.decoded, prepared_pixels(self.content.hw, self.content_size))
-        styles = [(s.decoded, prepared_pixels(s.hw, self.style_size)) for s in self._images]
+        styles = [(s.decoded, style_pixels(s.hw, self.style_size, self.style_scale)) for s in self._images]
         return memory.Images(content, styles, [m.pixels for m in self.masks], len(self.styles)).bytes()
 
 
@@ -111,17 +121,27 @@ def _size(value: int | None, default: int, name: str, settings: Settings) -> int
     return size
 
 
-def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, store: StyleStore,
+def _style_scale(value: float, style_size: int, settings: Settings) -> float:
+    """The request's style_scale, checked (422), with style_size x style_scale at most ``--max-size``."""
+    scale = check_style_scale(value)
+    if style_size * scale > settings.max_size:
+        raise ServiceError(422, "invalid_request", f"style_size x style_scale must be at most {settings.max_size}, "
+                                                   f"got {style_size} x {scale:g}")
+    return scale
+
+
+def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, style_scale: float, store: StyleStore,
                   stats_key: StatsKey, settings: Settings) -> Source | ops.Stats:
-    """Stored statistics when they fit the request (coral depends on the content: never), else the stored image."""
-    if preserve_color != "coral":
+    """Stored statistics when they fit the request (coral depends on the content, and they were taken at scale 1:
+    never), else the stored image."""
+    if preserve_color != "coral" and style_scale == 1:
         stats = store.stats(style_id, stats_key(style_size, preserve_color))
         if stats is not None:
             return stats
     image = store.image(style_id)
     if image is None:
         raise ServiceError(422, "unknown_style", f"there is no stored style {clip(style_id)!r}")
-    return source(image, f"style {style_id}", style_size, settings)
+    return source(image, f"style {style_id}", style_size, settings, style_scale)
 
 
 def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list[bytes], settings: Settings,
@@ -136,28 +156,33 @@ def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list
     content_size = _size(form.content_size, settings.content_size, "content_size", settings)
     style_size = _size(form.style_size, settings.style_size, "style_size", settings)
     alpha = check_alpha(form.alpha)
-    refs: list[Source | ops.Stats] = [source(data, f"style {i + 1}", style_size, settings)
+    scale = _style_scale(form.style_scale, style_size, settings)
+    refs: list[Source | ops.Stats] = [source(data, f"style {i + 1}", style_size, settings, scale)
                                       for i, data in enumerate(styles)]
-    refs += [_stored_style(sid, form.preserve_color, style_size, store, stats_key, settings) for sid in form.style_ids]
+    refs += [_stored_style(sid, form.preserve_color, style_size, scale, store, stats_key, settings)
+             for sid in form.style_ids]
     mask_sources = [source(data, f"mask {i + 1}", content_size, settings) for i, data in enumerate(masks)]
     return Plan(source(content, "content", content_size, settings), refs, mask_sources, content_size, style_size,
-                alpha)
+                alpha, scale)
 
 
 def render_job(plan: Plan, form: StylizeForm, settings: Settings) -> RenderJob:
     """Decode a planned stylize request straight to its prepared sizes and check the rest of its arguments (weights,
     masks): the work holds only the resized images."""
-    refs = [StyleRef(stats=s) if isinstance(s, ops.Stats) else StyleRef(image=_decode(s, plan.style_size, settings))
+    size = style_read_size(plan.style_size, plan.style_scale)
+    refs = [StyleRef(stats=s) if isinstance(s, ops.Stats) else StyleRef(image=_decode(s, size, settings))
             for s in plan.styles]
     content = read_resized(plan.content.data, plan.content_size, settings.max_pixels, plan.content.label,
                            settings.pil_formats, settings.limits)
     mask = None
     if plan.masks:
         images, labels = read_mask_images([m.data for m in plan.masks], settings.max_pixels, settings.pil_formats)
-        mask = fitted_masks(images, form.n_styles, content.source_hw, plan.content_size, labels, settings.limits)
+        mask = fitted_masks(images, form.n_styles, content.source_hw, plan.content_size, labels=labels,
+                            limits=settings.limits)
     prepared, weights, fitted = prepare_content(content.image, form.n_styles, form.weights, form.preserve_color, mask,
                                                 plan.content_size, limits=settings.limits)
-    return RenderJob(prepared, refs, weights, plan.alpha, fitted, form.preserve_color, plan.style_size)
+    return RenderJob(prepared, refs, weights, plan.alpha, fitted, form.preserve_color, plan.style_size,
+                     plan.style_scale)
 
 
 @dataclass

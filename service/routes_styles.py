@@ -64,7 +64,8 @@ def _not_found(style_id: str) -> ServiceError:
 async def create_style(request: Request, response: Response, settings: SettingsDep,
                        engine: EngineDep, store: StoreDep, pool: PoolDep, timeout: TimeoutDep,
                        image: Annotated[UploadFile, File(description="The style image.")],
-                       name: Annotated[str | None, Form(description="Display name (default: the file name).")] = None
+                       name: Annotated[str | None, Form(description="Display name (default: the file name "
+                                                        "without its extension).")] = None
                        ) -> StyleInfo:
     """Upload a style image; it is encoded now (at the server's style size), so requests using its id skip that."""
     t0 = time.perf_counter()

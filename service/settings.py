@@ -220,7 +220,8 @@ OPTIONS: tuple[Option, ...] = (
            "resized to content_size / style_size (checked before resizing) (413)"),
     Option("max_aspect", _aspect, "most the longer side of a resized image may exceed its shorter side, as a factor "
            "(16: at most 16:1) (422)"),
-    Option("max_size", _int(1), "largest content_size / style_size a request may ask for (422)"),
+    Option("max_size", _int(1), "largest content_size / style_size (and style_size x style_scale) a request may ask "
+           "for (422)"),
     Option("max_styles", _int(1), "most styles per request (422)"),
     Option("formats", _formats, "accepted input formats, recognised by content (415)"),
     Option("content_size", _int(0), "default shorter side of the content (0: keep)"),

@@ -362,7 +362,8 @@ class Lane:
     def _style_stats(self, job: RenderJob, ref: StyleRef) -> ops.Stats:
         if ref.stats is not None:
             return ops.Stats(ref.stats.mean.to(self.stylizer.device), ref.stats.std.to(self.stylizer.device))
-        return self.stylizer.style_stats(ref.image, job.preserve_color, job.content, job.style_size)
+        return self.stylizer.style_stats(ref.image, job.preserve_color, job.content, job.style_size,
+                                         style_scale=job.style_scale)
 
     def _encode_style(self, job: StatsJob) -> dict[str, ops.Stats]:
         stats = {mode: self.stylizer.style_stats(job.image, mode, None, job.style_size) for mode in job.modes}

@@ -11,7 +11,7 @@ import torch
 
 from adain import Stylizer
 from adain.images import prepare, read_image
-from adain.net import Decoder, Encoder
+from adain.net import Decoder, Encoder, SkipJoin
 from adain.weights_io import save_safetensors
 
 from .postgres_fixtures import postgres_server  # noqa: F401  (a session fixture: one server for every module)
@@ -73,32 +73,36 @@ def tiny_content(content_paths: list[Path]) -> torch.Tensor:
     return prepare(read_image(content_paths[0]), TINY_SIZE, True)
 
 
-def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1") -> tuple[Encoder, Decoder]:
-    """Encoder/decoder (AdaIN at ``layer``) with random weights scaled so activations stay O(1) and outputs
-    land in [0, 1]. The encoder's weights depend only on ``seed``."""
+def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1",
+                    skips: tuple[str, ...] = ()) -> tuple[Encoder, Decoder]:
+    """Encoder/decoder (AdaIN at ``layer``, and at ``skips``) with random weights scaled so activations stay
+    O(1) and outputs land in [0, 1]. The encoder's weights depend only on ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    enc, dec = Encoder(arch, layer), Decoder(arch, layer)
+    enc, dec = Encoder(arch, layer), Decoder(arch, layer, skips)
     for net in (enc, dec):
         for m in net.layers:
             if isinstance(m, torch.nn.Conv2d):
                 fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
                 m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5
                 m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.05
+            elif isinstance(m, SkipJoin):
+                m.scale.data = 0.5 + torch.rand(m.scale.shape, generator=g)
     last = [m for m in dec.layers if isinstance(m, torch.nn.Conv2d)][-1]
     last.weight.data *= 0.25
     # Centre each output channel on 0.5 for a smooth probe image: without this the random
     # biases push some channels to 0 or 1 and the outputs saturate (vgg16, seed 3: a third of the values).
     probe = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(32, 32), mode="bilinear")
     with torch.no_grad():
-        last.bias.data += 0.5 - dec(enc(probe)).mean((0, 2, 3))
+        last.bias.data += 0.5 - dec(enc.levels(probe, dec.inputs)).mean((0, 2, 3))
     return enc, dec
 
 
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
-    """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1"}}:
-    random weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1 of the same encoder (so
-    "encoder_relu3_1" is "encoder_st").
+    """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1",
+    "encoder_skips", "decoder_skips"}}: random weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1
+    of the same encoder (so "encoder_relu3_1" is "encoder_st"); "decoder_skips" decodes relu3_1 with skips from
+    relu1_1 and relu2_1.
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -124,5 +128,8 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         save_safetensors(dec, paths["decoder_st"], arch)
         paths["encoder_relu3_1"], paths["decoder_relu3_1"] = paths["encoder_st"], root / f"{arch}_decoder31.safetensors"
         save_safetensors(random_networks(arch, layer="relu3_1")[1], paths["decoder_relu3_1"], arch)
+        paths["encoder_skips"], paths["decoder_skips"] = paths["encoder_st"], root / f"{arch}_decoder_skips.safetensors"
+        save_safetensors(random_networks(arch, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1],
+                         paths["decoder_skips"], arch)
         files[arch] = paths
     return files

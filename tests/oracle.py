@@ -10,6 +10,10 @@ Equations:
 * statistics: mu(x) = mean over H, W; sigma(x) = sqrt(population variance + eps), eps = 1e-5;
 * AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y), on relu4_1 features as
   in the paper (or relu3_1, for a decoder that decodes that layer);
+* a decoder with skips (relu1_1, relu2_1) takes AdaIN at each of its inputs, every one with the style's own
+  statistics at that layer, and after the upsampling that reaches a skip's resolution appends the skip's
+  channels, each times its fixed scale (the weight file's ``"<index>.scale"``), to the path cropped to the
+  skip's size; blends, masks and alpha apply at every input alike;
 * a blend of styles is sum_i w_i AdaIN(f(c), f(s_i)), with w normalised to sum 1;
 * the strength alpha gives t = alpha * target + (1 - alpha) * f(c), decoded by g;
 * a mask gives region k of the content style k, with the content statistics of
@@ -46,21 +50,28 @@ def encoder_layout(arch: str) -> list[str]:
     return layout
 
 
-def decoder_layout(arch: str, depth: int = 4) -> list[str]:
+def decoder_layout(arch: str, depth: int = 4, skips: Sequence[int] = ()) -> list[str]:
     """The encoder's blocks up to relu<depth>_1 backwards, pools becoming nearest 2x upsampling; no ReLU
-    after the last conv."""
+    after the last conv; a "join" after the upsampling that reaches relu<k>_1 for each k in ``skips``."""
     blocks = (*BLOCKS[arch][: depth - 1], 1)[::-1]
     layout: list[str] = []
     for b, n in enumerate(blocks):
         layout += ["pad", "conv", "relu"] * n
         if b < len(blocks) - 1:
             layout.append("up")
+            if depth - b - 1 in skips:
+                layout.append("join")
     return layout[:-1]
 
 
 def decoder_depth(dec: State) -> int:
     """Which relu<depth>_1 a decoder decodes, from the input channels of its first conv (256: 3, 512: 4)."""
     return {256: 3, 512: 4}[dec["1.weight"].shape[1]]
+
+
+def decoder_skips(dec: State) -> list[int]:
+    """The relu<k>_1 a decoder takes besides its own layer, from the length of its scales (64: 1, 128: 2)."""
+    return sorted({64: 1, 128: 2}[v.shape[0]] for k, v in dec.items() if k.endswith(".scale"))
 
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -78,10 +89,16 @@ def max_pool_ceil(x: np.ndarray) -> np.ndarray:
     return padded.reshape(c, padded.shape[1] // 2, 2, padded.shape[2] // 2, 2).max(axis=(2, 4))
 
 
-def run_layers(x: np.ndarray, layout: Sequence[str], state: State) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Apply the layers; returns the output and the output of the first ReLU after each pool (relu*_1)."""
-    taps, block_start = [], True
+def run_layers(x: np.ndarray, layout: Sequence[str], state: State, skips: Sequence[np.ndarray] = ()
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Apply the layers (each "join" appending the next of ``skips``); returns the output and the output of the
+    first ReLU after each pool (relu*_1)."""
+    taps, block_start, pending = [], True, list(skips)
     for i, kind in enumerate(layout):
+        if kind == "join":
+            skip = pending.pop(0)
+            x = np.concatenate([x[:, : skip.shape[1], : skip.shape[2]], skip * state[f"{i}.scale"][:, None, None]])
+            continue
         if kind == "pad":
             x = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="reflect")
         elif kind == "conv":
@@ -108,9 +125,11 @@ def encode(img: np.ndarray, state: State, arch: str, depth: int = 4) -> np.ndarr
     return encode_all(img, state, arch)[depth - 1]
 
 
-def decode(feat: np.ndarray, state: State, arch: str, size: tuple[int, int]) -> np.ndarray:
-    """Decode features (of the decoder's layer) to an image, keeping the top-left ``size`` (H, W), clipped."""
-    out = run_layers(feat, decoder_layout(arch, decoder_depth(state)), state)[0]
+def decode(feats: Sequence[np.ndarray], state: State, arch: str, size: tuple[int, int]) -> np.ndarray:
+    """Decode features (of the decoder's skips, shallowest first, then its layer) to an image, keeping the
+    top-left ``size`` (H, W), clipped."""
+    layout = decoder_layout(arch, decoder_depth(state), decoder_skips(state))
+    out = run_layers(feats[-1], layout, state, skips=list(feats[:-1])[::-1])[0]
     return np.clip(out[:, : size[0], : size[1]], 0.0, 1.0)
 
 
@@ -190,16 +209,20 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: 
     c_in = content
     if preserve_color == "luminance":
         c_in, styles = grey(content), [grey(s) for s in styles]
-    depth = decoder_depth(dec)  # AdaIN works where the decoder takes over
-    f = encode(c_in, enc, arch, depth)
-    style_stats = [stats(encode(s, enc, arch, depth)) for s in styles]
-    if masks is None:
-        target = sum(wi * adain(f, *st) for wi, st in zip(w, style_stats, strict=True))
-    else:
-        fm = [adaptive_avg_pool(m, f.shape[1:]) for m in masks]
-        target = sum(m * adain(f, *st, content_stats=stats(f, m)) for m, st in zip(fm, style_stats, strict=True))
-    t = alpha * target + (1.0 - alpha) * f
-    out = decode(t, dec, arch, content.shape[1:])
+    levels = [*decoder_skips(dec), decoder_depth(dec)]  # AdaIN works at every input of the decoder
+    c_feats, s_feats = encode_all(c_in, enc, arch), [encode_all(s, enc, arch) for s in styles]
+    inputs = []
+    for level in levels:
+        f = c_feats[level - 1]
+        style_stats = [stats(sf[level - 1]) for sf in s_feats]
+        if masks is None:
+            target = sum(wi * adain(f, *st) for wi, st in zip(w, style_stats, strict=True))
+        else:
+            fm = [adaptive_avg_pool(m, f.shape[1:]) for m in masks]
+            target = sum(m * adain(f, *st, content_stats=stats(f, m)) for m, st in zip(fm, style_stats,
+                                                                                     strict=True))
+        inputs.append(alpha * target + (1.0 - alpha) * f)
+    out = decode(inputs, dec, arch, content.shape[1:])
     return with_content_chroma(out, content) if preserve_color == "luminance" else out
 
 

@@ -30,6 +30,8 @@ BAD_INPUT = {
     "unknown format": ("--content {content} --style {text}", "text.png: not an image in a supported format"),
     "weights count": ("--content {content} --style {s1} --style {s2} --weights 1", "1 weights given for 2 styles"),
     "negative weight": ("--content {content} --style {s1} --style {s2} --weights=-1,2", "must not be negative"),
+    "negative weight after a space": ("--content {content} --style {s1} --style {s2} --weights -1,2",
+                                      "weights must not be negative, got [-1.0, 2.0]"),
     "zero weights": ("--content {content} --style {s1} --style {s2} --weights 0,0", "the weights are all zero"),
     "nan weight": ("--content {content} --style {s1} --style {s2} --weights nan,1", "weights must be finite"),
     "alpha above 1": ("--content {content} --style {s1} --alpha 1.5", "alpha must be between 0 and 1, got 1.5"),
@@ -48,6 +50,8 @@ BAD_INPUT = {
     "thin style upscaled": ("--content {content} --style {thin} --style-size 64",
                             "thin.png: 4000x1 at a shorter side of 64 is 256000x64, sides more than 16:1 apart"),
     "usage error": ("--content {content} --style {s1} --weights a,b", "argument --weights: weights must be"),
+    "style scale": ("--content {content} --style {s1} --style-scale 5",
+                    "style_scale must be between 0.25 and 4, got 5.0"),
 }
 
 #: name -> arguments of runs that must succeed
@@ -56,6 +60,8 @@ GOOD_RUNS = {
                          "--preserve-color luminance --alpha 0.8 --verbose -o {root}/good/lum.png",
     "cropped coral mask jpeg": "--content {content} --style {s1} --style {s2} --mask {labels} --content-size 21 "
                                "--crop --preserve-color coral -o {root}/good/mask.jpg",
+    "style scale 2 at 10 px": "--content {content} --style {s1} --style-size 10 --style-scale 2 -o {root}/good/x2.png",
+    "style at 20 px": "--content {content} --style {s1} --style-size 20 -o {root}/good/20.png",
     "batch": "--content-dir {root}/contents --style-dir {root}/styles --output-dir {root}/batch --ext webp "
              "--content-size 19 --style-size 19",
 }
@@ -144,6 +150,7 @@ def test_quiet_by_default(runs):
     ["--content", "missing.jpg", "--style", "missing-style.jpg", "-o", "out.png"],
     ["--content", "missing.jpg", "--style", "x.jpg", "--alpha", "1.5", "-o", "out.png"],
     ["--content", "missing.jpg", "--style", "x.jpg", "--weights", "1,2", "-o", "out.png"],
+    ["--content", "missing.jpg", "--style", "x.jpg", "--style-scale", "0.1", "-o", "out.png"],
 ])
 def test_bad_arguments_and_missing_files_are_refused_before_torch_is_imported(tmp_path, args):
     script = ("import sys; from adain.cli import main; status = main(sys.argv[1:]); "
@@ -163,6 +170,11 @@ def test_cropped_jpeg_output(runs, paths):
     img = Image.open(paths["root"] / "good" / "mask.jpg")
     assert img.format == "JPEG" and img.size == (21, 21)
     assert np.asarray(img).std() > 2  # not a flat image
+
+
+def test_style_scale_resizes_the_style_by_the_factor(runs, paths):
+    scaled, direct = (np.asarray(Image.open(paths["root"] / "good" / name)) for name in ("x2.png", "20.png"))
+    assert np.array_equal(scaled, direct)  # --style-size 10 --style-scale 2 is the style at 20 px
 
 
 def test_batch_writes_every_content_style_pair(runs, paths):

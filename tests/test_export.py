@@ -144,6 +144,42 @@ def test_export_errors(trained: tuple[TinyData, Path], tmp_path: Path, capsys: p
     assert export(data, huge, "-o", tmp_path / "d.safetensors", "--no-eval", "--dtype", "fp32") == 0
 
 
+MANIFEST = """
+[models.mine]
+arch = "vgg16"
+[models.mine.encoder]
+source = "url"
+url = "https://example.invalid/encoder.safetensors"
+filename = "encoder.safetensors"
+[models.mine.decoder]
+source = "package"
+filename = "shipped-decoder.safetensors"
+"""
+
+
+def test_export_refuses_to_overwrite_a_file_of_the_manifest_unless_forced(
+        trained: tuple[TinyData, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    data, run = trained
+    shipped = tmp_path / "weights" / "shipped-decoder.safetensors"  # a decoder shipped next to the manifest
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"the shipped decoder")
+    (shipped.parent / "models.toml").write_text(MANIFEST)
+    monkeypatch.setenv("ADAIN_MANIFEST", str(shipped.parent / "models.toml"))
+    cached = data.home / "mine" / "encoder.safetensors"  # a file of the same manifest in the cache
+    monkeypatch.chdir(tmp_path)
+    for target, what in ((Path("weights/../weights/shipped-decoder.safetensors"), "the decoder of model mine"),
+                         (cached, "the encoder of model mine")):
+        assert export(data, run, "-o", target, "--no-eval") == 2
+        err = capsys.readouterr().err
+        assert f"{target} is {what} in the manifest" in err and "--force" in err, err
+    assert shipped.read_bytes() == b"the shipped decoder" and not cached.exists()
+    assert not shipped.with_suffix(".json").exists()
+
+    assert export(data, run, "-o", shipped, "--no-eval", "--force") == 0
+    assert read_arch(shipped) == "vgg16" and shipped.with_suffix(".json").is_file()
+
+
 def test_a_run_from_an_init_decoder_names_it_and_starts_there(trained: tuple[TinyData, Path], tmp_path: Path) -> None:
     data, run = trained
     first = tmp_path / "first.safetensors"
@@ -155,7 +191,7 @@ def test_a_run_from_an_init_decoder_names_it_and_starts_there(trained: tuple[Tin
     assert export(data, more, "-o", second, "--eval-pairs", 2) == 0
     card = json.loads(second.with_suffix(".json").read_text())
     lineage = card["training"]["init_decoder"]
-    assert (lineage["file"], lineage["sha256"], lineage["steps"]) == (str(first), sha256_file(first), 3)
+    assert (lineage["file"], lineage["sha256"], lineage["steps"]) == (first.name, sha256_file(first), 3)
     held_out = card["held_out"]
     assert held_out["step_0"] == held_out["trained"]
     for key in ("content", "style"):  # the same held-out pairs, the same weights as the first export
@@ -185,7 +221,7 @@ def test_export_mixes_in_decoder_files(trained: tuple[TinyData, Path], tmp_path:
     card = json.loads(out.with_suffix(".json").read_text())["checkpoint"]
     assert card["averaged_steps"] == [2, 3]
     assert [(m["file"], m["sha256"], m["weight"], m["steps"]) for m in card["mixed_with"]] == [
-        (str(two), sha256_file(two), 0.25, 2), (str(other), sha256_file(other), 0.125, None)]
+        (two.name, sha256_file(two), 0.25, 2), (other.name, sha256_file(other), 0.125, None)]  # names, no paths
     assert export(data, run, "-o", tmp_path / "plain.safetensors", "--no-eval") == 0
     assert json.loads((tmp_path / "plain.json").read_text())["checkpoint"]["mixed_with"] == []
 

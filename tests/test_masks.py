@@ -71,9 +71,33 @@ def test_fit_masks_resizes_and_crops_like_the_content():
     assert fitted[1, :, 0].max() < 0.05 and fitted[1, :, -1].min() > 0.95
 
 
-def test_fit_masks_rejects_another_size():
-    with pytest.raises(InputError, match="mask is 40x30 but the content image is 50x30"):
-        fit_masks(torch.ones(2, 30, 40), (30, 50), 0, False)
+def _halves(h: int, w: int) -> torch.Tensor:
+    """Two-style masks (2, h, w): the left half to the first style, the right half to the second."""
+    return masks_from_images([(torch.arange(w) >= w // 2).to(torch.uint8).expand(h, w)], 2)
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_a_mask_of_the_output_size_is_taken_as_it_is(crop):
+    out_hw = prepare(torch.rand(3, 300, 500), 17, crop).shape[-2:]  # (17, 28), or (17, 17) cropped
+    masks = _halves(*out_hw)
+    assert torch.equal(fit_masks(masks, (300, 500), 17, crop), masks)
+
+
+@pytest.mark.parametrize(("mask_hw", "crop"), [((60, 100), False), ((61, 100), False), ((150, 250), True)])
+def test_a_mask_of_the_contents_shape_at_another_size_is_resized_like_the_content(mask_hw, crop):
+    at_content_size = fit_masks(_halves(30, 50), (30, 50), 17, crop)
+    fitted = fit_masks(_halves(*mask_hw), (30, 50), 17, crop)
+    assert fitted.shape == at_content_size.shape
+    torch.testing.assert_close(fitted.sum(0), torch.ones(fitted.shape[-2:]))
+    assert (fitted - at_content_size).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("mask_hw", [(30, 40), (50, 30), (30, 53)])
+def test_fit_masks_rejects_another_shape(mask_hw):
+    h, w = mask_hw
+    with pytest.raises(InputError, match=f"mask is {w}x{h} but the content image is 50x30 .28x17 as prepared.; "
+                                         "give a mask of either size, or of the same shape"):
+        fit_masks(torch.ones(2, h, w), (30, 50), 17, False)
 
 
 def test_feature_masks_average_over_cells():

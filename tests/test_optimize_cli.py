@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from adain.balance import BALANCE_RUNS
 from adain.cli import main
+from adain.progress import StepTimer, steps_left
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -29,7 +33,18 @@ def test_optimize_writes_the_image_and_the_log(base, tmp_path, capsys):
     assert [e["iteration"] for e in entries] == [0, 1, 2, 3]
     assert {e["phase"] for e in entries} == {"optimize"}
     assert len(entries[0]["styles"]) == 2
-    assert "optimize" in capsys.readouterr().err  # the progress bar
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("optimize: 100%") for line in bar)  # the progress bar
+    assert re.search(r"left=\d\d:\d\d", bar[-1]), bar[-1]  # with the time left of the whole command
+
+
+def test_the_time_left_counts_the_runs_still_to_come():
+    assert steps_left({"phase": "optimize"}, 40, 100) == 60
+    assert steps_left({"phase": "balance", "round": 1}, 40, 100) == 60 + BALANCE_RUNS * 100  # calibration, final
+    assert steps_left({"phase": "balance", "round": BALANCE_RUNS}, 100, 100) == 100  # only the final run left
+    clock = iter([5.0, 9.0, 11.0, 15.0])  # steps done at these times; what came before the first is start-up
+    timer = StepTimer(lambda: next(clock))
+    assert [timer.step() for _ in range(4)] == [None, 4.0, 3.0, 10 / 3]
 
 
 def test_optimize_balance_logs_the_calibration(base, tmp_path):
@@ -55,10 +70,23 @@ def test_stylize_balance(base, tmp_path):
     assert out.is_file()
 
 
+@pytest.mark.parametrize("command", [["optimize", "--iterations", "6", "--init", "content"], ["stylize", "--balance"]])
+def test_style_scale_resizes_the_styles_for_optimize_and_balance(base, tmp_path, command):
+    def run(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{name}.png"
+        assert main([command[0], *base, *command[1:], *extra, "-o", str(out)]) == 0
+        return np.asarray(Image.open(out))
+
+    scaled = run("scaled", "--style-size", "20", "--style-scale", "2")
+    assert np.array_equal(scaled, run("direct", "--style-size", "40"))  # base has --style-size 40; the last wins
+    assert not np.array_equal(scaled, run("unscaled", "--style-size", "20"))
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--iterations", "0"], "iterations"),
     (["--weights", "1"], "1 weights given for 2 styles"),
     (["--style-layer-weights", "1,1"], "style layer weights"),
+    (["--style-layer-weights", "-1,1,1,1"], "style layer weight 1 must be a finite number >= 0, got -1.0"),
     (["--content-layers", "relu9_9"], "content layers"),
     (["--lr", "-1"], "lr"),
     (["--balance", "--mask", "MASK"], "with a mask each style keeps its own region"),

@@ -29,8 +29,8 @@ CONTENT_SIZE = (45, 35)  # W, H: neither a multiple of 8
 STYLE_SIZES = ((38, 30), (29, 43), (50, 27))
 MIN_AGREEMENT = 0.999
 
-#: case -> (arch, weight files (format, or "relu3_1" for a decoder of that layer), number of styles,
-#: keyword arguments, mask kind)
+#: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips),
+#: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
     "blend3": ("vgg19", "pth", 3, {"weights": (0.5, 0.3, 0.2)}, None),
@@ -42,6 +42,9 @@ CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "vgg16": ("vgg16", "st", 1, {}, None),
     "relu3_1": ("vgg16", "relu3_1", 2, {"weights": (0.7, 0.3)}, None),  # a decoder of relu3_1: AdaIN works there
     "relu3_1_mask": ("vgg19", "relu3_1", 2, {"alpha": 0.8}, "labels"),
+    # a relu3_1 decoder with skips from relu1_1 and relu2_1: AdaIN at all three
+    "skips": ("vgg16", "skips", 2, {"weights": (0.6, 0.4), "alpha": 0.9}, None),
+    "skips_mask": ("vgg16", "skips", 2, {}, "soft"),
 }
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from adain.images import read_resized, to_uint8
+from adain.images import read_resized, style_read_size, to_uint8
 from adain.masks import fitted_masks, read_mask_images
 from adain.stylizer import Stylizer, prepare_content
 from service.admission import Refused
@@ -23,6 +25,7 @@ from service.metrics import Metrics
 from service.worker import Worker
 
 from .service_fixtures import (
+    REPO,
     SIZE,
     app_settings,
     assert_batched_equal,
@@ -64,14 +67,16 @@ def form(content: bytes, styles: list[bytes] = (), masks: list[bytes] = ()) -> l
 
 
 def expected(stylizer: Stylizer, content: bytes, styles: list[bytes], style_size: int = SIZE,
-             masks: list[bytes] = (), **kwargs) -> np.ndarray:
+             masks: list[bytes] = (), style_scale: float = 1.0, **kwargs) -> np.ndarray:
     """What the library computes from images read as `adain stylize` reads them (at the size asked for), as 8-bit
     pixels."""
     image = read_resized(content, SIZE)
     if masks:
-        kwargs["mask"] = fitted_masks(*read_mask_images(masks)[:1], len(styles), image.source_hw, SIZE)
-    out = stylizer.stylize(image.image, [read_resized(s, style_size).image for s in styles], content_size=SIZE,
-                           style_size=style_size, **kwargs)
+        images, labels = read_mask_images(masks)
+        kwargs["mask"] = fitted_masks(images, len(styles), image.source_hw, SIZE, labels=labels)
+    read_size = style_read_size(style_size, style_scale)
+    out = stylizer.stylize(image.image, [read_resized(s, read_size).image for s in styles], content_size=SIZE,
+                           style_size=style_size, style_scale=style_scale, **kwargs)
     return to_uint8(out).permute(1, 2, 0).numpy()
 
 
@@ -107,7 +112,11 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
         assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
 
 
-@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", "mask"])
+#: mask variant -> the mask's size as a fraction of the content's (480x320; the output is 96x64)
+MASK_SCALES = {"mask": 1, "mask_of_the_output_size": 0.2, "mask_at_half_the_content_size": 0.5}
+
+
+@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", "style_scale", *MASK_SCALES])
 async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Stylizer], content: bytes,
                                           styles: list[bytes], variant: str) -> None:
     data: dict[str, str] = {}
@@ -117,8 +126,10 @@ async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Styliz
         data, kwargs = {"weights": "0.7,0.3", "alpha": "0.8"}, {"weights": [0.7, 0.3], "alpha": 0.8}
     elif variant == "huge_weights":  # their sum overflows
         data, kwargs = {"weights": "1e308,1e308"}, {"weights": [1, 1]}
-    elif variant == "mask":
-        w, h = Image.open(io.BytesIO(content)).size
+    elif variant == "style_scale":
+        data, kwargs = {"style_scale": "1.5"}, {"style_scale": 1.5}
+    elif variant in MASK_SCALES:
+        w, h = (round(side * MASK_SCALES[variant]) for side in Image.open(io.BytesIO(content)).size)
         label = np.zeros((h, w), np.uint8)
         label[:, w // 2 :] = 1
         buf = io.BytesIO()
@@ -158,7 +169,12 @@ async def test_request_id_is_taken_from_the_client_when_sane(tmp_path: Path, sty
         assert r.headers["x-request-id"] != "bad id\twith spaces" and len(r.headers["x-request-id"]) == 32
 
 
-async def test_stored_styles(tmp_path: Path, stylizers: list[Stylizer], content: bytes, styles: list[bytes]) -> None:
+@pytest.mark.parametrize("decoder", ["decoder_st", "decoder_skips"])  # skips: statistics at three layers are stored
+async def test_stored_styles(tmp_path: Path, weight_files: dict, stylizers: list[Stylizer], content: bytes,
+                             styles: list[bytes], decoder: str) -> None:
+    if decoder != "decoder_st":
+        w = weight_files["vgg16"]
+        stylizers = [Stylizer.from_files(w["encoder_st"], w[decoder], device="cpu")]
     async with running_app(app_settings(tmp_path), stylizers) as app:
         c = app.client
         r = await c.post("/v1/styles", files={"image": ("starry.jpg", styles[0], "image/jpeg")})
@@ -185,6 +201,11 @@ async def test_stored_styles(tmp_path: Path, stylizers: list[Stylizer], content:
                 assert metric((await c.get("/metrics")).text, "adain_style_cache_misses_total") == misses
             by_file = await c.post("/v1/stylize", files=form(content, styles[:1]), data={"preserve_color": mode})
             assert np.array_equal(pixels(by_id.content), pixels(by_file.content)), mode
+        scaled = {"style_scale": "0.75"}  # the stored statistics are those at scale 1: the stored image is encoded
+        by_id = await c.post("/v1/stylize", files=form(content), data={"style_id": style_id, **scaled})
+        by_file = await c.post("/v1/stylize", files=form(content, styles[:1]), data=scaled)
+        assert np.array_equal(pixels(by_id.content), pixels(by_file.content))
+        assert np.array_equal(pixels(by_id.content), expected(stylizers[0], content, styles[:1], style_scale=0.75))
         mixed = await c.post("/v1/stylize", files=form(content, styles[1:]),
                              data={"style_id": style_id, "weights": "1,3", "style_size": "48"})
         assert mixed.status_code == 200, mixed.text
@@ -198,6 +219,21 @@ async def test_stored_styles(tmp_path: Path, stylizers: list[Stylizer], content:
         gone = await c.post("/v1/stylize", files=form(content), data={"style_id": style_id})
         assert gone.status_code == 422 and error_of(gone)["code"] == "unknown_style"
         assert [s["id"] for s in (await c.get("/v1/styles")).json()["styles"]] == [named["id"]]
+
+
+async def test_the_docs_example_of_a_stored_style_matches_a_real_answer(tmp_path: Path, stylizers: list[Stylizer],
+                                                                        styles: list[bytes]) -> None:
+    text = (REPO / "docs" / "service.md").read_text()
+    command, answer = re.search(r"^(curl -F image=@\S+ -F name=.*)\n# (\{.*\})$", text, re.M).groups()
+    example = json.loads(answer)
+    file_name, name = re.fullmatch(r'curl -F image=@(\S+) -F name="([^"]+)" \S+', command).groups()
+    assert example["name"] == name
+    async with running_app(app_settings(tmp_path), stylizers) as app:
+        r = await app.client.post("/v1/styles", files={"image": (file_name, styles[0], "image/jpeg")},
+                                  data={"name": name})
+        assert r.status_code == 201, r.text
+        assert r.json().keys() == example.keys()
+        assert {k: type(v) for k, v in r.json().items()} == {k: type(v) for k, v in example.items()}
 
 
 @pytest.mark.parametrize("case", list(bad_inputs(b"x", b"y")))

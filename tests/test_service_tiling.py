@@ -32,11 +32,13 @@ def _timing_names(response) -> dict[str, str]:
     return {p[0]: p[1] if len(p) > 1 else "" for p in parts}
 
 
+@pytest.mark.parametrize("decoder", ["decoder_st", "decoder_skips"])
 async def test_images_above_tile_pixels_run_in_tiles(tmp_path: Path, networks: dict[str, Path],
-                                                     content_paths: list[Path], style_paths: list[Path]) -> None:
+                                                     content_paths: list[Path], style_paths: list[Path],
+                                                     decoder: str) -> None:
     content, style = content_paths[0].read_bytes(), style_paths[0].read_bytes()
     files = [("content", ("c.jpg", content, "image/jpeg")), ("style", ("s.jpg", style, "image/jpeg"))]
-    st = Stylizer.from_files(networks["encoder_st"], networks["decoder_st"], device="cpu")
+    st = Stylizer.from_files(networks["encoder_st"], networks[decoder], device="cpu")
     # the 480x320 content at SIZE (96x64) is above the threshold; at SIZE / 2, or the square style at SIZE, not
     threshold = SIZE * SIZE * 5 // 4
     async with running_app(app_settings(tmp_path, tile_pixels=threshold, tile_size=32), [st]) as app:
@@ -51,7 +53,7 @@ async def test_images_above_tile_pixels_run_in_tiles(tmp_path: Path, networks: d
     assert "tiled" not in _timing_names(small)
     assert passes == 2 and after == passes  # encoder and decoder of the big content; nothing for the small one
 
-    whole = Stylizer.from_files(networks["encoder_st"], networks["decoder_st"], device="cpu", tiling="never")
+    whole = Stylizer.from_files(networks["encoder_st"], networks[decoder], device="cpu", tiling="never")
     reference = to_uint8(whole.stylize(read_resized(content, SIZE).image, [read_resized(style, SIZE).image],
                                        content_size=SIZE, style_size=SIZE)).permute(1, 2, 0).numpy()
     diff = np.abs(out.astype(int) - reference.astype(int))

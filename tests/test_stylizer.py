@@ -124,6 +124,22 @@ def test_cache_keys_colour_mode_and_coral_content(fresh, content, styles):
     assert (stylizer.cache.hits, stylizer.cache.misses) == (2, 5)
 
 
+@pytest.mark.parametrize(("style_size", "scale", "crop"), [(20, 2.0, False), (30, 0.5, True), (0, 1.5, False)])
+def test_style_scale_resizes_the_style_by_the_factor_before_its_statistics(fresh, content, styles, style_size, scale,
+                                                                           crop):
+    scaled = fresh.stylize(content, styles[:2], style_size=style_size, style_scale=scale, crop=crop)
+    resized = [resize_shorter(s, round(scale * (style_size or min(s.shape[-2:])))) for s in styles[:2]]
+    assert torch.equal(scaled, fresh.stylize(content, resized, crop=crop))
+    assert not torch.equal(scaled, fresh.stylize(content, styles[:2], style_size=style_size, crop=crop))
+
+
+def test_style_scale_is_part_of_the_cache_key(fresh, content, styles):
+    fresh.stylize(content, styles[:1], style_size=20)
+    fresh.stylize(content, styles[:1], style_size=20, style_scale=2)
+    fresh.stylize(content, styles[:1], style_size=20, style_scale=2)
+    assert (fresh.cache.hits, fresh.cache.misses) == (1, 2)
+
+
 def test_stats_cache_is_lru():
     cache = StatsCache(max_items=2)
     stats = ops.Stats(torch.zeros(1), torch.ones(1))
@@ -165,6 +181,8 @@ def test_mask_sending_everything_to_one_style_equals_that_style(stylizer, conten
     ({"mask": (2, (20, 20))}, "mask is 20x20 but the content image is"),
     ({"preserve_color": "sepia"}, "preserve_color must be one of"),
     ({"alpha": 1.5}, "alpha must be between 0 and 1"),
+    ({"style_scale": 0.2}, "style_scale must be between 0.25 and 4, got 0.2"),
+    ({"style_scale": float("nan")}, "style_scale must be between 0.25 and 4, got nan"),
 ])
 def test_bad_stylize_arguments(stylizer, content, styles, kwargs, message):
     kwargs = dict(kwargs)

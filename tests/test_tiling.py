@@ -25,16 +25,21 @@ def image(content_paths):
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("layer", ["relu4_1", "relu3_1"])
+@pytest.mark.parametrize("layer", ["relu4_1", "relu3_1", "skips"])
 def test_tiled_pipeline_matches_untiled(networks, image, layer):
-    enc, dec = networks if layer == "relu4_1" else random_networks("vgg19", seed=3, layer=layer)
-    feats = enc(image)
-    tiled_feats = tiling.encode_tiled(enc, image, tile=128)
-    assert tiled_feats.shape == feats.shape
+    if layer == "relu4_1":
+        enc, dec = networks
+    else:  # "skips": relu3_1 with skips from relu1_1 and relu2_1, each of its own size
+        skips = ("relu1_1", "relu2_1") if layer == "skips" else ()
+        enc, dec = random_networks("vgg19", seed=3, layer="relu3_1", skips=skips)
+    feats = enc.levels(image, dec.inputs)
+    tiled_feats = tiling.encode_tiled(enc, image, tile=128, inputs=dec.inputs)
+    assert [f.shape for f in tiled_feats] == [f.shape for f in feats]
     torch.testing.assert_close(tiled_feats, feats, atol=1e-4, rtol=1e-4)
 
-    style = ops.channel_stats(enc(torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))))
-    target = ops.adain(feats, style)  # statistics over the whole image, not per tile
+    styles = enc.levels(torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0)), dec.inputs)
+    # statistics over the whole image, not per tile
+    target = [ops.adain(f, ops.channel_stats(s)) for f, s in zip(feats, styles, strict=True)]
     full = dec(target, tuple(image.shape[-2:])).clamp(0, 1)
     tiled = tiling.decode_tiled(dec, target, tuple(image.shape[-2:]), tile=128).clamp(0, 1)
     assert tiled.shape == full.shape == image.shape
@@ -48,7 +53,7 @@ def test_halo_is_what_makes_tiles_agree(networks, image, monkeypatch):
     """With the halo cut to 8 pixels, seams appear: the comparison above can fail."""
     enc, _ = networks
     monkeypatch.setattr(tiling, "ENCODER_HALO", 8)
-    diff = (tiling.encode_tiled(enc, image, tile=128) - enc(image)).abs().max()
+    diff = (tiling.encode_tiled(enc, image, tile=128)[0] - enc(image)).abs().max()
     assert diff > 1e-2
 
 
@@ -92,7 +97,7 @@ def test_stylizer_tiles_above_the_threshold_only(networks, small, style_paths):
 
 def test_tiled_bf16_keeps_bf16_features(networks, small):
     st = Stylizer(*networks, device="cpu", precision="bf16", tiling="always", tile_size=128)
-    assert st.encode(small).dtype == torch.bfloat16 and st.tiled_passes == 1
+    assert st.encode(small)[-1].dtype == torch.bfloat16 and st.tiled_passes == 1
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

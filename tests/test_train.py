@@ -160,3 +160,42 @@ def test_init_decoder_starts_from_a_file_and_stays_on_resume(data: TinyData, tmp
         assert run_train(data, train_argv(data, tmp_path / bad.stem, init_decoder=bad)) == 2
         assert message in capsys.readouterr().err
         assert checkpoints(tmp_path / bad.stem) == []
+
+
+def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from adain.export import main as export_main
+    from adain.net import SkipJoin
+    from adain.weights_io import build_decoder, read_metadata
+
+    run = tmp_path / "run"
+    argv = train_argv(data, run, steps=3, layer="relu3_1", skips="relu1_1,relu2_1", recon_steps=1,
+                      colour_weight=2.0, texture_weight=3.0)
+    assert run_train(data, argv) == 0
+    state = latest_checkpoint(run)[1]
+    assert state["skips"] == ["relu1_1", "relu2_1"] and state["args"]["skips"] == ["relu1_1", "relu2_1"]
+    scales = [v for k, v in state["decoder"].items() if k.endswith(".scale")]
+    assert [len(s) for s in scales] == [128, 64]  # met deepest first
+    assert all(not torch.allclose(s, torch.ones_like(s)) for s in scales)  # calibrated on the photos
+    records = train_records(run)
+    assert "colour" not in records[0] and "texture" not in records[0]  # a reconstruction step
+    weight = state["args"]["style_weight"]
+    for r in records[1:]:
+        assert r["colour"] > 0 and r["texture"] > 0
+        assert r["loss"] == pytest.approx(r["content"] + weight * r["style"] + r["colour"] + r["texture"], rel=1e-5)
+
+    assert run_train(data, resume_argv(run, steps=4)) == 0
+    assert run_train(data, resume_argv(run, steps=5, skips="relu2_1")) == 2
+    assert "--skips cannot change on --resume" in capsys.readouterr().err
+
+    out = tmp_path / "skips.safetensors"
+    assert export_main([str(run), "-o", str(out), "--no-eval"]) == 0
+    assert read_metadata(out)["skips"] == "relu1_1,relu2_1"
+    decoder = build_decoder(out, "vgg16")
+    assert decoder.inputs == ("relu1_1", "relu2_1", "relu3_1")
+    joins = [m for m in decoder.layers if isinstance(m, SkipJoin)]
+    torch.testing.assert_close([j.scale for j in joins], scales, rtol=1e-3, atol=0)  # stored as fp16
+
+    fork = tmp_path / "fork"  # a new run from the file takes its skips
+    assert run_train(data, train_argv(data, fork, steps=1, init_decoder=out, loss="paper")) == 0
+    assert latest_checkpoint(fork)[1]["skips"] == ["relu1_1", "relu2_1"]

@@ -73,5 +73,17 @@ def test_fused_decoder_matches_oracle(weight_files):
     with torch.no_grad():
         got = fused(torch.from_numpy(feats)[None], size)[0].clamp(0, 1).numpy()
     state = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}
-    expected = oracle.decode(feats.astype(np.float64), state, "vgg16", size)
+    expected = oracle.decode([feats.astype(np.float64)], state, "vgg16", size)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw", [(40, 48), (37, 45)])  # sides that line up at every scale, and odd ones
+def test_fused_decoder_with_skips_matches_decoder(hw):
+    enc, dec = random_networks("vgg16", seed=4, layer="relu3_1", skips=("relu1_1", "relu2_1"))
+    fused = FusedDecoder(dec)
+    kinds = [type(m).__name__ for m in fused.layers]
+    assert kinds.count("UpSkipConv2x") == 2 and "Upsample" not in kinds and "SkipJoin" not in kinds
+    with torch.no_grad():
+        feats = enc.levels(torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0)), dec.inputs)
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+        torch.testing.assert_close(fused(feats, hw), dec(feats, hw), rtol=0, atol=1e-5)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -147,6 +148,71 @@ def test_stylize_with_an_upload_and_a_stored_style(page, server: Server, content
     if os.environ.get("ADAIN_WEB_SCREENSHOT"):
         page.set_viewport_size({"width": 1100, "height": 760})
         page.screenshot(path=os.environ["ADAIN_WEB_SCREENSHOT"], full_page=True)
+
+
+def result_pixels(page) -> np.ndarray:
+    """The RGB pixels of the result image the page shows, read through a canvas in the page."""
+    result = page.locator("#result")
+    result.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=result.element_handle())
+    w, h, rgba = page.evaluate("""img => {
+        const canvas = document.createElement('canvas');
+        Object.assign(canvas, {width: img.naturalWidth, height: img.naturalHeight});
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        return [canvas.width, canvas.height, Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)];
+    }""", result.element_handle())
+    return np.asarray(rgba, np.uint8).reshape(h, w, 4)[..., :3]
+
+
+def mean_difference(a: np.ndarray, b: bytes) -> float:
+    """Mean absolute difference of RGB pixels and an image file's, in 8-bit levels."""
+    with Image.open(io.BytesIO(b)) as other:
+        return float(np.abs(a.astype(np.int16) - np.asarray(other.convert("RGB"), np.int16)).mean())
+
+
+def test_a_mask_goes_to_the_styles_as_the_list_numbers_them_and_the_texture_scale_is_sent(
+        page, server: Server, content_paths: list[Path], style_paths: list[Path], tmp_path: Path) -> None:
+    stored_path, upload_path = style_paths[2], style_paths[3]
+    r = httpx.post(f"{server.url}/v1/styles", data={"name": "picked first"},
+                   files={"image": (stored_path.name, stored_path.read_bytes(), "image/jpeg")})
+    assert r.status_code == 201, r.text
+    page.reload()
+    thumb = page.locator("#library-grid img[alt='picked first']")
+    thumb.wait_for()
+    content = content_paths[0]
+    page.set_input_files("#content-input", str(content))
+    thumb.click()  # a stored style first, an upload second: the API takes uploads first
+    page.set_input_files("#style-input", str(upload_path))
+    items = page.locator("#style-list li")
+    items.nth(1).wait_for()
+    shown = [(items.nth(i).locator(".number").inner_text(), items.nth(i).locator("img").get_attribute("alt"))
+             for i in range(2)]
+    assert sorted(shown) == [("0", "picked first"), ("1", upload_path.name)] or sorted(shown) == [
+        ("0", upload_path.name), ("1", "picked first")], shown
+    first = dict(shown)["0"]
+
+    mask = tmp_path / "black.png"  # all label 0, at the output's size: everything goes to the style numbered 0
+    Image.new("L", resized(content, SIZE)).save(mask)
+    page.set_input_files("#mask-input", str(mask))
+    page.select_option("#content-size", str(SIZE))
+    page.select_option("#style-scale", "2")
+    bodies: list[bytes] = []
+    page.route("**/v1/stylize", lambda route: (bodies.append(route.request.post_data_buffer), route.continue_()))
+    page.click("#go")
+    got = result_pixels(page)
+    assert len(bodies) == 1 and b'name="style_scale"\r\n\r\n2\r\n' in bodies[0]
+
+    def alone(path: Path) -> bytes:  # that style alone, through the API, as the page asked
+        reply = httpx.post(f"{server.url}/v1/stylize", data={"content_size": str(SIZE), "style_scale": "2"},
+                           files=[("content", (content.name, content.read_bytes(), "image/jpeg")),
+                                  ("style", (path.name, path.read_bytes(), "image/jpeg"))], timeout=60)
+        assert reply.status_code == 200, reply.text
+        return reply.content
+
+    numbered_0, other = (stored_path, upload_path) if first == "picked first" else (upload_path, stored_path)
+    assert 4 * mean_difference(got, alone(numbered_0)) < mean_difference(got, alone(other))
+    assert page.script_errors == []
 
 
 def test_a_file_that_is_not_an_image_is_flagged_at_once_and_its_failure_clears_the_last_result(

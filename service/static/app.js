@@ -72,8 +72,12 @@ function clearResult() {
   $("download").hidden = true;
 }
 
+// The API takes the uploaded files first, then the stored ids: the list keeps that order (an upload goes after the
+// other uploads, a stored style last), so that the style numbered i in it is the one a mask's value i goes to.
 function addStyle(entry) {
-  state.styles.push({ weight: 1, ...entry });
+  const style = { weight: 1, ...entry };
+  const uploads = state.styles.filter((s) => s.file).length;
+  state.styles.splice(style.file ? uploads : state.styles.length, 0, style);
   renderStyles();
 }
 
@@ -82,6 +86,10 @@ function renderStyles() {
   list.replaceChildren();
   state.styles.forEach((style, index) => {
     const li = document.createElement("li");
+    const number = document.createElement("span");
+    number.className = "number";
+    number.textContent = String(index);
+    number.title = `mask value ${index} goes to this style`;
     const img = document.createElement("img");
     img.src = style.thumb;
     img.alt = style.name;
@@ -103,7 +111,7 @@ function renderStyles() {
     remove.textContent = "✕";
     remove.setAttribute("aria-label", `remove ${style.name}`);
     remove.addEventListener("click", () => { state.styles.splice(index, 1); renderStyles(); });
-    li.append(img, label, remove);
+    li.append(number, img, label, remove);
     list.append(li);
   });
   updateStatus();
@@ -181,13 +189,11 @@ async function stylize() {
   if (!state.styles.length) { showError("Add at least one style."); return; }
   const form = new FormData();
   form.append("content", state.content, state.content.name);
-  // Uploaded styles and stored styles may be mixed: files first, then ids, weights in the same order.
-  const files = state.styles.filter((s) => s.file);
-  const stored = state.styles.filter((s) => s.id);
-  files.forEach((s) => form.append("style", s.file, s.file.name));
-  stored.forEach((s) => form.append("style_id", s.id));
-  if (!state.mask) [...files, ...stored].forEach((s) => form.append("weights", String(s.weight)));
+  // In the list's order, which is the API's (uploads, then stored ids; see addStyle), weights in the same order.
+  state.styles.forEach((s) => (s.file ? form.append("style", s.file, s.file.name) : form.append("style_id", s.id)));
+  if (!state.mask) state.styles.forEach((s) => form.append("weights", String(s.weight)));
   form.append("alpha", $("alpha").value);
+  form.append("style_scale", $("style-scale").value);
   form.append("preserve_color", $("preserve-color").value);
   form.append("content_size", $("content-size").value);
   if (state.mask) form.append("mask", state.mask, state.mask.name);

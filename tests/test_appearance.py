@@ -1,0 +1,85 @@
+"""The encoder-free colour and texture measures (adain.appearance, adain.metrics) against known answers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from adain.appearance import rgb_to_lab, sliced_wasserstein, texture_energies
+from adain.images import prepare, read_image
+from adain.losses import colour_loss, texture_loss
+from adain.metrics import color_transfer, colour_ratio, texture_ratio
+
+
+@pytest.fixture(scope="module")
+def photo(content_paths: list[Path]) -> torch.Tensor:
+    return prepare(read_image(content_paths[1]), 128, True)
+
+
+@pytest.fixture(scope="module")
+def painting(style_paths: list[Path]) -> torch.Tensor:
+    return prepare(read_image(style_paths[0]), 128, True)
+
+
+def _pixel(r: float, g: float, b: float) -> torch.Tensor:
+    return torch.tensor([r, g, b]).view(3, 1, 1)
+
+
+@pytest.mark.parametrize(("rgb", "lab"), [
+    ((1.0, 1.0, 1.0), (100.0, 0.0, 0.0)),  # D65 white
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    ((1.0, 0.0, 0.0), (53.24, 80.09, 67.20)),  # sRGB primaries, published CIELAB values
+    ((0.0, 1.0, 0.0), (87.73, -86.18, 83.18)),
+    ((0.0, 0.0, 1.0), (32.30, 79.19, -107.86)),
+    ((0.5, 0.5, 0.5), (53.39, 0.0, 0.0)),
+])
+def test_lab_of_known_colours(rgb: tuple, lab: tuple) -> None:
+    got = rgb_to_lab(_pixel(*rgb)).flatten().tolist()
+    assert got == pytest.approx(lab, abs=0.05)
+
+
+def test_sliced_wasserstein_of_a_shift_is_the_projected_shift() -> None:
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(1, 500, 3, generator=g)
+    shift = torch.tensor([3.0, -1.0, 2.0])
+    directions = torch.eye(3)
+    got = sliced_wasserstein(points + shift, points, directions)
+    assert float(got[0]) == pytest.approx(shift.abs().mean().item(), rel=1e-5)
+    shuffled = points[:, torch.randperm(500, generator=g)]
+    assert float(sliced_wasserstein(points, shuffled, directions)[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_colour_ratio_is_one_for_the_photo_and_near_zero_for_the_painting(photo, painting) -> None:
+    assert colour_ratio(photo, photo, painting) == pytest.approx(1.0)
+    assert colour_ratio(photo, painting, painting) < 0.1  # only pixel-sampling noise
+    assert 0.05 < colour_ratio(photo, color_transfer(photo, painting), painting) < 0.9
+
+
+def test_texture_energies_see_orientation_and_scale() -> None:
+    x = torch.arange(64, dtype=torch.float64)
+    stripes = torch.sin(2 * math.pi * x / 4).view(1, 1, 1, 64).expand(1, 1, 64, 64)  # vertical stripes, period 4
+    e = texture_energies(stripes.contiguous()).view(4, 4)  # sigma x orientation
+    assert e[0, 0] > e[0, 2] + 10  # d/dx responds, d/dy does not
+    assert e[0, 1] == pytest.approx(e[0, 3].item(), abs=1e-6)  # 45 and 135 degrees alike
+    assert e[0, 0] > e[3, 0] + 5  # a fine pattern all but vanishes at sigma 8
+
+
+def test_texture_ratio_is_one_for_the_photo_and_zero_for_the_painting(photo, painting) -> None:
+    assert texture_ratio(photo, photo, painting) == pytest.approx(1.0)
+    assert texture_ratio(photo, painting, painting) == pytest.approx(0.0, abs=1e-9)
+    blurred = torch.nn.functional.avg_pool2d(photo[None], 5, 1, 2, count_include_pad=False)[0]
+    assert texture_ratio(photo, blurred, photo) > 0.1  # blur changes the texture statistics
+
+
+def test_losses_fall_when_the_output_moves_towards_the_painting(photo, painting) -> None:
+    torch.manual_seed(0)
+    c, s = photo[None], painting[None]
+    mid = 0.5 * c + 0.5 * s
+    for loss in (colour_loss, texture_loss):
+        assert float(loss(s, s)) < float(loss(mid, s)) < float(loss(c, s))
+    out = c.clone().requires_grad_(True)
+    (colour_loss(out, s) + texture_loss(out, s)).backward()
+    assert out.grad is not None and torch.isfinite(out.grad).all() and out.grad.abs().sum() > 0
