@@ -184,19 +184,26 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .images import read_image, save_image
-    from .masks import read_masks
+    from .images import read_resized, save_image, style_read_size
+    from .masks import fitted_masks, mask_weights, read_mask_images
 
-    styles_cache = {p: read_image(p) for p in args.style}  # a blend's styles are checked before loading the model
-    masks = read_masks(args.mask, n_styles) if args.mask else None
+    # images are read straight at the size asked for (never in float at full size), as `adain serve` reads them
+    style_size = style_read_size(args.style_size, args.style_scale)
+    styles_cache = {p: read_resized(p, style_size).image for p in args.style}  # checked before loading the model
+    mask_images, labels = read_mask_images(args.mask) if args.mask else ([], False)
+    if mask_images:
+        mask_weights(mask_images, n_styles, labels)  # checked before loading the model too
     stylizer = build_stylizer(args)
     jobs = [(c, s) for c in contents for s in style_sets]
     told_tiling = False
     for content_path, style_paths in tqdm(jobs, disable=len(jobs) < 2, unit="img", file=sys.stderr):
-        content = read_image(content_path)
+        read_content = read_resized(content_path, args.content_size)
+        content = read_content.image
+        masks = fitted_masks(mask_images, n_styles, read_content.source_hw, args.content_size, args.crop,
+                             labels) if mask_images else None
         for p in style_paths:
             if p not in styles_cache:
-                styles_cache[p] = read_image(p)
+                styles_cache[p] = read_resized(p, style_size).image
         styles = [styles_cache[p] for p in style_paths]
         out = stylizer.stylize(content, styles, weights=blend_weights(args, stylizer, content, styles, masks),
                                alpha=args.alpha,

@@ -58,6 +58,26 @@ def image_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "i
     return h, w
 
 
+def _load(img: Image.Image, label: str, mode: str | None) -> Image.Image:
+    """Decode ``img`` (opened by :func:`_open_header`) fully, turned as its EXIF orientation says, in ``mode``
+    (None: as stored; transparency is flattened onto white for RGB)."""
+    try:
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # camera orientation, as image viewers show it
+        if img.mode.startswith("I;16"):  # 16-bit grey: scale it, PIL's convert() would clip at 255
+            img = Image.fromarray(((np.asarray(img, dtype=np.uint32) + 128) // 257).astype(np.uint8))
+        if mode is not None and img.mode != mode:
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                if mode == "RGB":  # flatten transparency onto white
+                    rgba = img.convert("RGBA")
+                    img = Image.new("RGB", rgba.size, (255, 255, 255))
+                    img.paste(rgba, mask=rgba.getchannel("A"))
+            img = img.convert(mode)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{label}: truncated or corrupt image ({exc})") from None
+    return img
+
+
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
                mode: str | None = "RGB", formats: Sequence[str] = INPUT_FORMATS) -> Image.Image:
     """Decode an image file or bytes into a fully loaded PIL image of ``mode`` (None: as stored).
@@ -66,22 +86,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     with io.BytesIO(source) if isinstance(source, bytes) else open_file(source, label) as fp:
-        img = _open_header(fp, label, max_pixels, formats)
-        try:
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # camera orientation, as image viewers show it
-            if img.mode.startswith("I;16"):  # 16-bit grey: scale it, PIL's convert() would clip at 255
-                img = Image.fromarray(((np.asarray(img, dtype=np.uint32) + 128) // 257).astype(np.uint8))
-            if mode is not None and img.mode != mode:
-                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                    if mode == "RGB":  # flatten transparency onto white
-                        rgba = img.convert("RGBA")
-                        img = Image.new("RGB", rgba.size, (255, 255, 255))
-                        img.paste(rgba, mask=rgba.getchannel("A"))
-                img = img.convert(mode)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise ImageError(f"{label}: truncated or corrupt image ({exc})") from None
-    return img
+        return _load(_open_header(fp, label, max_pixels, formats), label, mode)
 
 
 def to_tensor(img: Image.Image | Tensor) -> Tensor:
@@ -160,6 +165,13 @@ def scaled_size(hw: tuple[int, int], size: int, scale: float) -> int:
     return size if scale == 1 else max(1, round(scale * (size or min(hw))))
 
 
+def style_read_size(size: int, scale: float) -> int:
+    """The shorter side a style is read at (:func:`read_resized`) for a ``style_size`` ``size`` and a ``style_scale``
+    ``scale``: the size it is resized to (:func:`scaled_size`), or 0 (as it is) without a size, the scale then
+    applied to the image read."""
+    return scaled_size((size, size), size, scale) if size else 0
+
+
 def check_prepared(hw: tuple[int, int], size: int, crop: bool, limits: SizeLimits, label: str = "image") -> None:
     """Raise ImageTooLarge (too many pixels) or ImageError (sides too far apart) for what ``prepare`` would make
     of an image of ``hw`` (H, W) at ``size`` (0: kept as it is)."""
@@ -174,6 +186,72 @@ def check_prepared(hw: tuple[int, int], size: int, crop: bool, limits: SizeLimit
 
 #: The limits the library applies unless told otherwise.
 DEFAULT_LIMITS = SizeLimits()
+#: JPEGs decode at a reduced scale (1/2, 1/4 or 1/8) only while that keeps at least this many times the pixels asked
+#: for on each side, so that the resize after it still averages several pixels into one (as PIL's thumbnail does).
+DRAFT_GAP = 2
+
+
+@dataclass(frozen=True)
+class Resized:
+    """An image read straight to its prepared size: ``image`` (float (3, h, w) in [0, 1], or uint8 (h, w) for grey),
+    and ``source_hw``, the (H, W) it has at full size, turned as its EXIF orientation says."""
+
+    image: Tensor
+    source_hw: tuple[int, int]
+
+
+def read_resized(source: str | Path | bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
+                 formats: Sequence[str] = INPUT_FORMATS, limits: SizeLimits = DEFAULT_LIMITS,
+                 mode: str = "RGB") -> Resized:
+    """Read an image at a shorter side of ``size`` (0: as it is) without holding it in float at full size: its header
+    is checked first (format, ``max_pixels`` as sent, ``limits`` once resized), a JPEG decodes at a reduced scale
+    where that keeps :data:`DRAFT_GAP` times the size (PIL's draft mode), and the resize (antialiased bilinear) runs
+    on the 8-bit image before it becomes float. ``mode`` is "RGB" (a float (3, h, w) image) or "L" (uint8 (h, w))."""
+    label = name or (str(source) if not isinstance(source, bytes) else "image")
+    with io.BytesIO(source) if isinstance(source, bytes) else open_file(source, label) as fp:
+        img = _open_header(fp, label, max_pixels, formats)
+        sent_w, sent_h = img.size
+        check_prepared((sent_h, sent_w), size, False, limits, label)
+        _draft(img, size)
+        img = _load(img, label, mode)
+    turned = sent_w != sent_h and (img.width > img.height) != (sent_w > sent_h)  # by its EXIF orientation
+    source_hw = (sent_w, sent_h) if turned else (sent_h, sent_w)
+    img = _resized(img, prepared_size(source_hw, size, False))  # the image at full size is let go here
+    pixels = _pixels(img)
+    del img
+    return Resized(pixels if mode == "L" else to_tensor(pixels.permute(2, 0, 1)), source_hw)
+
+
+def _draft(img: Image.Image, size: int) -> None:
+    """Have a JPEG opened as ``img`` (not loaded yet) decode at the most reduced scale that keeps :data:`DRAFT_GAP`
+    times the shorter side ``size`` (0: full scale)."""
+    if size and img.format == "JPEG":
+        h, w = prepared_size((img.height, img.width), size, False)
+        img.draft(None, (w * DRAFT_GAP, h * DRAFT_GAP))
+
+
+def decoded_pixels(data: bytes, size: int, formats: Sequence[str] = INPUT_FORMATS) -> int:
+    """How many pixels :func:`read_resized` decodes of the image ``data`` at a shorter side of ``size``: all of them,
+    or a quarter, a 16th or a 64th for a JPEG decoded at reduced scale. Only the header is read."""
+    with io.BytesIO(data) as fp, _open_header(fp, "image", 2**62, formats) as img:
+        _draft(img, size)
+        return img.width * img.height
+
+
+def _resized(img: Image.Image, hw: tuple[int, int]) -> Image.Image:
+    """``img`` at (H, W) ``hw``, resized in 8 bits (antialiased bilinear) when it has another size."""
+    return img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+
+
+def _pixels(img: Image.Image) -> Tensor:
+    """The pixels of an 8-bit PIL image as uint8 (H, W) or (H, W, C)."""
+    return torch.from_numpy(np.array(img))
+
+
+def resize_grey(img: Tensor, hw: tuple[int, int]) -> Tensor:
+    """A uint8 (H, W) image at (H, W) ``hw``, resized in 8 bits as :func:`read_resized` resizes."""
+    return img if tuple(img.shape) == tuple(hw) else _pixels(_resized(Image.fromarray(img.numpy()), hw))
+
 
 
 def prepare(img: Tensor, size: int, crop: bool, limits: SizeLimits = DEFAULT_LIMITS, label: str = "image") -> Tensor:

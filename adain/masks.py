@@ -16,7 +16,7 @@ output's: taken as it is), or the content's shape at any other size (resized to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,11 @@ from .images import (
     INPUT_FORMATS,
     SizeLimits,
     center_crop,
+    check_prepared,
     open_image,
     prepare,
     prepared_size,
+    resize_grey,
     resize_to,
 )
 
@@ -41,11 +43,15 @@ from .images import (
 LABEL_MAX = 15
 
 
-def labels_to_masks(labels: Tensor, n_styles: int) -> Tensor:
-    """Integer label map (H, W) -> one-hot masks (K, H, W)."""
+def _check_labels(labels: Tensor, n_styles: int) -> None:
     bad = labels.max().item()
     if bad >= n_styles or labels.min().item() < 0:
         raise InputError(f"mask has label {bad}, but there are only {n_styles} styles (labels 0..{n_styles - 1})")
+
+
+def labels_to_masks(labels: Tensor, n_styles: int) -> Tensor:
+    """Integer label map (H, W) -> one-hot masks (K, H, W)."""
+    _check_labels(labels, n_styles)
     return F.one_hot(labels.long(), n_styles).permute(2, 0, 1).float()
 
 
@@ -56,15 +62,18 @@ def normalise(weights: Tensor) -> Tensor:
     return torch.where(total > 0, weights / total.clamp_min(1e-12), even)
 
 
-def masks_from_images(images: Sequence[Tensor], n_styles: int) -> Tensor:
-    """uint8 grey images (H, W) -> soft masks (K, H, W); see the module doc."""
+def mask_weights(images: Sequence[Tensor], n_styles: int, labels: bool = False) -> Iterator[Tensor]:
+    """One uint8 weight image (H, W) per style, 255 where it is all that style (see the module doc): a label image's
+    pixels of each label (``labels``: the image holds labels whatever its values, as a palette image's indices do),
+    255 - grey and grey for one grey image and two styles, or the grey masks themselves. Checked before the
+    first is made; each is made when it is asked for."""
     if len(images) == 1:
         grey = images[0]
-        if int(grey.max()) < max(n_styles, LABEL_MAX + 1):
-            return labels_to_masks(grey, n_styles)
+        if labels or int(grey.max()) < max(n_styles, LABEL_MAX + 1):
+            _check_labels(grey, n_styles)
+            return ((grey == k).to(torch.uint8) * 255 for k in range(n_styles))
         if n_styles == 2:
-            w = grey.float() / 255
-            return torch.stack([1 - w, w])
+            return iter([255 - grey, grey])
         values = sorted(set(torch.unique(grey).tolist()))[:8]
         raise InputError(
             f"mask values {values}... do not name {n_styles} styles: use labels 0..{n_styles - 1} "
@@ -75,20 +84,46 @@ def masks_from_images(images: Sequence[Tensor], n_styles: int) -> Tensor:
     shapes = {tuple(m.shape) for m in images}
     if len(shapes) != 1:
         raise InputError(f"the per-style masks differ in size: {sorted(shapes)}")
-    return normalise(torch.stack([m.float() / 255 for m in images]))
+    return iter(images)
 
 
-def read_masks(sources: Sequence[str | Path | bytes], n_styles: int,
-               max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] = INPUT_FORMATS) -> Tensor:
-    """Read one label image or one grey mask per style into soft masks (K, H, W)."""
+def masks_from_images(images: Sequence[Tensor], n_styles: int, labels: bool = False) -> Tensor:
+    """uint8 grey images (H, W) -> soft masks (K, H, W); see the module doc and :func:`mask_weights`."""
+    return normalise(torch.stack([w.float() / 255 for w in mask_weights(images, n_styles, labels)]))
+
+
+def read_mask_images(sources: Sequence[str | Path | bytes], max_pixels: int = DEFAULT_MAX_PIXELS,
+                     formats: Sequence[str] = INPUT_FORMATS) -> tuple[list[Tensor], bool]:
+    """The mask files as uint8 (H, W) images, and whether they are labels whatever their values (a single palette
+    image, whose indices are read)."""
     images = []
     for i, src in enumerate(sources):
         img = open_image(src, max_pixels, name=f"mask {i + 1}" if isinstance(src, bytes) else None, mode=None,
                          formats=formats)
         if img.mode == "P" and len(sources) == 1:  # a palette image's indices are labels
-            return labels_to_masks(torch.from_numpy(np.asarray(img).copy()), n_styles)
+            return [torch.from_numpy(np.asarray(img).copy())], True
         images.append(torch.from_numpy(np.asarray(img.convert("L")).copy()))
-    return masks_from_images(images, n_styles)
+    return images, False
+
+
+def read_masks(sources: Sequence[str | Path | bytes], n_styles: int,
+               max_pixels: int = DEFAULT_MAX_PIXELS, formats: Sequence[str] = INPUT_FORMATS) -> Tensor:
+    """Read one label image or one grey mask per style into soft masks (K, H, W)."""
+    images, labels = read_mask_images(sources, max_pixels, formats)
+    return masks_from_images(images, n_styles, labels)
+
+
+def fitted_masks(images: Sequence[Tensor], n_styles: int, content_hw: tuple[int, int], size: int, crop: bool = False,
+                 labels: bool = False, limits: SizeLimits = DEFAULT_LIMITS) -> Tensor:
+    """Soft masks (K, h, w) fitted to the content as prepared, as :func:`fit_masks` fits them, from the masks' 8-bit
+    images (:func:`read_mask_images`). Masks of the content's size, the largest, are fitted without a float mask at
+    that size: each style's weight image (:func:`mask_weights`) is resized in 8 bits, then they are normalised."""
+    if tuple(images[0].shape) != tuple(content_hw):
+        return fit_masks(masks_from_images(images, n_styles, labels), content_hw, size, crop, limits)
+    check_prepared(content_hw, size, crop, limits, "mask")
+    hw = prepared_size(content_hw, size, False)
+    masks = normalise(torch.stack([resize_grey(w, hw).float() / 255 for w in mask_weights(images, n_styles, labels)]))
+    return center_crop(masks, size) if crop else masks
 
 
 def fit_masks(masks: Tensor, content_hw: tuple[int, int], size: int, crop: bool,

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from . import errors, routes_health
 from .engine import Engine
 from .middleware import RequestMiddleware
-from .security import SecurityHeadersMiddleware
+from .security import AllowedHostsMiddleware, SecurityHeadersMiddleware
 from .settings import Settings
 
 
@@ -22,6 +22,7 @@ def create_admin_app(settings: Settings, public: FastAPI, engine: Engine) -> Fas
     errors.install(app)
     if settings.metrics:
         app.include_router(routes_health.metrics_router)
+    app.add_middleware(AllowedHostsMiddleware, allowed=settings.allowed_hosts, bound=settings.host)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMiddleware, metrics=engine.metrics)
     return app

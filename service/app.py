@@ -12,11 +12,17 @@ from starlette.middleware.cors import CORSMiddleware
 from adain import __version__
 
 from . import errors, routes_health, routes_styles, routes_stylize, routes_web
-from .access import Guard, principal
+from .access import AccessMiddleware, Guard, principal
 from .engine import Engine
 from .keys import load_keys
 from .middleware import BodyLimitMiddleware, RequestMiddleware
-from .security import BodyTimeoutMiddleware, SameOriginMiddleware, SecurityHeadersMiddleware
+from .security import (
+    AllowedHostsMiddleware,
+    BodyTimeoutMiddleware,
+    PrivateCachingMiddleware,
+    SameOriginMiddleware,
+    SecurityHeadersMiddleware,
+)
 from .settings import Settings
 from .store import open_store
 
@@ -59,11 +65,14 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         app.include_router(routes_health.metrics_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)
+    app.add_middleware(AccessMiddleware)  # outside the body's limits: refusals read no body
     app.add_middleware(SameOriginMiddleware, allowed=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "PATCH", "DELETE"], expose_headers=EXPOSED_HEADERS,
                            allow_headers=["Authorization", "X-Request-ID", "X-Request-Timeout", "Accept"])
+    app.add_middleware(PrivateCachingMiddleware, keyed=keys is not None)
+    app.add_middleware(AllowedHostsMiddleware, allowed=settings.allowed_hosts, bound=settings.host)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMiddleware, metrics=engine.metrics)  # added last: outermost
     return app

@@ -3,8 +3,11 @@
 With ``--admin-port`` a second uvicorn server, in the same process and event loop, serves the operations
 endpoints (service/admin.py); it stops when the public one does.
 
+SIGHUP (a closed terminal, a supervisor's reload) stops it as SIGTERM does: in-flight work is finished first.
+
 Exit status: 0 after a graceful shutdown, 1 when a worker died (so that a
-supervisor restarts the process), 2 for bad configuration.
+supervisor restarts the process), 2 for bad configuration (a port in use included: the ports are bound before
+the model loads).
 """
 
 from __future__ import annotations
@@ -13,18 +16,41 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from adain.errors import AdainError, exit_status
+from adain.errors import AdainError, InputError, exit_status
 
 from .admin import create_admin_app
 from .app import create_app
 from .engine import Engine
 from .header_timeout import http_protocol
+from .memory import worst_case
 from .settings import Settings, load_settings
+
+log = logging.getLogger("adain.service")
+
+
+class PublicServer(uvicorn.Server):
+    """The public port's server: it also takes SIGHUP, and stops for it as for SIGTERM (uvicorn alone handles
+    SIGINT and SIGTERM, and SIGHUP killed the process at once, cutting off the requests in flight)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = signal.signal(signal.SIGHUP, self._hang_up)
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+
+    def _hang_up(self, sig: int, frame: FrameType | None) -> None:
+        log.warning("SIGHUP: shutting down as for SIGTERM, after the requests in flight")
+        self.handle_exit(signal.SIGTERM, frame)
 
 
 class AdminServer(uvicorn.Server):
@@ -38,17 +64,43 @@ class AdminServer(uvicorn.Server):
 def _config(app: FastAPI, port: int, settings: Settings, lifespan: str) -> uvicorn.Config:
     return uvicorn.Config(app, host=settings.host, port=port, log_level=settings.log_level, lifespan=lifespan,
                           timeout_graceful_shutdown=settings.shutdown_timeout, server_header=False,
+                          limit_concurrency=settings.max_connections,
+                          proxy_headers=bool(settings.forwarded_allow_ips),
+                          forwarded_allow_ips=list(settings.forwarded_allow_ips) or None,
                           timeout_keep_alive=settings.keep_alive_timeout, http=http_protocol(settings.header_timeout))
 
 
-async def _serve(public: uvicorn.Server, admin: uvicorn.Server | None) -> None:
+def _bind(host: str, port: int, flag: str) -> socket.socket:
+    """A listening socket on ``host``:``port`` (InputError naming ``flag`` when that port is taken or not ours)."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port} ({flag}): {exc.strerror or exc}") from None
+
+
+def listen(settings: Settings) -> list[socket.socket]:
+    """The public port's socket, and the admin port's when there is one, bound before anything else is done."""
+    if settings.admin_port is not None and settings.admin_port == settings.port != 0:
+        raise InputError(f"--admin-port {settings.admin_port} is --port too: give the operations endpoints a port of "
+                         "their own")
+    sockets = [_bind(settings.host, settings.port, "--port")]
+    try:
+        if settings.admin_port is not None:
+            sockets.append(_bind(settings.host, settings.admin_port, "--admin-port"))
+    except InputError:
+        sockets[0].close()
+        raise
+    return sockets
+
+
+async def _serve(public: uvicorn.Server, admin: uvicorn.Server | None, sockets: list[socket.socket]) -> None:
     """Run the public server, and the admin one beside it until the public one stops."""
     if admin is None:
-        await public.serve()
+        await public.serve(sockets[:1])
         return
-    beside = asyncio.create_task(admin.serve())
+    beside = asyncio.create_task(admin.serve(sockets[1:]))
     try:
-        await public.serve()
+        await public.serve(sockets[:1])
     finally:
         admin.should_exit = True
         await beside
@@ -58,13 +110,21 @@ def main(argv: list[str]) -> int:
     """Entry point of ``adain serve``."""
     settings = load_settings(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sockets: list[socket.socket] = []
     try:
+        sockets = listen(settings)
         engine = Engine.load(settings)
         app = create_app(settings, engine)
     except (AdainError, KeyboardInterrupt) as exc:
+        for sock in sockets:
+            sock.close()
         return exit_status("adain serve", exc)
+    parts = worst_case(settings, len(engine.workers))
+    log.info(
+        "memory above idle at most %.0f MiB: %s (docs/deploy.md, Memory)", sum(parts.values()) / 2**20,
+        ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in parts.items()))
     config = _config(app, settings.port, settings, "auto")
-    server = uvicorn.Server(config)
+    server = PublicServer(config)
     admin = None
     if settings.admin_port is not None:
         admin = AdminServer(_config(create_admin_app(settings, app, engine), settings.admin_port, settings, "off"))
@@ -73,8 +133,8 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve(server, admin))
+        runner.run(_serve(server, admin, sockets))
     if engine.failed:
-        logging.getLogger("adain.service").critical("exiting with status 1: a worker failed")
+        log.critical("exiting with status 1: a worker failed")
         return 1
     return 0

@@ -11,10 +11,11 @@ from .worker import Worker
 
 
 class WorkerCollector:
-    """The workers' queues, liveness, style caches and tiled passes, lanes' backlog, GPU memory and readiness."""
+    """The workers' queues, liveness, style caches and tiled passes, lanes' backlog, GPU memory, the memory held
+    for admitted requests' images, and readiness."""
 
-    def __init__(self, workers: Sequence[Worker], ready: Callable[[], bool]) -> None:
-        self.workers, self.ready = workers, ready
+    def __init__(self, workers: Sequence[Worker], ready: Callable[[], bool], held_bytes: Callable[[], int]) -> None:
+        self.workers, self.ready, self.held_bytes = workers, ready, held_bytes
 
     def describe(self) -> list[Metric]:
         return []  # collected on demand only
@@ -45,4 +46,7 @@ class WorkerCollector:
             gpu.add_metric([dev, "peak_allocated"], torch.cuda.max_memory_allocated(dev))
         ready = GaugeMetricFamily("adain_ready", "1 when the model is loaded and warmed up")
         ready.add_metric([], float(self.ready()))
-        yield from (depth, up, hits, misses, tiled, backlog, gpu, ready)
+        held = GaugeMetricFamily("adain_work_bytes", "Bytes reserved for the images of admitted requests "
+                                 "(at most --max-work-bytes)")
+        held.add_metric([], float(self.held_bytes()))
+        yield from (depth, up, hits, misses, tiled, backlog, gpu, ready, held)

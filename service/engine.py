@@ -10,10 +10,11 @@ finish in time); ``stop()`` finishes what is queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -45,6 +46,10 @@ def devices(spec: str) -> list[torch.device]:
     return found
 
 
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.0f} MiB"
+
+
 def warm_up_job() -> RenderJob:
     """A small stylization that makes a worker initialise what it does lazily, before the first request."""
     content, weights, _ = prepare_content(torch.rand(3, 64, 64), 1)
@@ -71,11 +76,12 @@ class Engine:
                                        settings.queue_size, on_death=lambda worker: self._fatal(),
                                        large_pixels=settings.large_pixels))
         self.on_fatal: Callable[[], None] = lambda: None
+        self.held_bytes = 0  # reserved by the requests admitted (see holding)
         self.failed = False
         self.closing = False
         self._warm = False
         self._warm_up_task: asyncio.Task | None = None
-        self.metrics.registry.register(WorkerCollector(self.workers, lambda: self.ready))
+        self.metrics.registry.register(WorkerCollector(self.workers, lambda: self.ready, lambda: self.held_bytes))
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -190,6 +196,50 @@ class Engine:
         if all(lane.full for lane in lanes):
             raise self._queues_full(lanes[0].backlog_s)
 
+    @contextlib.contextmanager
+    def holding(self, nbytes: int) -> Iterator[None]:
+        """Reserve ``nbytes`` of ``--max-work-bytes`` for a request's images while the block runs (service.memory):
+        413 ``request_too_large`` when it alone needs more, 503 ``overloaded`` (counted as ``memory``) while the
+        requests admitted before it hold too much. Called before anything is decoded."""
+        limit = self.settings.max_work_bytes
+        if nbytes > limit:
+            raise ServiceError(413, "request_too_large", f"the images of this request need about {_mib(nbytes)} "
+                               f"of memory, more than the server allows ({_mib(limit)}, --max-work-bytes); ask for "
+                               "a smaller content_size or style_size, or send smaller images")
+        if self.held_bytes + nbytes > limit:
+            self.metrics.dropped.labels("memory").inc()
+            wait = min((lane.backlog_s for w in self.workers for lane in w.lanes), default=1.0)
+            raise ServiceError(503, "overloaded", f"the requests in progress hold {_mib(self.held_bytes)} of the "
+                               f"{_mib(limit)} their images may take, and this one needs {_mib(nbytes)}; retry "
+                               "later", retry_after(wait))
+        self.held_bytes += nbytes
+        try:
+            yield
+        finally:
+            self.held_bytes -= nbytes
+
+    def _client_gone(self, count: bool) -> ServiceError:
+        """499 for a request whose client hung up before its work was done; ``count``: as ``given_up`` here (else
+        the worker counts it when it finds the ticket given up)."""
+        if count:
+            self.metrics.dropped.labels("given_up").inc()
+        return ServiceError(499, "client_gone", "the client closed the connection; its work was dropped")
+
+    async def _outcome(self, ticket: Ticket, gone: asyncio.Event | None) -> object:
+        """The ticket's result (or its exception, raised), unless ``gone`` is set first: then the ticket is given up
+        (the worker counts it as ``given_up``, or ``abandoned`` if it was running) and 499 is raised."""
+        if gone is None:
+            return await ticket.future
+        hung_up = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait((ticket.future, hung_up), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hung_up.cancel()
+        if not ticket.future.done():
+            ticket.future.cancel()
+            raise self._client_gone(count=False)
+        return ticket.future.result()
+
     def _queues_full(self, wait: float) -> ServiceError:
         self.metrics.dropped.labels("queue_full").inc()
         return ServiceError(503, "overloaded", "every queue is full; retry later", retry_after(wait))
@@ -208,17 +258,22 @@ class Engine:
                 continue
         raise self._queues_full(wait)
 
-    async def run(self, work: RenderJob | StatsJob, timeout: float) -> Ticket:
-        """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings."""
+    async def run(self, work: RenderJob | StatsJob, timeout: float, gone: asyncio.Event | None = None) -> Ticket:
+        """Queue ``work`` on the least loaded worker and await it; the ticket holds the result and timings. When
+        ``gone`` is set first (the client hung up), the work is given up: dropped if still queued, stopped at the
+        next safe point if running, and the request ends with 499 ``client_gone``."""
         self._check_open(timeout)
+        if gone is not None and gone.is_set():
+            raise self._client_gone(count=True)
         loop = asyncio.get_running_loop()
         now = loop.time()
         ticket = Ticket(work, loop.create_future(), now, now + timeout)
         self._submit(ticket)
         try:
             async with asyncio.timeout(timeout):
-                await ticket.future
+                await self._outcome(ticket, gone)
         except (TimeoutError, DeadlineExceeded):
+            ticket.future.cancel()
             raise ServiceError(504, "deadline_exceeded", f"no result within {timeout:g} s; the work was dropped "
                                "(at the next safe point if it had started)") from None
         except OutOfDeviceMemory as exc:

@@ -1,10 +1,7 @@
-"""Image formats on the way out: content negotiation, encoding results, thumbnails."""
+"""Image formats on the way out: content negotiation, encoding results, the size of thumbnails."""
 
 from __future__ import annotations
 
-import io
-
-from PIL import Image
 from torch import Tensor
 
 from adain.images import OUTPUT_FORMATS, encode_image
@@ -13,6 +10,7 @@ from adain.stylizer import finish
 from .jobs import RenderJob
 
 THUMBNAIL_SIZE = 256
+THUMBNAIL_QUALITY = 85
 MIME_TO_FORMAT = {mime: fmt for fmt, (_, mime) in OUTPUT_FORMATS.items()}
 WILDCARDS = {"image/*": 1, "*/*": 0}  # specificity; exact types rank 2
 
@@ -56,10 +54,7 @@ def encode_result(out: Tensor, job: RenderJob, fmt: str, quality: int) -> bytes:
     return encode_image(finish(out, job.content, job.preserve_color), fmt, quality)
 
 
-def thumbnail(img: Image.Image) -> bytes:
-    """A JPEG no larger than THUMBNAIL_SIZE on either side."""
-    small = img.copy()
-    small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+def thumbnail_side(hw: tuple[int, int]) -> int:
+    """The shorter side of the thumbnail of an image of (H, W) ``hw``: its longer side at most THUMBNAIL_SIZE."""
+    short, long = min(hw), max(hw)
+    return short if long <= THUMBNAIL_SIZE else max(1, THUMBNAIL_SIZE * short // long)

@@ -23,7 +23,8 @@ class Metrics:
         self.batch_size = Histogram("adain_batch_size", "Requests per model run, by worker", ["worker"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.dropped = Counter("adain_dropped", "Requests refused or dropped, by reason: overloaded, too_slow, "
-                               "queue_full, shed, deadline, given_up, abandoned, shutting_down (see docs/service.md)",
+                               "queue_full, memory, shed, deadline, given_up, abandoned, shutting_down "
+                               "(see docs/service.md)",
                                ["reason"], registry=r)
         self.oom = Counter("adain_oom", "Device out-of-memory events: batch split, or a single request rejected",
                            ["outcome"], registry=r)

@@ -19,15 +19,24 @@ from torch import Tensor
 
 from adain import ops
 from adain.errors import clip
-from adain.images import check_prepared, image_size, open_image, read_image, scaled_size, to_tensor
-from adain.masks import read_masks
+from adain.images import (
+    check_prepared,
+    decoded_pixels,
+    encode_image,
+    image_size,
+    read_resized,
+    scaled_size,
+    style_read_size,
+)
+from adain.masks import fitted_masks, read_mask_images
 from adain.options import check_style_scale
 from adain.stylizer import ColorMode, check_alpha, prepare_content
 
+from . import memory
 from .errors import ServiceError
 from .forms import StylizeForm
 from .jobs import RenderJob, StyleRef, prepared_pixels, style_pixels
-from .media import thumbnail
+from .media import THUMBNAIL_QUALITY, thumbnail_side
 from .settings import Settings
 from .store_types import StyleStore
 
@@ -42,11 +51,13 @@ def _not_empty(data: bytes, label: str) -> bytes:
 
 @dataclass
 class Source:
-    """An image not decoded yet: its bytes, and its (H, W) as its header states them."""
+    """An image not decoded yet: its bytes, its (H, W) as its header states them, and how many pixels reading it at
+    the size asked for decodes (fewer than it has for a JPEG decoded at reduced scale)."""
 
     data: bytes
     label: str
     hw: tuple[int, int]
+    decoded: int
 
     @property
     def pixels(self) -> int:
@@ -58,12 +69,13 @@ def source(data: bytes, label: str, size: int, settings: Settings, scale: float 
     resized to ``size`` times ``scale`` (413), sides not too far apart then (422); an empty file is 422."""
     hw = image_size(_not_empty(data, label), settings.max_pixels, label, settings.pil_formats)
     check_prepared(hw, scaled_size(hw, size, scale), False, settings.limits, label)
-    return Source(data, label, hw)
+    return Source(data, label, hw, decoded_pixels(data, style_read_size(size, scale), settings.pil_formats))
 
 
-def _decode(src: Source, settings: Settings) -> Tensor:
-    """The image as float (3, H, W); 422 when it turns out truncated or corrupt."""
-    return read_image(src.data, settings.max_pixels, src.label, settings.pil_formats)
+def _decode(src: Source, size: int, settings: Settings) -> Tensor:
+    """The image as float (3, h, w) at a shorter side of ``size`` (0: as it is), never held in float at full size
+    (``adain.images.read_resized``); 422 when it turns out truncated or corrupt."""
+    return read_resized(src.data, size, settings.max_pixels, src.label, settings.pil_formats, settings.limits).image
 
 
 @dataclass
@@ -72,6 +84,7 @@ class Plan:
 
     content: Source
     styles: list[Source | ops.Stats]
+    masks: list[Source]
     content_size: int
     style_size: int
     alpha: float
@@ -92,6 +105,13 @@ class Plan:
     def decoded_pixels(self) -> int:
         """What ``--megapixels-per-minute`` charges: the content as prepared, the style images as sent."""
         return prepared_pixels(self.content.hw, self.content_size) + sum(s.pixels for s in self._images)
+
+    @property
+    def memory(self) -> int:
+        """Bytes the request may hold at once, from the headers (see service.memory)."""
+        content = (self.content.decoded, prepared_pixels(self.content.hw, self.content_size))
+        styles = [(s.decoded, style_pixels(s.hw, self.style_size, self.style_scale)) for s in self._images]
+        return memory.Images(content, styles, [m.pixels for m in self.masks], len(self.styles)).bytes()
 
 
 def _size(value: int | None, default: int, name: str, settings: Settings) -> int:
@@ -124,10 +144,10 @@ def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, sty
     return source(image, f"style {style_id}", style_size, settings, style_scale)
 
 
-def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], settings: Settings, store: StyleStore,
-             stats_key: StatsKey) -> Plan:
+def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list[bytes], settings: Settings,
+             store: StyleStore, stats_key: StatsKey) -> Plan:
     """Check a stylize request as far as can be done without decoding: counts, sizes, alpha, the images' headers
-    and the stored styles."""
+    (masks too) and the stored styles."""
     n = form.n_styles
     if n == 0:
         raise ServiceError(422, "invalid_request", "give at least one style: a style file or a style_id")
@@ -141,19 +161,25 @@ def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], settings: S
                                       for i, data in enumerate(styles)]
     refs += [_stored_style(sid, form.preserve_color, style_size, scale, store, stats_key, settings)
              for sid in form.style_ids]
-    return Plan(source(content, "content", content_size, settings), refs, content_size, style_size, alpha, scale)
+    mask_sources = [source(data, f"mask {i + 1}", content_size, settings) for i, data in enumerate(masks)]
+    return Plan(source(content, "content", content_size, settings), refs, mask_sources, content_size, style_size,
+                alpha, scale)
 
 
-def render_job(plan: Plan, form: StylizeForm, masks: list[bytes], settings: Settings) -> RenderJob:
-    """Decode a planned stylize request and check the rest of its arguments (weights, masks)."""
-    refs = [StyleRef(stats=s) if isinstance(s, ops.Stats) else StyleRef(image=_decode(s, settings))
+def render_job(plan: Plan, form: StylizeForm, settings: Settings) -> RenderJob:
+    """Decode a planned stylize request straight to its prepared sizes and check the rest of its arguments (weights,
+    masks): the work holds only the resized images."""
+    size = style_read_size(plan.style_size, plan.style_scale)
+    refs = [StyleRef(stats=s) if isinstance(s, ops.Stats) else StyleRef(image=_decode(s, size, settings))
             for s in plan.styles]
-    image = _decode(plan.content, settings)
+    content = read_resized(plan.content.data, plan.content_size, settings.max_pixels, plan.content.label,
+                           settings.pil_formats, settings.limits)
     mask = None
-    if masks:
-        sources = [_not_empty(data, f"mask {i + 1}") for i, data in enumerate(masks)]
-        mask = read_masks(sources, form.n_styles, settings.max_pixels, settings.pil_formats)
-    prepared, weights, fitted = prepare_content(image, form.n_styles, form.weights, form.preserve_color, mask,
+    if plan.masks:
+        images, labels = read_mask_images([m.data for m in plan.masks], settings.max_pixels, settings.pil_formats)
+        mask = fitted_masks(images, form.n_styles, content.source_hw, plan.content_size, labels=labels,
+                            limits=settings.limits)
+    prepared, weights, fitted = prepare_content(content.image, form.n_styles, form.weights, form.preserve_color, mask,
                                                 plan.content_size, limits=settings.limits)
     return RenderJob(prepared, refs, weights, plan.alpha, fitted, form.preserve_color, plan.style_size,
                      plan.style_scale)
@@ -170,9 +196,14 @@ class DecodedStyle:
 
 
 def style_upload(src: Source, settings: Settings) -> DecodedStyle:
-    """Decode an image sent to POST /v1/styles (checked by :func:`source` at ``--style-size``)."""
-    img = open_image(src.data, settings.max_pixels, src.label, formats=settings.pil_formats)
-    return DecodedStyle(to_tensor(img), img.width, img.height, thumbnail(img))
+    """Decode an image sent to POST /v1/styles (checked by :func:`source` at ``--style-size``): at ``--style-size``
+    to encode, and again at most THUMBNAIL_SIZE a side for its thumbnail."""
+    style = read_resized(src.data, settings.style_size, settings.max_pixels, src.label, settings.pil_formats,
+                         settings.limits)
+    small = read_resized(src.data, thumbnail_side(src.hw), settings.max_pixels, src.label, settings.pil_formats,
+                         settings.limits)
+    h, w = style.source_hw
+    return DecodedStyle(style.image, w, h, encode_image(small.image, "jpeg", THUMBNAIL_QUALITY))
 
 
 def style_name(name: str | None, filename: str | None) -> str:

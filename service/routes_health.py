@@ -27,17 +27,19 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The model is loaded and warmed up, the style store usable",
             responses={503: {"model": ErrorResponse}})
 async def readyz(request: Request, engine: EngineDep) -> dict[str, object]:
-    """200 when every worker is warmed up and alive and the style store answers (with the workers' names and
-    precision); 503 while loading, after a worker died, when stopping, or when the store is unavailable (its
-    database file deleted, say)."""
+    """200 when every worker is warmed up and alive and the style store answers and takes writes (with the workers'
+    names, their precision, and the store's state: 'ok', or 'full' when uploads would get 507); 503 while loading,
+    after a worker died, when stopping, or when the store is unavailable (its database file deleted or read-only,
+    say)."""
     if not engine.ready:
         raise ServiceError(503, "not_ready", f"not ready: {engine.state}", retry_after())
     try:
-        await run_in_threadpool(request.app.state.store.check)
+        store = await run_in_threadpool(request.app.state.store.check)
     except StoreError as exc:
         log.error("request %s (readiness): %s", request.state.request_id, exc)
         raise ServiceError(503, "not_ready", f"not ready: the style store is unavailable: {exc}") from None
-    return {"status": "ready", "workers": [w.name for w in engine.workers], "precision": engine.precision}
+    return {"status": "ready", "workers": [w.name for w in engine.workers], "precision": engine.precision,
+            "store": store}
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -6,7 +6,8 @@ style is 404, as if it did not exist."""
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
@@ -14,18 +15,20 @@ from starlette.concurrency import run_in_threadpool
 
 from adain.errors import clip
 
-from . import prepare
+from . import memory, prepare
 from .access import admin, charge_megapixels, writer
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
+from .disconnect import hang_up
 from .errors import ErrorResponse, ServiceError
 from .forms import given_once
-from .jobs import StatsJob, stats_pixels
+from .jobs import StatsJob, prepared_pixels, stats_pixels
 from .store_types import NewStyle, QuotaExceeded, StyleInfo
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style (or another key's private one)"}}
 FORBIDDEN = {403: {"model": ErrorResponse, "description": "the key may not do this (read-only, or not admin)"}}
-PRECOMPUTED_MODES = ("none", "luminance")  # coral depends on the content: encoded per request
+PRECOMPUTED_MODES = ("none", "luminance")
+T = TypeVar("T")  # coral depends on the content: encoded per request
 
 
 class StyleList(BaseModel):
@@ -38,6 +41,14 @@ class StylePatch(BaseModel):
     """What an admin key may change about a style."""
 
     public: bool
+
+
+def _within_quota(store_call: Callable[..., T], *args: object) -> T:
+    """``store_call(*args)``, with QuotaExceeded as the 429 ``quota_exceeded`` it is to the client."""
+    try:
+        return store_call(*args)
+    except QuotaExceeded as exc:
+        raise ServiceError(429, "quota_exceeded", str(exc)) from None
 
 
 def _not_found(style_id: str) -> ServiceError:
@@ -59,18 +70,18 @@ async def create_style(request: Request, response: Response, settings: SettingsD
     """Upload a style image; it is encoded now (at the server's style size), so requests using its id skip that."""
     t0 = time.perf_counter()
     src = await in_pool(pool, prepare.source, await image.read(), "image", settings.style_size, settings)
+    await run_in_threadpool(_within_quota, store.check_quota, len(src.data))  # before the work of encoding it
     charge_megapixels(request, src.pixels)
     engine.admit(stats_pixels(src.hw, settings.style_size, PRECOMPUTED_MODES), timeout - (time.perf_counter() - t0))
-    decoded = await in_pool(pool, prepare.style_upload, src, settings)
-    ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES),
-                              timeout - (time.perf_counter() - t0))
+    with engine.holding(memory.style_upload_bytes(src.decoded, prepared_pixels(src.hw, settings.style_size))):
+        decoded = await in_pool(pool, prepare.style_upload, src, settings)
+        async with hang_up(request) as gone:
+            ticket = await engine.run(StatsJob(decoded.image, settings.style_size, PRECOMPUTED_MODES),
+                                      timeout - (time.perf_counter() - t0), gone)
     stats = {engine.stats_key(settings.style_size, mode): s for mode, s in ticket.future.result().items()}
     style = NewStyle(prepare.style_name(name, image.filename), decoded.width, decoded.height, src.data,
                      decoded.thumbnail, stats)
-    try:
-        info = await run_in_threadpool(store.add, style)
-    except QuotaExceeded as exc:
-        raise ServiceError(429, "quota_exceeded", str(exc)) from None
+    info = await run_in_threadpool(_within_quota, store.add, style)
     response.headers["Location"] = f"/v1/styles/{info.id}"
     return info
 
@@ -92,12 +103,16 @@ async def get_style(style_id: str, store: StoreDep) -> StyleInfo:
 
 @router.get("/{style_id}/thumbnail", summary="A stored style's thumbnail", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}}, **NOT_FOUND})
-async def get_thumbnail(style_id: str, store: StoreDep) -> Response:
-    """A JPEG of at most 256 pixels on either side."""
-    data = await run_in_threadpool(store.thumbnail, style_id)
+async def get_thumbnail(request: Request, style_id: str, store: StoreDep) -> Response:
+    """A JPEG of at most 256 pixels on either side. It never changes (a style's id is never reused): a public style's
+    may be kept by shared caches when the server has no keys; any other only by the client's own cache."""
+    info = await run_in_threadpool(store.get, style_id)
+    data = await run_in_threadpool(store.thumbnail, style_id) if info else None
     if data is None:
         raise _not_found(style_id)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    shared = info.public and request.app.state.guard.keys is None
+    return Response(data, media_type="image/jpeg",
+                    headers={"Cache-Control": f"{'public' if shared else 'private'}, max-age=31536000, immutable"})
 
 
 @router.patch("/{style_id}", summary="Make a style public, or private again (admin keys)",

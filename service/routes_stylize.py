@@ -12,6 +12,7 @@ from adain.images import OUTPUT_FORMATS
 from . import media, prepare
 from .access import charge_megapixels
 from .dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
+from .disconnect import hang_up
 from .errors import ErrorResponse
 from .forms import StylizeForm, stylize_form
 
@@ -19,8 +20,10 @@ router = APIRouter(tags=["stylize"])
 
 ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in (
     (401, "no valid API key (when the server has keys)"),
-    (413, "body, image (pixels) or request too large for the device"), (415, "not an image in an accepted format"),
+    (413, "body, image (pixels) or request too large for the server's memory or the device"),
+    (415, "not an image in an accepted format"),
     (422, "invalid arguments or unknown style_id"), (429, "rate limit (see Retry-After)"),
+    (499, "the client hung up before the answer (its work was dropped)"),
     (503, "queue full or not ready (see Retry-After)"),
     (504, "deadline exceeded; the work was dropped"))}
 
@@ -43,15 +46,17 @@ async def stylize(request: Request, form: Annotated[StylizeForm, Depends(stylize
     content = await form.content.read()
     styles = [await f.read() for f in form.styles]
     masks = [await f.read() for f in form.masks]
-    plan = await in_pool(pool, prepare.plan_job, form, content, styles, settings, store, engine.stats_key)
+    plan = await in_pool(pool, prepare.plan_job, form, content, styles, masks, settings, store, engine.stats_key)
     charge_megapixels(request, plan.decoded_pixels)
     engine.admit(plan.pixels, timeout - (time.perf_counter() - t0))  # refused work is never decoded
-    job = await in_pool(pool, prepare.render_job, plan, form, masks, settings)
-    decode_s = time.perf_counter() - t0
-    ticket = await engine.run(job, timeout - decode_s)
-    t1 = time.perf_counter()
-    fmt = form.format or media.negotiate(accept)
-    data = await in_pool(pool, media.encode_result, ticket.future.result(), job, fmt, form.quality)
+    with engine.holding(plan.memory):
+        job = await in_pool(pool, prepare.render_job, plan, form, settings)
+        decode_s = time.perf_counter() - t0
+        async with hang_up(request) as gone:
+            ticket = await engine.run(job, timeout - decode_s, gone)
+        t1 = time.perf_counter()
+        fmt = form.format or media.negotiate(accept)
+        data = await in_pool(pool, media.encode_result, ticket.future.result(), job, fmt, form.quality)
     timings = {"decode": decode_s, "queue": ticket.queue_s, "model": ticket.model_s, "encode": time.perf_counter() - t1}
     for stage, seconds in timings.items():
         engine.metrics.stage.labels(stage).observe(seconds)

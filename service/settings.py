@@ -65,6 +65,10 @@ class Settings:
     body_timeout: float = 60.0
     header_timeout: float = 10.0
     admin_port: int | None = None
+    max_work_bytes: int = 2**31
+    max_connections: int = 128
+    allowed_hosts: tuple[str, ...] = ()
+    forwarded_allow_ips: tuple[str, ...] = ()
 
     @property
     def limits(self) -> SizeLimits:
@@ -135,6 +139,29 @@ def _formats(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise ValueError(f"formats must be a comma-separated subset of {', '.join(sorted(known))}, got {text!r}")
     return names
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    from .security import split_host
+
+    hosts = tuple(h.strip().lower() for h in text.split(",") if h.strip())
+    bad = [h for h in hosts if h != "*" and split_host(h) is None]
+    if bad or not hosts:
+        raise ValueError(f"hosts are name or name:port (or *), comma-separated; got {text!r}")
+    return hosts
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    import ipaddress
+
+    entries = tuple(e.strip() for e in text.split(",") if e.strip())
+    for entry in entries:
+        if entry != "*":
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses or networks (or *), comma-separated; got {entry!r}") from None
+    return entries
 
 
 def _bool(text: str) -> bool:
@@ -227,6 +254,17 @@ OPTIONS: tuple[Option, ...] = (
            "connection or the request's first byte (408, the connection closed; 0: no limit)"),
     Option("admin_port", _int(0, 65535), "serve /metrics, /docs and /openapi.json on this port (on --host) instead "
            "of the public one (default: on the public one)"),
+    Option("max_work_bytes", _int(1), "bytes the images of admitted requests may take at once (decoding, queued or "
+           "running), reserved from their headers before anything is decoded: more gets 503, a request that alone "
+           "needs more gets 413"),
+    Option("max_connections", _int(1), "most connections at once (uvicorn's limit_concurrency; more get a plain-text "
+           "503), which bounds the request bodies held in memory"),
+    Option("allowed_hosts", _hosts, "Host header values the server answers to besides its own (--host, localhost, "
+           "127.0.0.1, [::1] on its port): name (any port) or name:port, comma-separated, or * for any; other hosts "
+           "get 400 (DNS rebinding)"),
+    Option("forwarded_allow_ips", _networks, "addresses (or networks) of proxies whose X-Forwarded-For and "
+           "X-Forwarded-Proto are believed, comma-separated, or *; default: none, every client is known by the address "
+           "it connects from"),
 )
 
 

@@ -7,13 +7,14 @@ those of earlier versions, which had no version table: such a file is adopted as
 
 SQLite runs with a rollback journal and without memory-mapped I/O: in WAL mode its index (the ``-shm`` file)
 is memory-mapped, and a truncated ``-shm`` killed the process with SIGBUS. The file's identity (device, inode)
-is checked around each write, so that a database deleted or replaced while the service runs is reported
-instead of written into. Database failures become StoreUnavailable, a full disk StoreFull.
+is checked around each write and before each read, so that a database deleted or replaced while the service
+runs is reported instead of written into or read from. Database failures become StoreUnavailable, a full disk StoreFull.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import random
 import secrets
@@ -32,6 +33,7 @@ from sqlalchemy.engine import URL, Connection
 from adain import ops
 from adain.errors import InputError
 
+from .store_reserve import Reserve
 from .store_types import Access, NewStyle, QuotaExceeded, StoreError, StoreFull, StoreUnavailable, StyleInfo
 
 metadata = sa.MetaData()
@@ -79,6 +81,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(conn, tables=[styles, style_stats], checkfirst=True),
     _add_ownership,
 ]
+log = logging.getLogger("adain.service")
 PG_LOCK = 0x0ADA1_5C4E  # pg_advisory_xact_lock key serialising migrations
 SQLITE_FULL = 13  # primary result code of "database or disk is full"
 PG_DISK_FULL = "53100"  # SQLSTATE disk_full
@@ -174,6 +177,9 @@ class SQLStyleStore:
             self.url = self._engine.url
             self.version = self._migrate()
             self._file = self._identity()
+            self._reserve = Reserve(path) if path is not None else None
+            if self._reserve is not None:
+                self._reserve.keep()
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise InputError(f"cannot open the style store {shown}: {str(exc).splitlines()[0]}") from None
         if self.version > len(MIGRATIONS):
@@ -220,12 +226,26 @@ class SQLStyleStore:
             return version
 
     def _rows(self, query: sa.Executable) -> list[sa.Row]:
-        with _failures(), self._engine.connect() as conn:
-            return list(conn.execute(query))
+        """The rows of a read, from the database file opened at start only (a connection opened after the file was
+        replaced would read the new one, an older one the old one)."""
+        with _failures():
+            self._check_file()
+            with self._engine.connect() as conn:
+                return list(conn.execute(query))
 
-    def check(self) -> None:
-        self._check_file()
-        self._rows(sa.select(1))
+    def check(self) -> str:
+        """The database answers and takes writes: an update of no row, rolled back (a read-only file or database
+        fails it, as every upload would fail). 'full' when its disk is (SQLite); the reserve is made again when
+        there is room."""
+        with _failures():
+            self._check_file()
+            with self._engine.connect().execution_options(write=True) as conn, conn.begin() as transaction:
+                conn.execute(schema_version.update().where(sa.false()).values(version=schema_version.c.version))
+                transaction.rollback()
+        if self._reserve is None:
+            return "ok"
+        self._reserve.keep()
+        return "full" if self._reserve.full() else "ok"
 
     def scoped(self, access: Access) -> SQLStyleStore:
         view = copy.copy(self)  # shares the engine
@@ -253,6 +273,10 @@ class SQLStyleStore:
         if a.max_bytes and total + size > a.max_bytes:
             raise QuotaExceeded(f"{a.owner} stores {total} bytes of styles; with {size} more that would exceed "
                                 f"the limit of {a.max_bytes}: delete some")
+
+    def check_quota(self, size: int) -> None:
+        with _failures(), self._engine.connect() as conn, conn.begin():
+            self._check_quota(conn, size)
 
     def add(self, style: NewStyle) -> StyleInfo:
         info = StyleInfo(secrets.token_hex(8), style.name, style.width, style.height, len(style.image), _now())
@@ -288,6 +312,15 @@ class SQLStyleStore:
         return ops.Stats(_tensor(rows[0][0]), _tensor(rows[0][1])) if rows else None
 
     def delete(self, style_id: str) -> bool:
+        try:
+            return self._delete(style_id)
+        except StoreFull:
+            if self._reserve is None or not self._reserve.release():
+                raise
+            log.warning("the disk of the style store %s is full: its reserve was freed to delete a style", self.path)
+            return self._delete(style_id)
+
+    def _delete(self, style_id: str) -> bool:
         with self._write() as conn:
             return conn.execute(styles.delete().where(styles.c.id == style_id, self._mine())).rowcount > 0
 

@@ -68,8 +68,13 @@ class StyleStore(Protocol):
     def scoped(self, access: Access) -> StyleStore:
         """This store as ``access`` sees it (the store itself sees everything and stores ownerless styles)."""
 
-    def check(self) -> None:
-        """Raise StoreUnavailable unless the database answers (and, for SQLite, is still the file opened)."""
+    def check(self) -> str:
+        """Raise StoreUnavailable unless the database answers and takes writes (and, for SQLite, is still the file
+        opened); else 'ok', or 'full' when its disk is full (uploads get 507, deletes still work)."""
+
+    def check_quota(self, size: int) -> None:
+        """Raise QuotaExceeded when one more style of ``size`` bytes would take this view's owner over a quota (asked
+        before the style is encoded; :meth:`add` checks again as it stores)."""
 
     def add(self, style: NewStyle) -> StyleInfo:
         """Store a style under a new id (QuotaExceeded when that would take its owner over a quota)."""

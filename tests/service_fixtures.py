@@ -115,9 +115,10 @@ ADAIN = (sys.executable, "-m", "adain.cli")
 
 @contextmanager
 def serve(weights: dict[str, Path], db: Path, log: Path, *flags: str, env: dict[str, str] | None = None,
-          launcher: Sequence[str] = ADAIN, timeout: float = 120) -> Iterator[Server]:
+          launcher: Sequence[str] = ADAIN, timeout: float = 120, ready: str = "/readyz") -> Iterator[Server]:
     """Start ``adain serve`` (``launcher`` + ``serve ...``) on a free port with ``weights`` (encoder_st and
-    decoder_st); wait for /readyz. The server is stopped with SIGTERM on the way out (if it still runs).
+    decoder_st); wait until ``ready`` answers 200. The server is stopped with SIGTERM on the way out (if it still
+    runs).
     """
     port = free_port()
     cmd = [*launcher, "serve", "--encoder", str(weights["encoder_st"]), "--decoder",
@@ -132,7 +133,7 @@ def serve(weights: dict[str, Path], db: Path, log: Path, *flags: str, env: dict[
         while True:
             assert process.poll() is None, f"server exited with {process.returncode}:\n{log.read_text()}"
             try:
-                if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{server.url}{ready}", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

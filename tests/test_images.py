@@ -15,6 +15,7 @@ from adain.errors import ImageError, ImageTooLarge, UnsupportedImage
 from adain.images import (
     SizeLimits,
     center_crop,
+    decoded_pixels,
     encode_image,
     image_size,
     open_image,
@@ -22,6 +23,7 @@ from adain.images import (
     prepare,
     prepared_size,
     read_image,
+    read_resized,
     resize_shorter,
     save_image,
     to_tensor,
@@ -177,3 +179,36 @@ def test_open_image_keeps_mode_when_asked():
     buf = io.BytesIO()
     Image.new("L", (3, 2), 7).save(buf, format="PNG")
     assert open_image(buf.getvalue(), mode=None).mode == "L"
+
+
+def _encoded(array: np.ndarray, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "size", "decoded"), [("JPEG", 64, 375 * 250), ("JPEG", 400, 1500 * 1000),
+                                                      ("PNG", 64, 3000 * 2000), ("JPEG", 0, 3000 * 2000)])
+def test_read_resized_decodes_jpegs_at_reduced_scale_and_resizes_in_8_bits_like_the_float_path(fmt, size, decoded):
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)).resize((2000, 3000))
+    data = _encoded(np.asarray(smooth), fmt)
+    assert decoded_pixels(data, size) == decoded  # the smallest scale (1/8 or 1/2) keeping twice the size
+    got = read_resized(data, size)
+    want = prepare(read_image(data), size, False)
+    assert got.source_hw == (3000, 2000) and got.image.shape == want.shape and got.image.dtype == torch.float32
+    assert (got.image - want).abs().max() <= 4 / 255 and (got.image - want).abs().mean() <= 0.5 / 255
+
+
+def test_read_resized_turns_the_image_as_its_exif_says_and_checks_the_size_before_decoding():
+    array = np.zeros((40, 80, 3), np.uint8)
+    array[:, :40] = 255  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees clockwise: the white half ends up on top
+    got = read_resized(_encoded(array, "JPEG", exif=exif), 20)
+    assert got.source_hw == (80, 40) and got.image.shape == (3, 40, 20)
+    assert got.image[:, :20].mean() > 0.9 and got.image[:, 20:].mean() < 0.1
+    with pytest.raises(ImageError, match="sides more than 16:1 apart"):
+        read_resized(_encoded(np.zeros((1, 400, 3), np.uint8), "PNG"), 64)
+    with pytest.raises(ImageTooLarge, match="more than the limit of 1000"):
+        read_resized(_encoded(np.zeros((40, 80, 3), np.uint8), "PNG"), 64, limits=SizeLimits(max_pixels=1000))

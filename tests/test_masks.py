@@ -9,7 +9,7 @@ from PIL import Image
 
 from adain.errors import InputError
 from adain.images import prepare
-from adain.masks import feature_masks, fit_masks, masks_from_images, read_masks
+from adain.masks import feature_masks, fit_masks, fitted_masks, masks_from_images, read_masks
 
 
 def _u8(rows: list[list[int]]) -> torch.Tensor:
@@ -108,3 +108,18 @@ def test_feature_masks_average_over_cells():
     assert small.shape == (2, 3, 3)
     torch.testing.assert_close(small[0, 0], torch.tensor([1.0, 0.5, 0.0]))
     torch.testing.assert_close(small.sum(0), torch.ones(3, 3))
+
+
+@pytest.mark.parametrize(("images", "n_styles"), [
+    ([np.repeat(np.arange(60) // 20, 40).reshape(60, 40).T.astype(np.uint8)], 3),  # labels 0..2, in stripes
+    ([np.tile(np.linspace(0, 255, 60), (40, 1)).astype(np.uint8)], 2),  # one grey ramp for two styles
+])
+def test_fitted_masks_resize_each_style_in_8_bits_like_fitting_the_float_masks(images, n_styles):
+    grey = [torch.from_numpy(m) for m in images]
+    fitted = fitted_masks(grey, n_styles, (40, 60), 17)
+    want = fit_masks(masks_from_images(grey, n_styles), (40, 60), 17, False)
+    assert fitted.shape == want.shape == (n_styles, 17, 25)
+    torch.testing.assert_close(fitted.sum(0), torch.ones(17, 25))
+    assert (fitted - want).abs().max() <= 2 / 255
+    with pytest.raises(InputError, match="mask is 60x40 but the content image is 40x60"):
+        fitted_masks(grey, n_styles, (60, 40), 17)

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from adain.images import read_image, to_uint8
-from adain.masks import read_masks
+from adain.images import read_resized, style_read_size, to_uint8
+from adain.masks import fitted_masks, read_mask_images
 from adain.stylizer import Stylizer, prepare_content
 from service.admission import Refused
 from service.engine import warm_up_job
@@ -66,10 +66,17 @@ def form(content: bytes, styles: list[bytes] = (), masks: list[bytes] = ()) -> l
     return files + [("mask", (f"mask{i}.png", m, "image/png")) for i, m in enumerate(masks)]
 
 
-def expected(stylizer: Stylizer, content: bytes, styles: list[bytes], style_size: int = SIZE, **kwargs) -> np.ndarray:
-    """What the library (and so `adain stylize`) computes, as 8-bit pixels."""
-    out = stylizer.stylize(read_image(content), [read_image(s) for s in styles], content_size=SIZE,
-                           style_size=style_size, **kwargs)
+def expected(stylizer: Stylizer, content: bytes, styles: list[bytes], style_size: int = SIZE,
+             masks: list[bytes] = (), style_scale: float = 1.0, **kwargs) -> np.ndarray:
+    """What the library computes from images read as `adain stylize` reads them (at the size asked for), as 8-bit
+    pixels."""
+    image = read_resized(content, SIZE)
+    if masks:
+        images, labels = read_mask_images(masks)
+        kwargs["mask"] = fitted_masks(images, len(styles), image.source_hw, SIZE, labels=labels)
+    read_size = style_read_size(style_size, style_scale)
+    out = stylizer.stylize(image.image, [read_resized(s, read_size).image for s in styles], content_size=SIZE,
+                           style_size=style_size, style_scale=style_scale, **kwargs)
     return to_uint8(out).permute(1, 2, 0).numpy()
 
 
@@ -85,7 +92,8 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
     async with running_app(app_settings(tmp_path), stylizers) as app:
         c = app.client
         assert (await c.get("/healthz")).json() == {"status": "ok"}
-        assert (await c.get("/readyz")).json() == {"status": "ready", "workers": ["cpu#0"], "precision": "fp32"}
+        assert (await c.get("/readyz")).json() == {"status": "ready", "workers": ["cpu#0"], "precision": "fp32",
+                                                   "store": "ok"}
         assert "swagger" in (await c.get("/docs")).text.lower()
         schema = (await c.get("/openapi.json")).json()
         fields = schema["components"]["schemas"]
@@ -127,7 +135,7 @@ async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Styliz
         buf = io.BytesIO()
         Image.fromarray(label).save(buf, format="PNG")
         masks = [buf.getvalue()]
-        kwargs = {"mask": read_masks(masks, 2)}
+        kwargs = {"masks": masks}
     else:
         data, kwargs = {"preserve_color": variant}, {"preserve_color": variant}
     async with running_app(app_settings(tmp_path), stylizers) as app:

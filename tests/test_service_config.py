@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from service.settings import OPTIONS, Settings, load_settings
 from service.store import open_store
 from service.store_sql import SQLStyleStore
 
-from .service_fixtures import REPO
+from .service_fixtures import REPO, free_port
 
 
 def test_flags_beat_environment_beat_defaults() -> None:
@@ -82,3 +85,34 @@ def test_serve_with_missing_weights_fails_in_one_line(tmp_path: Path, capsys: py
     assert serve_main(["--encoder", missing, "--decoder", missing, "--db", str(tmp_path / "styles.db")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("adain serve: error:") and "missing.safetensors" in err and err.count("\n") == 1
+
+
+def test_the_docs_say_what_the_web_page_does_with_api_keys() -> None:
+    """The page has a key field and sends the key (tests/test_web_page.py drives it against a keyed server); the
+    docs once said so in one place and the opposite in another."""
+    page = (REPO / "service" / "static" / "index.html").read_text()
+    assert 'id="api-key"' in page and "Authorization: `Bearer" in (REPO / "service/static/app.js").read_text()
+    docs = " ".join((REPO / "docs" / "service.md").read_text().split())
+    assert "The web page has an API key field" in docs and "sent as `Authorization: Bearer KEY`" in docs
+    for denial in ("does not send keys", "does not send the key", "its calls get 401"):
+        assert denial not in docs, denial
+
+
+@pytest.mark.parametrize("case", ["busy port", "busy admin port", "admin port is the port"])
+def test_ports_that_cannot_be_listened_on_are_bad_configuration(case: str, tmp_path: Path,
+                                                                weight_files: dict) -> None:
+    """Exit status 2 and one line, as for any bad configuration (a busy port gave status 3, a busy admin port a
+    120-line traceback, and the same port twice was not noticed)."""
+    w = weight_files["vgg16"]
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        taken, free = busy.getsockname()[1], free_port()
+        ports = {"busy port": (taken, free), "busy admin port": (free, taken), "admin port is the port": (free, free)}
+        port, admin_port = ports[case]
+        result = subprocess.run([sys.executable, "-m", "adain.cli", "serve", "--encoder", str(w["encoder_st"]),
+                                 "--decoder", str(w["decoder_st"]), "--device", "cpu", "--db", str(tmp_path / "s.db"),
+                                 "--port", str(port), "--admin-port", str(admin_port), "--log-level", "error"],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("adain serve: error:"), result.stderr
+    assert str(taken if case != "admin port is the port" else free) in lines[0]

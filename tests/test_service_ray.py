@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from adain.errors import InputError
-from adain.images import read_image, to_uint8
+from adain.images import read_resized, to_uint8
 from adain.stylizer import Stylizer
 from service.jobs import OutOfDeviceMemory, WorkerFailed
 from service.settings import Settings
@@ -125,7 +125,8 @@ def test_requests_spread_over_both_model_replicas_and_equal_the_library(server: 
                for r in responses)
     w = weight_files["vgg16"]
     st = Stylizer.from_files(w["encoder_st"], w["decoder_st"], device="cpu", precision="auto")  # the service's default
-    want = to_uint8(st.stylize(read_image(content), [read_image(style)], content_size=SIZE, style_size=SIZE))
+    want = to_uint8(st.stylize(read_resized(content, SIZE).image, [read_resized(style, SIZE).image],
+                               content_size=SIZE, style_size=SIZE))
     for r in responses:
         assert_batched_equal(pixels(r.content), want.permute(1, 2, 0).numpy())  # Serve batches them
     unknown = stylize(server, content, style_id="0123456789abcdef")

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,7 @@ from .service_fixtures import (
 # 64 pixels a side. There is no GPU on the test machines, so the fault is made up here.
 BREAKING_DEVICE = """
 import sys
+import time
 import torch
 import service.engine
 from adain.cli import main
@@ -288,3 +290,52 @@ def test_queued_work_that_falls_behind_is_refused_with_503_before_its_deadline(
     assert sum("the queue fell behind" in r.text for r in refused) == shed
     for r in refused:
         assert r.json()["error"]["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1, r.text
+
+
+def test_sighup_drains_like_sigterm_and_says_so(tmp_path: Path, weight_files: dict, content_paths: list[Path],
+                                                style_paths: list[Path]) -> None:
+    files = {"content": ("c.jpg", content_paths[0].read_bytes()), "style": ("s.jpg", style_paths[0].read_bytes())}
+    log = tmp_path / "server.log"
+
+    async def sighup_while_queued(server) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            tasks = [asyncio.create_task(client.post("/v1/stylize", files=files, data={"content_size": "96"}))
+                     for _ in range(6)]
+            for _ in range(500):
+                if metric((await client.get("/metrics")).text, "adain_queue_depth") >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            server.process.send_signal(signal.SIGHUP)  # a closed terminal, or a supervisor's reload
+            return await asyncio.gather(*tasks)
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", log, "--batch-size", "1") as server:
+        responses = asyncio.run(sighup_while_queued(server))
+        assert server.process.wait(timeout=60) == 0
+    assert [r.status_code for r in responses] == [200] * 6
+    assert "SIGHUP" in log.read_text()
+
+
+def test_work_of_clients_that_hung_up_is_dropped_and_counted(
+        tmp_path: Path, weight_files: dict, content_paths: list[Path], style_paths: list[Path]) -> None:
+    files = {"content": ("c.jpg", content_paths[0].read_bytes()), "style": ("s.jpg", style_paths[0].read_bytes())}
+
+    async def impatient(url: str) -> None:  # as `curl -m 1`: each gives up after a second
+        async with httpx.AsyncClient(base_url=url, timeout=1) as client:
+            results = await asyncio.gather(*(client.post("/v1/stylize", files=files, data={"content_size": "480"})
+                                             for _ in range(6)), return_exceptions=True)
+        assert all(isinstance(r, httpx.TimeoutException) for r in results), results
+
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", tmp_path / "server.log", "--batch-size", "1") as server:
+        warm = httpx.post(f"{server.url}/v1/stylize", files=files, data={"content_size": "480"}, timeout=120)
+        assert warm.status_code == 200  # the size is measured: admission lets the next ones queue behind it
+        asyncio.run(impatient(server.url))
+        for _ in range(600):  # until the server is done with all six: answered, and nothing queued or running
+            text = httpx.get(f"{server.url}/metrics").text
+            if metric(text, "adain_http_requests_total", route="/v1/stylize") == 7 and metric(
+                    text, "adain_queue_depth") == 0 and metric(text, "adain_backlog_seconds") == 0:
+                break
+            time.sleep(0.1)
+    assert metric(text, "adain_http_requests_total", route="/v1/stylize", status="200") == 1
+    assert metric(text, "adain_http_requests_total", route="/v1/stylize", status="499") == 6
+    assert metric(text, "adain_dropped_total", reason="given_up") + metric(text, "adain_dropped_total",
+                                                                           reason="abandoned") == 6

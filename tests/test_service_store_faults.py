@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,73 @@ def test_a_full_disk_gives_507(small_disk: Path, tmp_path: Path, weight_files: d
         assert upload(server.url, style_paths[0]).status_code == 201  # space again: the store works again
         assert len(httpx.get(f"{server.url}/v1/styles").json()["styles"]) == 1
         assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_a_database_file_replaced_under_the_server_is_refused_for_reads_too(tmp_path: Path, weight_files: dict,
+                                                                          style_paths: list[Path]) -> None:
+    db, log = tmp_path / "styles.db", tmp_path / "server.log"
+    other = tmp_path / "other"
+    with serve(weight_files["vgg16"], other / "styles.db", log) as server:  # another store, with a style of its own
+        assert upload(server.url, style_paths[1]).status_code == 201
+    with serve(weight_files["vgg16"], db, log) as server:
+        style_id = upload(server.url, style_paths[0]).json()["id"]
+        os.replace(other / "styles.db", db)  # e.g. a backup restored over it
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for _ in range(5):  # every connection of the pool: none may answer from either file
+                for path in ("/v1/styles", f"/v1/styles/{style_id}", f"/v1/styles/{style_id}/thumbnail"):
+                    assert_fault(c.get(path, headers={"X-Request-ID": uuid.uuid4().hex}), 503, "store_unavailable",
+                                 log)
+            assert c.get("/readyz").status_code == 503
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(a folder, the same folder seen through a read-only bind mount); needs root, as small_disk does."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    folder, view = tmp_path / "rw", tmp_path / "ro"
+    folder.mkdir()
+    view.mkdir()
+    result = subprocess.run(f"mount --bind {folder} {view} && mount -o remount,bind,ro {view}", shell=True,
+                            capture_output=True, text=True)
+    if result.returncode:
+        subprocess.run(["umount", "-l", str(view)], capture_output=True)
+        pytest.skip(f"cannot bind-mount read-only here: {result.stderr.strip()}")
+    try:
+        yield folder, view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=True)
+
+
+def test_a_read_only_database_makes_the_server_not_ready(read_only_view: tuple[Path, Path], tmp_path: Path,
+                                                         weight_files: dict, style_paths: list[Path]) -> None:
+    folder, view = read_only_view
+    log = tmp_path / "server.log"
+    with serve(weight_files["vgg16"], folder / "styles.db", log) as server:
+        assert upload(server.url, style_paths[0]).status_code == 201
+    with serve(weight_files["vgg16"], view / "styles.db", log, ready="/healthz") as server:  # the same file, read-only
+        assert len(httpx.get(f"{server.url}/v1/styles").json()["styles"]) == 1  # reads work
+        assert_fault(upload(server.url, style_paths[1]), 503, "store_unavailable", log)
+        for _ in range(100):  # the workers warm up, then only the store keeps it from being ready
+            ready = httpx.get(f"{server.url}/readyz")
+            if "style store" in ready.text:
+                break
+            time.sleep(0.1)
+        assert ready.status_code == 503 and "readonly" in ready.json()["error"]["message"], ready.text
+
+
+def test_styles_can_be_deleted_on_a_full_disk_and_readiness_says_it_is_full(small_disk: Path, tmp_path: Path,
+                                                                            weight_files: dict,
+                                                                            style_paths: list[Path]) -> None:
+    log = tmp_path / "server.log"
+    with serve(weight_files["vgg16"], small_disk / "styles.db", log) as server:
+        ids = [upload(server.url, p).json()["id"] for p in style_paths[:3]]
+        assert httpx.get(f"{server.url}/readyz").json()["store"] == "ok"
+        fill(small_disk / "filler")
+        assert_fault(upload(server.url, style_paths[3]), 507, "insufficient_storage", log)
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 200 and ready.json()["store"] == "full"  # stylizing still works
+        assert httpx.delete(f"{server.url}/v1/styles/{ids[0]}").status_code == 204
+    with serve(weight_files["vgg16"], small_disk / "styles.db", log) as server:  # restarted, the disk still full
+        assert httpx.delete(f"{server.url}/v1/styles/{ids[1]}").status_code == 204
+        assert [s["id"] for s in httpx.get(f"{server.url}/v1/styles").json()["styles"]] == ids[2:]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adain.images import read_image, to_uint8
+from adain.images import read_resized, to_uint8
 from adain.stylizer import Stylizer
 from service.settings import load_settings
 
@@ -54,8 +54,8 @@ async def test_images_above_tile_pixels_run_in_tiles(tmp_path: Path, networks: d
     assert passes == 2 and after == passes  # encoder and decoder of the big content; nothing for the small one
 
     whole = Stylizer.from_files(networks["encoder_st"], networks[decoder], device="cpu", tiling="never")
-    reference = to_uint8(whole.stylize(read_image(content), [read_image(style)], content_size=SIZE,
-                                       style_size=SIZE)).permute(1, 2, 0).numpy()
+    reference = to_uint8(whole.stylize(read_resized(content, SIZE).image, [read_resized(style, SIZE).image],
+                                       content_size=SIZE, style_size=SIZE)).permute(1, 2, 0).numpy()
     diff = np.abs(out.astype(int) - reference.astype(int))
     assert (diff <= 2).mean() >= 0.99
 
