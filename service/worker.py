@@ -294,6 +294,9 @@ class Lane:
             self.worker.cost.at_least(pixels, seconds)
         for ticket, outcome in zip(live, outcomes, strict=True):
             ticket.queue_s, ticket.model_s, ticket.batch = start - ticket.enqueued, model_s, len(live)
+            if ticket.future.cancelled() and not isinstance(outcome, DeadlineExceeded):
+                # its client hung up after the last safe point: computed in full for nobody
+                self.metrics.dropped.labels("given_up").inc()
             ticket.settle(outcome)
 
     def _live(self, group: list[Ticket], now: float) -> list[Ticket]:

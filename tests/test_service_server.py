@@ -329,10 +329,11 @@ def test_work_of_clients_that_hung_up_is_dropped_and_counted(
         warm = httpx.post(f"{server.url}/v1/stylize", files=files, data={"content_size": "480"}, timeout=120)
         assert warm.status_code == 200  # the size is measured: admission lets the next ones queue behind it
         asyncio.run(impatient(server.url))
-        for _ in range(600):  # until the server is done with all six: answered, and nothing queued or running
-            text = httpx.get(f"{server.url}/metrics").text
+        for _ in range(600):  # until the server is done with all six: answered, nothing queued or running, and
+            text = httpx.get(f"{server.url}/metrics").text  # each counted (a running one when its worker stops)
+            dropped = sum(metric(text, "adain_dropped_total", reason=r) for r in ("given_up", "abandoned"))
             if metric(text, "adain_http_requests_total", route="/v1/stylize") == 7 and metric(
-                    text, "adain_queue_depth") == 0 and metric(text, "adain_backlog_seconds") == 0:
+                    text, "adain_queue_depth") == 0 and metric(text, "adain_backlog_seconds") == 0 and dropped >= 6:
                 break
             time.sleep(0.1)
     assert metric(text, "adain_http_requests_total", route="/v1/stylize", status="200") == 1

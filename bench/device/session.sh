@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU session of the device tool, in one call (bench/device/README.md): continue training the shipped
-# decoder for TRAIN_SECONDS, export it, then the GPU benchmarks. Everything lands in $OUT (8 files at most).
+# One GPU session of the device tool, in one call (bench/device/README.md): train a decoder with skips (issue 29)
+# for TRAIN_SECONDS, export it, then the GPU benchmarks. Everything lands in $OUT (8 files at most).
 #   run(command="bash bench/device/session.sh", carry=[".carry"], timeout_s=600)
 # A dry run on a CPU machine: DEVICE=cpu TRAIN_SECONDS=60 BENCH=0 OUT=/tmp/out bash bench/device/session.sh
 set -uo pipefail
@@ -23,17 +23,22 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 
-# Training: a new run from the shipped decoder at the paper's sizes; SIGTERM at the deadline saves a checkpoint.
+# Training (issue 29): a decoder with skips (AdaIN also at relu1_1 and relu2_1) from scratch, 500 reconstruction
+# steps, then the paper's loss with the encoder-free colour and texture terms, at the evaluation's scale (192 px
+# crops of 448 px images); SIGTERM at the deadline saves a checkpoint. The checkpoint comes back with the export,
+# so a later session resumes it (adain train --output-dir RUN --resume).
 rm -rf "$RUN"
 timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
     --style-dir "$CARRY/data/style" "$CARRY/data/style_vivid" --encoder "$CARRY/encoder.safetensors" --arch vgg16 \
-    --init-decoder weights/vgg16-hed-decoder.safetensors --output-dir "$RUN" --device "$DEVICE" \
-    --steps 200000 --batch-size 8 --resize 256 --crop 256 --loss paper --style-weight 1 --grid-weight 1000 \
-    --workers "$(( $(nproc) - 2 ))" \
-    --checkpoint-every 2000 --sample-every 5000 --eval-every 5000 --log-every 100 --no-progress
+    --layer relu3_1 --skips relu1_1,relu2_1 --loss paper --recon-steps 500 --warmup 200 --lr 3e-4 \
+    --style-weight 3 --colour-weight 20 --texture-weight 200 --output-dir "$RUN" --device "$DEVICE" \
+    --steps 200000 --batch-size 8 --resize 448 --crop 192 --workers "$(( $(nproc) - 2 ))" \
+    --checkpoint-every 1000 --keep 1 --sample-every 2000 --eval-every 2000 --log-every 100 --no-progress
 echo "train exit $? (124: stopped at the deadline by SIGTERM, checkpoint saved)"
 python3 -m adain.train export "$RUN" -o "$OUT/decoder.safetensors" --dtype fp16 --device "$DEVICE" \
     --encoder "$CARRY/encoder.safetensors" && cp "$RUN/metrics.jsonl" "$OUT/"
+last_ckpt=$(ls "$RUN"/ckpt-*.pt 2>/dev/null | tail -n 1)
+[ -n "$last_ckpt" ] && cp "$last_ckpt" "$OUT/"
 last_sample=$(ls "$RUN"/sample-*.png 2>/dev/null | tail -n 1)
 [ -n "$last_sample" ] && cp "$last_sample" "$OUT/sample.png"
 
