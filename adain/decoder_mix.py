@@ -66,10 +66,9 @@ def _checked_decoder(path: Path, state: dict) -> dict:
         raise WeightsError(f"{path}: a {metadata['arch']} decoder, the run's is {arch}")
     if decoder_layer(path, weights) != layer:
         raise WeightsError(f"{path}: decodes {decoder_layer(path, weights)}, the run's decoder decodes {layer}")
-    skips = tuple(state.get("skips", ()))
-    if decoder_skips(path, weights) != skips:
-        raise WeightsError(f"{path}: takes skips {list(decoder_skips(path, weights))}, the run's decoder "
-                           f"takes {list(skips)}")
+    skips, own = tuple(state.get("skips", ())), decoder_skips(path, weights)
+    if own != skips:
+        raise WeightsError(f"{path}: takes skips {list(own)}, the run's decoder takes {list(skips)}")
     encoder = metadata.get("encoder_sha256", "None")
     if encoder not in ("None", state["encoder"].get("sha256")):
         raise WeightsError(f"{path}: trained against encoder {encoder[:12]}..., not the run's")

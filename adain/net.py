@@ -140,11 +140,13 @@ class Encoder(nn.Module):
 
 
 class SkipJoin(nn.Module):
-    """Where a skip enters the decoder: crop the path to the skip's size, append the skip times ``scale``."""
+    """Where the skip from ``layer`` enters the decoder: crop the path to the skip's size, append the skip times
+    ``scale``."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, layer: str) -> None:
         super().__init__()
-        self.register_buffer("scale", torch.ones(channels))
+        self.layer = layer
+        self.register_buffer("scale", torch.ones(channels_of(layer)))
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         x = x[..., : skip.shape[-2], : skip.shape[-1]]
@@ -176,7 +178,7 @@ class Decoder(nn.Module):
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 level -= 1
                 if FEATURE_LAYERS[level] in self.skips:
-                    layers.append(SkipJoin(channels_of(FEATURE_LAYERS[level])))
+                    layers.append(SkipJoin(FEATURE_LAYERS[level]))
                 continue
             prev = next(w for w in reversed(widths[:i]) if w != "M")
             joined = isinstance(layers[-1], SkipJoin) if layers else False

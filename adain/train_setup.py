@@ -51,7 +51,7 @@ def calibrate_skips(models: Models, photos: Sequence[Path], size: int) -> None:
     joins = [m for m in models.decoder.layers if isinstance(m, SkipJoin)]
     if not joins:
         return
-    sums = {name: torch.zeros(channels_of(name)) for name in SKIP_LAYERS}
+    sums = {name: torch.zeros(channels_of(name)) for name in models.decoder.skips}  # shallowest first
     used = 0
     for path in photos:
         if used == SKIP_PHOTOS:
@@ -60,16 +60,15 @@ def calibrate_skips(models: Models, photos: Sequence[Path], size: int) -> None:
             img = read_rgb(path).float().div(255)
         except UnreadableImage:
             continue
-        feats = models.encoder.features(resize_shorter(img, size)[None].to(next(models.encoder.parameters())),
-                                        SKIP_LAYERS[-1])
-        for name, f in zip(SKIP_LAYERS, feats, strict=True):
+        feats = models.encoder.levels(resize_shorter(img, size)[None].to(next(models.encoder.parameters())),
+                                      list(sums))
+        for name, f in zip(sums, feats, strict=True):
             sums[name] += f.float().mean((0, 2, 3)).cpu()
         used += 1
     if not used:
         raise ValueError("no readable photo to calibrate the skips with")
-    by_channels = {len(v): name for name, v in sums.items()}
     for join in joins:
-        join.scale.copy_(1.0 / (sums[by_channels[join.scale.numel()]] / used + SKIP_OFFSET))
+        join.scale.copy_(1.0 / (sums[join.layer] / used + SKIP_OFFSET))
 
 
 def skips_arg(text: str) -> list[str]:

@@ -71,7 +71,7 @@ class UpSkipConv2x(SkipJoin):
     is not exactly the skip's size (odd image sides) it runs the modules it was built from instead."""
 
     def __init__(self, join: SkipJoin, conv: nn.Conv2d, relu: bool) -> None:
-        super().__init__(join.scale.numel())
+        super().__init__(join.layer)
         self.scale.copy_(join.scale)
         n_path = conv.in_channels - join.scale.numel()
         path_conv = nn.Conv2d(n_path, conv.out_channels, 3).to(conv.weight)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from .errors import WeightsError
-from .net import LAYERS, SKIP_LAYERS, Arch, Decoder, Encoder, Layer, channels_of
+from .net import FEATURE_LAYERS, LAYERS, SKIP_LAYERS, Arch, Decoder, Encoder, Layer, channels_of
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
@@ -162,7 +162,7 @@ def decoder_skips(path: str | Path, state: dict[str, Tensor] | None = None) -> t
     unknown = [tuple(v.shape) for v in scales if v.ndim != 1 or v.numel() not in by_channels]
     if unknown:
         raise WeightsError(f"{path}: skip scales of shape {unknown[0]} match no skip layer")
-    return tuple(by_channels[v.numel()] for v in scales)
+    return tuple(sorted((by_channels[v.numel()] for v in scales), key=FEATURE_LAYERS.index))
 
 
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:

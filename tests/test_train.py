@@ -218,3 +218,14 @@ def test_defaults_are_the_recipe_of_the_encoder_and_help_shows_them(data: TinyDa
     for needle in ("train until this step (default: 160000)", "default: 4 for vgg16 encoders, 8 for vgg19",
                    "default: 160 for vgg16 encoders, 256 for vgg19", "(default: 1000)"):
         assert needle in text
+
+
+def test_a_decoder_with_skips_mixes_with_a_file_of_the_same_skips(data: TinyData, tmp_path: Path) -> None:
+    from adain.export import main as export_main
+
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=1, layer="relu3_1", skips="relu1_1,relu2_1")) == 0
+    other = tmp_path / "other.pth"  # a .pth keeps the stack's key order: the relu2_1 join's scale first
+    torch.save(latest_checkpoint(run)[1]["decoder"], other)
+    assert export_main([str(run), "-o", str(tmp_path / "mixed.safetensors"), "--no-eval", "--mix",
+                        f"{other}:0.5"]) == 0

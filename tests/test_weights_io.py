@@ -121,3 +121,13 @@ def test_save_safetensors_gives_the_same_bytes_for_the_same_weights(tmp_path):
     loaded = build_decoder(files[0], "vgg16")
     for key, value in decoder.layers.state_dict().items():
         assert torch.equal(loaded.layers.state_dict()[key], value.half().float())
+
+
+def test_decoder_skips_come_shallowest_first_whatever_the_key_order(tmp_path) -> None:
+    from adain.net import Decoder
+    from adain.weights_io import decoder_skips
+
+    state = Decoder("vgg16", "relu3_1", ("relu1_1", "relu2_1")).layers.state_dict()  # joins met deepest first
+    assert list(state).index("4.scale") < list(state).index("12.scale")
+    torch.save(state, tmp_path / "skips.pth")
+    assert decoder_skips(tmp_path / "skips.pth") == ("relu1_1", "relu2_1")
