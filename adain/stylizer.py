@@ -1,6 +1,6 @@
 """``Stylizer``: load the networks once, stylize many images.
 
-    from adain import Stylizer
+    from . import Stylizer
     st = Stylizer.from_files("vgg_normalised.pth", "decoder.pth", arch="vgg19")
     out = st.stylize(content_img, [style_a, style_b], weights=[0.7, 0.3], alpha=0.8)
 
@@ -26,6 +26,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from . import ops, tiling
+from .bundles.layouts import build_decoder, build_encoder, read_arch
 from .errors import InputError
 from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, scaled_size, to_tensor
 from .masks import feature_masks, fit_masks
@@ -33,7 +34,6 @@ from .net import MIN_SIDE, Arch, Decoder, Encoder, channels_of
 from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_style_scale, check_tiling, normalised_weights
 from .precision import auto_precision
 from .upconv import FusedDecoder
-from .weights_io import build_decoder, build_encoder, read_arch
 
 ColorMode = Literal["none", "coral", "luminance"]
 COLOR_MODES: tuple[str, ...] = ("none", "coral", "luminance")

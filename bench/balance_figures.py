@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from adain import Stylizer
-from adain.balance import AdainMixer, balance_factors, balanced_weights, optimize_improvements
-from adain.gatys import Objective, OptimizeOptions
+from adain.bundles.layouts import build_decoder, build_encoder, read_arch
 from adain.images import prepare, read_image
-from adain.weights_io import build_decoder, build_encoder, read_arch
+from adain.optimize.balance import AdainMixer, balance_factors, balanced_weights, optimize_improvements
+from adain.optimize.gatys import Objective, OptimizeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

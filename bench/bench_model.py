@@ -56,10 +56,10 @@ from common import (  # noqa: E402
 from naive import naive_stylize  # noqa: E402
 
 from adain import Decoder, Encoder, Stylizer, Target, ops  # noqa: E402
+from adain.bundles.layouts import build_decoder, build_encoder  # noqa: E402
 from adain.images import to_uint8  # noqa: E402
 from adain.net import channels_of  # noqa: E402
 from adain.stylizer import PRECISIONS, TILE_PIXELS, TILE_SIZE, stack_stats  # noqa: E402
-from adain.weights_io import build_decoder, build_encoder  # noqa: E402
 
 DEFAULT_SIZES = ["256", "512", "1024", "2048", "3840x2160"]
 DEFAULT_MEMORY = ["3840x2160:bf16", "7680x4320:bf16"]
@@ -203,7 +203,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import torch
 from adain import Stylizer
-from adain.weights_io import build_decoder, build_encoder
+from adain.bundles.layouts import build_decoder, build_encoder
 sys.path.insert(0, {here!r})
 from naive import naive_stylize
 torch.set_num_threads({threads})

@@ -30,8 +30,8 @@ def add_weight_args(p: argparse.ArgumentParser) -> None:
 def weight_files(args: argparse.Namespace) -> tuple[str, Path, Path]:
     """(arch, encoder file, decoder file): the bundle's or the given files, or random weights written to a temp dir."""
     if args.random_weights:
+        from adain.bundles.layouts import save_safetensors
         from adain.net import Decoder, Encoder
-        from adain.weights_io import save_safetensors
 
         g = torch.Generator().manual_seed(0)
         folder = Path(tempfile.mkdtemp(prefix="adain-bench-"))
@@ -45,7 +45,7 @@ def weight_files(args: argparse.Namespace) -> tuple[str, Path, Path]:
             save_safetensors(net, folder / f"{name}.safetensors", args.random_weights)
             paths.append(folder / f"{name}.safetensors")
         return args.random_weights, paths[0], paths[1]
-    from adain.bundles import resolve
+    from adain.bundles.cache import resolve
 
     found = resolve(args.model, args.encoder, args.decoder, quiet=True)
     return found.arch, Path(found.encoder), Path(found.decoder)

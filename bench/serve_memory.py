@@ -33,8 +33,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from adain.bundles.layouts import save_safetensors  # noqa: E402
 from adain.net import LAYERS, Decoder, Encoder  # noqa: E402
-from adain.weights_io import save_safetensors  # noqa: E402
 
 
 def _png(size: int, seed: int) -> bytes:

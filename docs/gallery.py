@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from adain import Stylizer
-from adain.bundles import resolve
+from adain.bundles.cache import resolve
 from adain.images import read_image, to_pil
 
 CONTENTS = ("c_00070", "c_00141", "c_00142")

@@ -1,10 +1,8 @@
-"""The adain HTTP service (``adain serve``; docs/service.md).
+"""The adain HTTP service (``adain serve``; docs/service.md, docs/architecture.md).
 
-Layout: ``cli`` (entry point) -> ``settings`` (flags and ADAIN_* variables) -> ``engine`` (workers, admission,
-dispatch, readiness) -> ``worker`` (two lanes of queue, batching and thread over the model on one device), with
-``admission`` (each worker's measured seconds per pixel); ``app`` assembles the FastAPI application from the
-``routes_*`` routers, ``dependencies``, ``middleware``, ``errors`` and ``metrics`` (the instruments; ``collector``
-reads the workers at scrape time); ``prepare`` and ``media`` turn bytes into work and results into bytes;
-``store`` / ``store_sql`` keep uploaded styles (SQLite or PostgreSQL; ``store_types`` is their interface);
-``ray_app`` runs the same application on Ray Serve (docs/scale.md).
+At the root, what composes the service: ``cli`` (``adain serve``), ``settings`` (the one table of options),
+``app`` (the FastAPI application factory), ``admin`` (the operations port) and ``ray_app`` (the same application
+on Ray Serve). Beneath it, one concern per subpackage: ``api`` (HTTP: ``routes/``, dependencies, forms, errors,
+access and keys, middleware, limits, media), ``runtime`` (the engine, its workers and their jobs, admission,
+memory) and ``store`` (where uploaded styles and their statistics live).
 """

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import errors, routes_health
-from .engine import Engine
-from .middleware import RequestMiddleware
-from .security import AllowedHostsMiddleware, SecurityHeadersMiddleware
+from . import errors
+from .api.middleware import RequestMiddleware
+from .api.routes import health
+from .api.security import AllowedHostsMiddleware, SecurityHeadersMiddleware
+from .runtime.engine import Engine
 from .settings import Settings
 
 
@@ -21,7 +22,7 @@ def create_admin_app(settings: Settings, public: FastAPI, engine: Engine) -> Fas
     app.state.engine = engine
     errors.install(app)
     if settings.metrics:
-        app.include_router(routes_health.metrics_router)
+        app.include_router(health.metrics_router)
     app.add_middleware(AllowedHostsMiddleware, allowed=settings.allowed_hosts, bound=settings.host)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMiddleware, metrics=engine.metrics)

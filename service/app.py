@@ -11,18 +11,19 @@ from starlette.middleware.cors import CORSMiddleware
 
 from adain import __version__
 
-from . import errors, routes_health, routes_styles, routes_stylize, routes_web
-from .access import AccessMiddleware, Guard, principal
-from .engine import Engine
-from .keys import load_keys
-from .middleware import BodyLimitMiddleware, RequestMiddleware
-from .security import (
+from . import errors
+from .api.access import AccessMiddleware, Guard, principal
+from .api.keys import load_keys
+from .api.middleware import BodyLimitMiddleware, RequestMiddleware
+from .api.routes import health, styles, stylize, web
+from .api.security import (
     AllowedHostsMiddleware,
     BodyTimeoutMiddleware,
     PrivateCachingMiddleware,
     SameOriginMiddleware,
     SecurityHeadersMiddleware,
 )
+from .runtime.engine import Engine
 from .settings import Settings
 from .store import open_store
 
@@ -57,12 +58,12 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.state.settings, app.state.engine, app.state.store, app.state.pool = settings, engine, store, pool
     app.state.guard = Guard.from_settings(settings, keys)
     errors.install(app)
-    for module in (routes_stylize, routes_styles):
+    for module in (stylize, styles):
         app.include_router(module.router, dependencies=[Depends(principal)])
-    for module in (routes_health, routes_web):
+    for module in (health, web):
         app.include_router(module.router)
     if settings.metrics and here:
-        app.include_router(routes_health.metrics_router)
+        app.include_router(health.metrics_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)
     app.add_middleware(AccessMiddleware)  # outside the body's limits: refusals read no body

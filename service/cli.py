@@ -26,10 +26,10 @@ from fastapi import FastAPI
 from adain.errors import AdainError, InputError, exit_status
 
 from .admin import create_admin_app
+from .api.header_timeout import http_protocol
 from .app import create_app
-from .engine import Engine
-from .header_timeout import http_protocol
-from .memory import worst_case
+from .runtime.engine import Engine
+from .runtime.memory import worst_case
 from .settings import Settings, load_settings
 
 log = logging.getLogger("adain.service")

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from adain.errors import AdainError, ImageError, ImageTooLarge, UnsupportedImage
 
-from .store_types import StoreError, StoreFull
+from .store.interface import StoreError, StoreFull
 
 log = logging.getLogger("adain.service")
 

@@ -9,7 +9,7 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class Metrics:
-    """The instruments the service updates (service.collector adds what is read from the workers at scrape time)."""
+    """The instruments the service updates (runtime.collector adds what the workers report at scrape time)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -29,11 +29,11 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .admission import Refused
+from .api.middleware import REQUEST_ID
 from .app import create_app
-from .engine import Engine, devices, warm_up_job
-from .jobs import DeadlineExceeded, RenderJob, StatsJob, Ticket, WorkerFailed
-from .middleware import REQUEST_ID
+from .runtime.admission import Refused
+from .runtime.engine import Engine, devices, warm_up_job
+from .runtime.jobs import DeadlineExceeded, RenderJob, StatsJob, Ticket, WorkerFailed
 from .settings import Settings, load_settings
 
 log = logging.getLogger("adain.service")

@@ -142,7 +142,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 def _hosts(text: str) -> tuple[str, ...]:
-    from .security import split_host
+    from .api.security import split_host
 
     hosts = tuple(h.strip().lower() for h in text.split(",") if h.strip())
     bad = [h for h in hosts if h != "*" and split_host(h) is None]

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from adain import Stylizer
+from adain.bundles.layouts import save_safetensors
 from adain.images import prepare, read_image
 from adain.net import Decoder, Encoder, SkipJoin
-from adain.weights_io import save_safetensors
 
 from .postgres_fixtures import postgres_server  # noqa: F401  (a session fixture: one server for every module)
 

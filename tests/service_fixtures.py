@@ -23,7 +23,7 @@ from PIL import Image
 
 from adain.stylizer import Stylizer
 from service.app import create_app
-from service.engine import Engine
+from service.runtime.engine import Engine
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The encoder-free colour and texture measures (adain.appearance, adain.metrics) against known answers."""
+"""The encoder-free colour and texture measures (adain.train.appearance, adain.train.quality) against known answers."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from adain.appearance import rgb_to_lab, sliced_wasserstein, texture_energies
 from adain.images import prepare, read_image
-from adain.losses import colour_loss, texture_loss
-from adain.metrics import color_transfer, colour_ratio, texture_ratio
+from adain.train.appearance import rgb_to_lab, sliced_wasserstein, texture_energies
+from adain.train.losses import colour_loss, texture_loss
+from adain.train.quality import color_transfer, colour_ratio, texture_ratio
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Balanced style mixing (adain.balance): the calibration and its effect in both modes."""
+"""Balanced style mixing (adain.optimize.balance): the calibration and its effect in both modes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from adain import InputError
-from adain.balance import (
+from adain.images import prepare, read_image
+from adain.optimize.balance import (
     AdainMixer,
     balance_factors,
     balanced_weights,
@@ -15,9 +16,8 @@ from adain.balance import (
     relative_improvements,
     spread,
 )
-from adain.gatys import Objective, OptimizeOptions
-from adain.images import prepare, read_image
-from adain.optimize import optimize_image
+from adain.optimize.gatys import Objective, OptimizeOptions
+from adain.optimize.transfer import optimize_image
 from tests.conftest import TINY_SIZE
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from adain.bundles import check, ensure, pull, recorded, resolve, resolve_encoder
+from adain.bundles.cache import check, ensure, pull, recorded, resolve, resolve_encoder
+from adain.bundles.manifest import get_bundle, load_manifest
 from adain.cli import main
 from adain.errors import InputError, WeightsError
-from adain.manifest import get_bundle, load_manifest
 from tests.test_download import FileServer
 
 ENC, DEC = "/vgg19-original/vgg_normalised.pth", "/vgg19-original/decoder.pth"
@@ -347,7 +347,7 @@ def test_weights_list_and_verify(mirror, home, capsys):
 
 def test_import_downloads_nothing(tmp_path):
     home = tmp_path / "home"
-    code = "import adain, adain.bundles, adain.cli"
+    code = "import adain, adain.bundles.cache, adain.cli"
     subprocess.run([sys.executable, "-c", code], check=True, env={"ADAIN_HOME": str(home), "PATH": "/usr/bin"})
     assert not home.exists()
 

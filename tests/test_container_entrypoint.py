@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from adain.errors import InputError
-from service.engine import Engine, devices
+from service.runtime.engine import Engine, devices
 from service.settings import Settings, load_settings
 
 from .service_fixtures import REPO, SIZE, free_port, pixels
@@ -271,7 +271,7 @@ def test_device_specs(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("visible", ["", "0"])
 def test_auto_respects_cuda_visible_devices(visible: str) -> None:
     """With the real torch: hidden GPUs are not used (on a machine without GPUs `auto` is the CPU either way)."""
-    code = "from service.engine import devices; print(','.join(map(str, devices('auto'))))"
+    code = "from service.runtime.engine import devices; print(','.join(map(str, devices('auto'))))"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": visible})
     assert done.returncode == 0, done.stderr
@@ -303,7 +303,7 @@ def test_deploy_docs_list_every_setting_variable_and_metric() -> None:
         assert f"| `{opt.env}` | `{opt.flag}` |" in docs, opt.env
     for name in ("ADAIN_HOME", "ADAIN_MANIFEST", "ADAIN_MIRROR"):
         assert f"| `{name}` |" in docs, name
-    source = "".join((REPO / "service" / name).read_text() for name in ("metrics.py", "collector.py"))
+    source = "".join((REPO / "service" / name).read_text() for name in ("metrics.py", "runtime/collector.py"))
     found = re.findall(r"\b(Counter|Histogram|Gauge|CounterMetricFamily|GaugeMetricFamily)\(\s*\"(adain_\w+)\"",
                        source)
     assert len(found) >= 10

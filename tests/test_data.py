@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adain.data import (
+from adain.train.data import (
     MAX_ATTEMPTS,
     PairDataset,
     StreamSampler,

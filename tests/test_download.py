@@ -1,4 +1,4 @@
-"""adain.download against a real HTTP server on 127.0.0.1: good, corrupt, truncated, failing transfers.
+"""adain.bundles.download against a real HTTP server on 127.0.0.1: good, corrupt, truncated, failing transfers.
 
 ``FileServer`` is shared with test_bundles.py.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from adain.download import DownloadError, download
+from adain.bundles.download import DownloadError, download
 from adain.errors import WeightsError
 
 

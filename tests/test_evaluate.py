@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from adain.cli import main as adain_main
-from adain.data import list_images, split
-from adain.evaluate import held_out
+from adain.train.data import list_images, split
+from adain.train.evaluate import held_out
 from tests.train_support import write_images
 
 pytestmark = pytest.mark.usefixtures("single_thread")

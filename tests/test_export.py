@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from adain.decoder_mix import Mix, mix_arg
-from adain.download import sha256_file
-from adain.runs import latest_checkpoint, read_metrics
-from adain.weights_io import build_decoder, read_arch, save_safetensors
+from adain.bundles.download import sha256_file
+from adain.bundles.layouts import build_decoder, read_arch, save_safetensors
+from adain.train.mixing import Mix, mix_arg
+from adain.train.runs import latest_checkpoint, read_metrics
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, run_train, train_argv
 

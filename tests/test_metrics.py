@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adain.images import prepare, read_image
-from adain.metrics import color_transfer, grid_ratio, shape_score, style_distance
+from adain.train.quality import color_transfer, grid_ratio, shape_score, style_distance
 from tests.conftest import random_networks
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from adain.bundles.layouts import save_safetensors
+from adain.bundles.normalize import DEAD, apply_scales, load_scales, mean_activations, normalise
 from adain.images import prepare, read_image
 from adain.net import Encoder
-from adain.normalize import DEAD, apply_scales, load_scales, main, mean_activations, normalise
-from adain.weights_io import save_safetensors
+from adain.train.calibrate import main
 from tests.conftest import random_networks
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -1,4 +1,4 @@
-"""Optimisation-based style transfer (adain.gatys, adain.optimize) on random weights and tiny real images."""
+"""Optimisation-based style transfer (adain.optimize) on random weights and tiny real images."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from adain import InputError
-from adain.gatys import Objective, OptimizeOptions, gram, mean_std
 from adain.images import prepare, read_image
 from adain.ops import rgb_to_ycbcr
-from adain.optimize import optimize_image
+from adain.optimize.gatys import Objective, OptimizeOptions, gram, mean_std
+from adain.optimize.transfer import optimize_image
 from tests.conftest import TINY_SIZE, random_networks
 
 pytestmark = pytest.mark.usefixtures("single_thread")

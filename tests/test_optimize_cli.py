@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adain.balance import BALANCE_RUNS
 from adain.cli import main
-from adain.progress import StepTimer, steps_left
+from adain.optimize.balance import BALANCE_RUNS
+from adain.optimize.progress import StepTimer, steps_left
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

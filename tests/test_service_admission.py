@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from service.admission import HEADROOM, CostModel, Refused, judge, overdue
-from service.engine import warm_up_job
-from service.jobs import Ticket
+from service.runtime.admission import HEADROOM, CostModel, Refused, judge, overdue
+from service.runtime.engine import warm_up_job
+from service.runtime.jobs import Ticket
 
 PIXELS = 100_000
 

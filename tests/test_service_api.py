@@ -18,11 +18,11 @@ from PIL import Image
 from adain.images import read_resized, style_read_size, to_uint8
 from adain.masks import fitted_masks, read_mask_images
 from adain.stylizer import Stylizer, prepare_content
-from service.admission import Refused
-from service.engine import warm_up_job
-from service.jobs import RenderJob, StyleRef, Ticket
 from service.metrics import Metrics
-from service.worker import Worker
+from service.runtime.admission import Refused
+from service.runtime.engine import warm_up_job
+from service.runtime.jobs import RenderJob, StyleRef, Ticket
+from service.runtime.worker import Worker
 
 from .service_fixtures import (
     REPO,

@@ -13,10 +13,10 @@ import pytest
 from adain.errors import InputError
 from adain.precision import auto_precision
 from service.cli import main as serve_main
-from service.engine import Engine
+from service.runtime.engine import Engine
 from service.settings import OPTIONS, Settings, load_settings
 from service.store import open_store
-from service.store_sql import SQLStyleStore
+from service.store.sql import SQLStyleStore
 
 from .service_fixtures import REPO, free_port
 

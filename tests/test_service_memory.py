@@ -1,6 +1,6 @@
 """Memory per request and per process, against `adain serve` on 127.0.0.1: requests of a few kilobytes that name
 large images (a content and 8 styles of 2000x2000 asking for 64 px) stay within the worst case that
-service.memory computes, and docs/deploy.md states, from the server's limits."""
+service.runtime.memory computes, and docs/deploy.md states, from the server's limits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.memory import worst_case
+from service.runtime.memory import worst_case
 from service.settings import Settings
 
 from .service_fixtures import SIZE, metric, serve

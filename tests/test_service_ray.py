@@ -18,7 +18,7 @@ import pytest
 from adain.errors import InputError
 from adain.images import read_resized, to_uint8
 from adain.stylizer import Stylizer
-from service.jobs import OutOfDeviceMemory, WorkerFailed
+from service.runtime.jobs import OutOfDeviceMemory, WorkerFailed
 from service.settings import Settings
 
 from .postgres_fixtures import PostgresServer, new_database

@@ -32,16 +32,16 @@ BREAKING_DEVICE = """
 import sys
 import time
 import torch
-import service.engine
+import service.runtime.engine
 from adain.cli import main
 
-class BreakingDevice(service.engine.Stylizer):
+class BreakingDevice(service.runtime.engine.Stylizer):
     def render(self, contents, targets):
         if min(contents.shape[-2:]) > 64:
             raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
         return super().render(contents, targets)
 
-service.engine.Stylizer = BreakingDevice
+service.runtime.engine.Stylizer = BreakingDevice
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -15,8 +15,8 @@ import torch
 from adain import ops
 from adain.errors import InputError
 from service.store import open_store
-from service.store_sql import MIGRATIONS, SQLStyleStore, styles
-from service.store_types import Access, NewStyle, QuotaExceeded, StyleStore
+from service.store.interface import Access, NewStyle, QuotaExceeded, StyleStore
+from service.store.sql import MIGRATIONS, SQLStyleStore, styles
 
 from .postgres_fixtures import _free_port, new_database
 
@@ -61,7 +61,7 @@ def test_round_trip_persistence_and_delete(store_url: str) -> None:
         assert missing("0123456789abcdef") is None
     assert store.delete(infos[0].id) and not store.delete(infos[0].id)
     assert store.list() == infos[1:] and store.stats(infos[0].id, "enc/64/none") is None
-    from service.store_sql import style_stats
+    from service.store.sql import style_stats
 
     assert table_rows(store, style_stats) == []  # the statistics went with their style
     store.close()
@@ -69,7 +69,7 @@ def test_round_trip_persistence_and_delete(store_url: str) -> None:
     again = open_store(store_url)  # a restart: the schema is there already, the data too
     assert isinstance(again, SQLStyleStore) and again.version == len(MIGRATIONS)
     assert again.list() == infos[1:] and again.image(infos[1].id) == styles[1].image
-    from service.store_sql import schema_version
+    from service.store.sql import schema_version
 
     assert [row.version for row in table_rows(again, schema_version)] == list(range(1, len(MIGRATIONS) + 1))
     again.close()
@@ -121,7 +121,7 @@ def test_two_processes_store_concurrently_and_nothing_is_lost(store_url: str) ->
         i = int(info.name.split("-")[1])
         assert store.image(info.id) == new_style(info.name, i).image
         assert torch.equal(store.stats(info.id, "enc/64/none").mean, new_style(info.name, i).stats["enc/64/none"].mean)
-    from service.store_sql import schema_version
+    from service.store.sql import schema_version
 
     assert len(table_rows(store, schema_version)) == len(MIGRATIONS)  # the schema was made once
     store.close()
@@ -153,7 +153,7 @@ def test_new_sqlite_files_opened_by_many_at_once_all_open(tmp_path: Path) -> Non
 
 def test_a_newer_schema_is_refused(store_url: str) -> None:
     store = open_store(store_url)
-    from service.store_sql import schema_version
+    from service.store.sql import schema_version
 
     with store._engine.begin() as conn:
         conn.execute(schema_version.insert().values(version=99, applied="2099-01-01T00:00:00.000Z"))

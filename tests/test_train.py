@@ -9,10 +9,10 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
-from adain.download import sha256_file
-from adain.runs import checkpoints, latest_checkpoint, read_metrics
-from adain.train import LOCK, lr_at
-from adain.weights_io import save_safetensors
+from adain.bundles.download import sha256_file
+from adain.bundles.layouts import save_safetensors
+from adain.train.loop import LOCK, lr_at
+from adain.train.runs import checkpoints, latest_checkpoint, read_metrics
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
 
@@ -164,9 +164,9 @@ def test_init_decoder_starts_from_a_file_and_stays_on_resume(data: TinyData, tmp
 
 def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
-    from adain.export import main as export_main
+    from adain.bundles.layouts import build_decoder, read_metadata
     from adain.net import SkipJoin
-    from adain.weights_io import build_decoder, read_metadata
+    from adain.train.export import main as export_main
 
     run = tmp_path / "run"
     argv = train_argv(data, run, steps=3, layer="relu3_1", skips="relu1_1,relu2_1", recon_steps=1,
@@ -203,7 +203,7 @@ def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_pat
 
 def test_defaults_are_the_recipe_of_the_encoder_and_help_shows_them(data: TinyData, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
-    from adain.train import RECIPES, build_parser
+    from adain.train.loop import RECIPES, build_parser
 
     run = tmp_path / "run"
     recipe = {k: v for k, v in RECIPES["vgg16"].items() if k not in ("batch_size", "resize", "crop")}  # kept tiny
@@ -221,7 +221,7 @@ def test_defaults_are_the_recipe_of_the_encoder_and_help_shows_them(data: TinyDa
 
 
 def test_a_decoder_with_skips_mixes_with_a_file_of_the_same_skips(data: TinyData, tmp_path: Path) -> None:
-    from adain.export import main as export_main
+    from adain.train.export import main as export_main
 
     run = tmp_path / "run"
     assert run_train(data, train_argv(data, run, steps=1, layer="relu3_1", skips="relu1_1,relu2_1")) == 0

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adain import runs
-from adain.runs import (
+from adain.train import runs
+from adain.train.runs import (
     REQUIRED_KEYS,
     CheckpointError,
     MetricsLog,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adain.losses import content_loss, held_out_losses, style_losses
 from adain.net import Decoder
+from adain.train.losses import content_loss, held_out_losses, style_losses
 from tests.conftest import random_networks
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor
 
 from adain import Stylizer
-from adain.losses import grid_loss, layout_loss, normalised_feature_loss, phase_profile
-from adain.metrics import grid_ratio
-from adain.runs import latest_checkpoint, read_metrics
-from adain.train import Models, Objective, compute_losses, lr_at
-from adain.weights_io import build_decoder
+from adain.bundles.layouts import build_decoder
+from adain.train.loop import Models, Objective, compute_losses, lr_at
+from adain.train.losses import grid_loss, layout_loss, normalised_feature_loss, phase_profile
+from adain.train.quality import grid_ratio
+from adain.train.runs import latest_checkpoint, read_metrics
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
 
@@ -72,7 +72,7 @@ def test_the_grid_loss_sees_a_periodic_grid_not_the_photo(content_paths: list[Pa
     assert grid_loss(0.2 + 0.6 * photo, photo) < 1e-6  # a change of tone has no phase
     shifted = grid_loss(photo[..., 1:, 1:], photo[..., :-1, :-1])  # the photo's own phase noise
     assert grid_loss(with_grid(photo), photo) > 10 * shifted
-    # the peak of the profile is the evaluation's grid ratio (adain.metrics, written from its definition)
+    # the peak of the profile is the evaluation's grid ratio (adain.train.quality, written from its definition)
     gridded = with_grid(photo)
     assert float(phase_profile(gridded, 4).max()) == pytest.approx(grid_ratio(gridded[0], 4), rel=1e-4)
     assert float(phase_profile(gridded, 8).max()) == pytest.approx(grid_ratio(gridded[0], 8), rel=1e-4)

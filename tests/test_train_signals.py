@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adain.runs import checkpoints, latest_checkpoint, load_checkpoint, read_metrics
+from adain.train.runs import checkpoints, latest_checkpoint, load_checkpoint, read_metrics
 from tests.train_support import PYTHON, TinyData, make_tiny_data, resume_argv, run_train, subprocess_env, train_argv
 
 

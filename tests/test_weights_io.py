@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from adain.bundles.layouts import build_decoder, build_encoder, read_arch, save_safetensors
 from adain.errors import WeightsError
 from adain.net import Decoder, Encoder
-from adain.weights_io import build_decoder, build_encoder, read_arch, save_safetensors
 
 
 @pytest.mark.parametrize("arch", ["vgg19", "vgg16"])
@@ -124,8 +124,8 @@ def test_save_safetensors_gives_the_same_bytes_for_the_same_weights(tmp_path):
 
 
 def test_decoder_skips_come_shallowest_first_whatever_the_key_order(tmp_path) -> None:
+    from adain.bundles.layouts import decoder_skips
     from adain.net import Decoder
-    from adain.weights_io import decoder_skips
 
     state = Decoder("vgg16", "relu3_1", ("relu1_1", "relu2_1")).layers.state_dict()  # joins met deepest first
     assert list(state).index("4.scale") < list(state).index("12.scale")

@@ -7,9 +7,9 @@ import torch
 from torchvision.models import vgg19
 from torchvision.models.vgg import cfgs, make_layers
 
+from adain.bundles.torchvision_vgg import IMAGENET_MEAN, IMAGENET_STD, from_torchvision
 from adain.errors import WeightsError
 from adain.net import Encoder
-from adain.torchvision_vgg import IMAGENET_MEAN, IMAGENET_STD, from_torchvision
 
 
 def test_conversion_matches_torchvision():

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from adain import train
+from adain.train import loop as train
 from tests.conftest import one_thread
 
 

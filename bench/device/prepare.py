@@ -81,7 +81,7 @@ def main() -> int:
     p.add_argument("--quality", type=int, default=80)
     args = p.parse_args()
 
-    from adain.bundles import resolve
+    from adain.bundles.cache import resolve
 
     encoder = Path(resolve("vgg16-hed").encoder)
     args.out.mkdir(exist_ok=True)

@@ -1,0 +1,174 @@
+"""Reading and writing network weights in the canonical layouts.
+
+Two file formats hold the same flat ``"<index>.weight"`` keys:
+the original release's ``.pth`` (a pickled state dict, loaded with
+``weights_only=True``) and safetensors (ours; the architecture is kept in the
+metadata under ``"arch"``, and a decoder's layer and skips under ``"layer"`` and
+``"skips"``). A decoder with skips also holds ``"<index>.scale"``, the fixed
+per-channel scale of each skip where it joins.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+
+from ..errors import WeightsError
+from ..net import FEATURE_LAYERS, LAYERS, SKIP_LAYERS, Arch, Decoder, Encoder, Layer, channels_of
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".st")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a flat state dict from a ``.pth`` or safetensors file (told apart by content, not by name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weight file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols before it fails
+            if _looks_like_safetensors(path):
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{path}: not a readable weight file (not a PyTorch file of plain tensors, which "
+                           f"is all that is loaded, with weights_only=True)") from None
+    except Exception as exc:  # a damaged file can fail in many ways inside torch or safetensors
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable weight file ({detail})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a flat state dict of tensors")
+    return state
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors files start with an 8-byte header length and then a JSON object; .pth files do not."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{"
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A safetensors file's metadata (empty for other files and for files without any)."""
+    path = Path(path)
+    if path.suffix not in SAFETENSORS_SUFFIXES:
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError):
+        return {}
+
+
+def read_arch(path: str | Path) -> str | None:
+    """The architecture recorded in a safetensors file's metadata, if any."""
+    return read_metadata(path).get("arch")
+
+
+def load_into(module: Encoder | Decoder, path: str | Path, state: dict[str, Tensor] | None = None) -> None:
+    """Load canonical weights into ``module``; extra trailing keys are ignored.
+
+    The original ``vgg_normalised.pth`` holds all of VGG19; only the layers up to
+    relu4_1 are taken. Missing keys and shape mismatches raise ``WeightsError``.
+    ``state``: the file's contents when already read (``path`` then only names it in errors).
+    """
+    state = read_state_dict(path) if state is None else state
+    what = type(module).__name__.lower()
+    expected = module.canonical_keys()
+    for key, shape in expected.items():
+        if key not in state:
+            raise WeightsError(f"{path}: missing key {key!r} for a {module.arch} {what}")
+        if state[key].shape != shape:
+            raise WeightsError(
+                f"{path}: key {key!r} has shape {tuple(state[key].shape)}, "
+                f"a {module.arch} {what} needs {tuple(shape)}"
+            )
+        if not torch.isfinite(state[key]).all():
+            raise WeightsError(f"{path}: key {key!r} holds NaN or infinite values")
+    if isinstance(module, Decoder) and len(state) != len(expected):
+        extra = sorted(set(state) - set(expected))[:3]
+        raise WeightsError(f"{path}: unexpected keys {extra} for a {module.arch} decoder")
+    module.layers.load_state_dict(
+        {k: state[k].float() for k in expected}, strict=True
+    )
+
+
+def safetensors_bytes(state: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """``state`` serialised as safetensors, the same bytes for the same input.
+
+    safetensors writes the metadata keys in a random order; they are put back in sorted order here
+    (the header keeps its length, so the tensor offsets stay valid).
+    """
+    data = save(state, metadata=metadata)
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode().ljust(size)
+    if len(canonical) != size:
+        raise AssertionError("safetensors header changed length when its metadata was sorted")
+    return data[:8] + canonical + data[8 + size:]
+
+
+def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: torch.dtype | None = None,
+                     metadata: dict[str, str] | None = None) -> None:
+    """Write ``module`` (an Encoder/Decoder or its ``layers``) as canonical safetensors."""
+    layers = getattr(module, "layers", module)
+    state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in layers.state_dict().items()}
+    if isinstance(module, Decoder):  # what the file decodes, for a reader (the loader tells it from the shapes)
+        skips = {"skips": ",".join(module.skips)} if module.skips else {}
+        metadata = {"layer": module.layer, **skips, **(metadata or {})}
+    # not save_file(): that makes the file private to its owner, whatever the umask
+    Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
+
+
+def build_encoder(path: str | Path, arch: Arch) -> Encoder:
+    """An Encoder of ``arch`` with the weights from ``path``."""
+    enc = Encoder(arch)
+    load_into(enc, path)
+    return enc
+
+
+def decoder_layer(path: str | Path, state: dict[str, Tensor] | None = None) -> Layer:
+    """The layer a decoder file decodes, told by the input channels of its first conv (relu4_1 if unknown).
+
+    ``state``: the file's contents when already read.
+    """
+    first = (read_state_dict(path) if state is None else state).get("1.weight")
+    if first is not None and first.ndim == 4:
+        for layer in LAYERS:
+            if first.shape[1] == channels_of(layer):
+                return layer
+    return "relu4_1"
+
+
+def decoder_skips(path: str | Path, state: dict[str, Tensor] | None = None) -> tuple[str, ...]:
+    """The skips a decoder file takes, told by the ``scale`` of each of its joins (its length is the skip's
+    channels); none for the plain decoder. ``state``: the file's contents when already read."""
+    by_channels = {channels_of(name): name for name in SKIP_LAYERS}
+    state = read_state_dict(path) if state is None else state
+    scales = [v for k, v in state.items() if k.endswith(".scale")]
+    unknown = [tuple(v.shape) for v in scales if v.ndim != 1 or v.numel() not in by_channels]
+    if unknown:
+        raise WeightsError(f"{path}: skip scales of shape {unknown[0]} match no skip layer")
+    return tuple(sorted((by_channels[v.numel()] for v in scales), key=FEATURE_LAYERS.index))
+
+
+def build_decoder(path: str | Path, arch: Arch) -> Decoder:
+    """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`)
+    and the skips they take (:func:`decoder_skips`)."""
+    state = read_state_dict(path)
+    dec = Decoder(arch, decoder_layer(path, state), decoder_skips(path, state))
+    load_into(dec, path, state)
+    return dec

@@ -1,0 +1,96 @@
+"""The multipart forms of the API as FastAPI dependencies, so that /docs describes every field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, File, Form, Request, UploadFile
+
+from adain.errors import clip
+
+from ..errors import ServiceError
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+
+
+@dataclass
+class StylizeForm:
+    """The fields of POST /v1/stylize."""
+
+    content: UploadFile
+    styles: list[UploadFile]
+    style_ids: list[str]
+    weights: list[float] | None
+    alpha: float
+    preserve_color: Literal["none", "coral", "luminance"]
+    masks: list[UploadFile]
+    content_size: int | None
+    style_size: int | None
+    style_scale: float
+    format: OutputFormat | None
+    quality: int
+
+    @property
+    def n_styles(self) -> int:
+        return len(self.styles) + len(self.style_ids)
+
+
+def parse_weights(values: list[str] | None) -> list[float] | None:
+    """Weights given as repeated fields and/or comma-separated lists; None when absent."""
+    if not values:
+        return None
+    try:
+        weights = [float(x) for v in values for x in v.split(",") if x.strip()]
+    except ValueError:
+        raise ServiceError(422, "invalid_request", f"weights must be numbers, got {clip(values)}") from None
+    if not all(math.isfinite(w) for w in weights):
+        raise ServiceError(422, "invalid_request", f"weights must be finite numbers, got {clip(values)}")
+    return weights
+
+
+def given_once(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency: 422 naming the first of the single-valued fields ``names`` that the form repeats (it
+    would otherwise be silently last-wins)."""
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once per request: FastAPI reads the same, cached form
+        for name in names:
+            count = len(form.getlist(name))
+            if count > 1:
+                raise ServiceError(422, "invalid_request", f"{name} was given {count} times; it takes one value")
+
+    return check
+
+
+def stylize_form(
+    _: Annotated[None, Depends(given_once("content", "alpha", "preserve_color", "content_size", "style_size",
+                                          "style_scale", "format", "quality"))],
+    content: Annotated[UploadFile, File(description="The content image (JPEG, PNG or WebP by default).")],
+    style: Annotated[list[UploadFile] | None, File(description="A style image; repeat for a blend.")] = None,
+    style_id: Annotated[list[str] | None, Form(description="Id of a stored style (POST /v1/styles); repeatable. "
+                                               "Stored styles come after the uploaded ones.")] = None,
+    weights: Annotated[list[str] | None, Form(description="Blend weights, one per style, as repeated fields or "
+                                              "'0.7,0.3'; normalised to sum to 1. Default: equal.")] = None,
+    alpha: Annotated[float, Form(description="Stylization strength, 0 (content) to 1 (full style).")] = 1.0,
+    preserve_color: Annotated[Literal["none", "coral", "luminance"],
+                              Form(description="Keep the content's colours.")] = "none",
+    mask: Annotated[list[UploadFile] | None, File(description="Spatial control: one label image (values "
+                                                  "0..S-1) or one grey mask per style: the content's size, the "
+                                                  "output's, or the content's shape at any size. "
+                                                  "Excludes weights.")] = None,
+    content_size: Annotated[int | None, Form(ge=0, description="Shorter side of the content in pixels "
+                                             "(0: keep). Default: the server's (512).")] = None,
+    style_size: Annotated[int | None, Form(ge=0, description="Shorter side of the styles in pixels (0: keep). "
+                                           "Default: the server's (512).")] = None,
+    style_scale: Annotated[float, Form(description="Texture scale, 0.25 to 4: the styles are resized by this factor "
+                                       "after style_size, so their strokes come out larger (above 1) or finer "
+                                       "(below 1). style_size x style_scale is bounded like style_size.")] = 1.0,
+    format: Annotated[OutputFormat | None, Form(description="Output format. Default: from the Accept "
+                                                "header, else png.")] = None,
+    quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WebP quality.")] = 95,
+) -> StylizeForm:
+    """Collect the stylize form (FastAPI validates types and ranges; the rest is checked when decoding)."""
+    return StylizeForm(content, style or [], [s.strip() for s in style_id or []], parse_weights(weights), alpha,
+                       preserve_color, mask or [], content_size, style_size, style_scale, format, quality)

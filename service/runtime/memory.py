@@ -1,0 +1,82 @@
+"""What a request may hold in memory, and what a whole process may: admission control reserves a request's bytes
+(``--max-work-bytes`` in all) before anything is decoded, and docs/deploy.md states the worst case from the limits.
+
+A request's images are read straight to their prepared size (``adain.images.read_resized``), one at a time: decoding
+one takes :data:`DECODE_BYTES` per pixel that PIL decodes (fewer pixels than the file has for a JPEG at reduced
+scale) plus :data:`RESIZED_BYTES` per pixel of its resized 8-bit copy; once decoded, the request holds float images
+(:data:`FLOAT_RGB` per pixel) until it is answered: each style still to encode, and the content
+(:data:`CONTENT_COPIES` copies: the input, what the encoder sees, the result and its encoding), the masks' 8-bit
+files (one byte per pixel) and one float mask per style at the content's size (at the masks' own size when they
+have another, larger one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..settings import Settings
+
+#: Bytes per pixel PIL decodes, at the peak of decoding one image: measured 16 for RGBA PNG and WebP (the decoded
+#: image, its RGB copy, the copy PIL makes on the way), 5 for RGB PNG, 1 for JPEG at reduced scale.
+DECODE_BYTES = 16
+#: Bytes per pixel of a resized image before it becomes float: PIL's 4-byte pixels and the 3-byte array.
+RESIZED_BYTES = 8
+FLOAT_RGB = 12  # float32 (3, H, W)
+FLOAT_MASK = 4  # float32 (H, W)
+CONTENT_COPIES = 4
+#: Bytes per pixel the networks hold while a batch runs (activations; bf16 on the CPU, the default bundle's
+#: vgg16 relu3_1 decoder: about 0.9 GiB per megapixel above idle, docs/deploy.md "Sizing").
+ACTIVATION_BYTES = 1000
+
+
+def decode_bytes(decoded_pixels: int, prepared_pixels: int) -> int:
+    """Bytes that reading one image takes at its peak (the resized float image aside)."""
+    return DECODE_BYTES * decoded_pixels + RESIZED_BYTES * prepared_pixels
+
+
+@dataclass(frozen=True)
+class Images:
+    """The images of one request as their headers describe them: pixels decoded and as prepared, per image."""
+
+    content: tuple[int, int]  # (decoded, prepared)
+    styles: Sequence[tuple[int, int]] = ()  # the styles still to encode
+    masks: Sequence[int] = ()  # the masks' pixels (read whole, as 8-bit)
+    n_styles: int = 0  # with masks: one float mask per style
+
+    def bytes(self) -> int:
+        """What the request may hold at once: the float images it keeps, plus the peak of decoding the largest."""
+        content = self.content[1]
+        held = CONTENT_COPIES * FLOAT_RGB * content + sum(FLOAT_RGB * p for _, p in self.styles)
+        if self.masks:
+            held += sum(self.masks) + FLOAT_MASK * self.n_styles * max(content, *self.masks)
+        decoding = [decode_bytes(*self.content), *(decode_bytes(*s) for s in self.styles),
+                    *(decode_bytes(m, content) for m in self.masks)]
+        return held + max(decoding)
+
+
+def style_upload_bytes(decoded_pixels: int, prepared_pixels: int) -> int:
+    """What storing a style holds: its float image to encode, and the peak of decoding it."""
+    return FLOAT_RGB * prepared_pixels + decode_bytes(decoded_pixels, prepared_pixels)
+
+
+def largest_request(settings: Settings) -> int:
+    """The most one stylize request could need within the size limits: every image, masks included, at
+    ``--max-pixels`` as sent and as prepared."""
+    p, s = settings.max_pixels, settings.max_styles
+    return Images((p, p), [(p, p)] * s, [p] * s, s).bytes()
+
+
+def worst_case(settings: Settings, workers: int) -> dict[str, int]:
+    """Bytes above an idle process of ``workers`` workers, at most, by part (docs/deploy.md, "Memory"): request
+    bodies (each in memory while its request runs, up to twice: python-multipart's buffer and the bytes read; at
+    most ``--max-connections`` at once), the images admission control lets in (``--max-work-bytes``), and the
+    activations of the batches running at once (per worker, a full batch of small requests and one large request,
+    which runs in tiles above ``--tile-pixels``)."""
+    small = min(settings.large_pixels or settings.max_pixels, settings.tile_pixels or settings.max_pixels)
+    large = settings.tile_pixels or settings.max_pixels
+    return {
+        "uploads": 2 * settings.max_connections * settings.max_upload_bytes,
+        "images": settings.max_work_bytes,
+        "activations": workers * ACTIVATION_BYTES * (settings.batch_size * small + large),
+    }
