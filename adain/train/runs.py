@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import re
 import time
@@ -21,10 +20,11 @@ import torch
 from torch import Tensor
 
 from ..errors import AdainError
+from ..files import atomic_path, remove_temp_files, write_atomic
 from .losses import Losses
 
 CHECKPOINT_RE = re.compile(r"ckpt-(\d+)\.pt")
-TMP_GLOB = ".ckpt-*.pt.tmp"
+CHECKPOINT_GLOB = "ckpt-*.pt"
 METRICS = "metrics.jsonl"
 # What every checkpoint holds (the format of the first release; later keys are optional).
 REQUIRED_KEYS = ("step", "decoder", "optimizer", "args", "arch", "encoder", "data", "precision", "rng")
@@ -39,27 +39,14 @@ class TrainingDiverged(AdainError):
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary name, fsync, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """torch.save to a temporary name, flushed to disk, then renamed: a reader never sees half a file."""
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest first (by step)."""
-    return sorted((p for p in run_dir.glob("ckpt-*.pt") if CHECKPOINT_RE.fullmatch(p.name)), key=_step_of)
+    return sorted((p for p in run_dir.glob(CHECKPOINT_GLOB) if CHECKPOINT_RE.fullmatch(p.name)), key=_step_of)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -130,8 +117,7 @@ def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
 
 def remove_stale_tmp(run_dir: Path) -> None:
     """Delete the temporary files of saves that a killed process left behind."""
-    for tmp in run_dir.glob(TMP_GLOB):
-        tmp.unlink(missing_ok=True)
+    remove_temp_files(run_dir, CHECKPOINT_GLOB)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -155,9 +141,7 @@ def trim_metrics(run_dir: Path, step: int) -> None:
     if not path.exists():
         return
     kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class MetricsLog:
