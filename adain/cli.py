@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from .arguments import count_arg
 from .errors import AdainError, exit_status
 from .options import (
+    IMAGE_SUFFIXES,
     STYLE_SCALES,
     TILE_PIXELS,
     TILE_SIZE,
@@ -26,7 +28,6 @@ from .options import (
     output_format,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 #: Options whose value is a comma-separated list of numbers, which may start with a minus sign.
 NUMBER_LISTS = ("--weights", "--style-layer-weights")
 
@@ -43,36 +44,6 @@ def _weights_list(text: str) -> list[float]:
         return [float(x) for x in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"weights must be comma-separated numbers, got {text!r}") from None
-
-
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("sizes must be >= 0 (0 keeps the original size)")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _quality(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"quality must be between 1 and 100, got {value}")
-    return value
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -107,9 +78,9 @@ def add_tiling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tiling (large images in overlapping tiles, AdaIN statistics over the whole image)")
     g.add_argument("--tiling", choices=("auto", "always", "never"), default="auto",
                    help="auto: tile images of more than --tile-pixels pixels (default %(default)s)")
-    g.add_argument("--tile-pixels", type=_positive, default=TILE_PIXELS,
+    g.add_argument("--tile-pixels", type=count_arg(1), default=TILE_PIXELS,
                    help="pixel count above which --tiling auto tiles (default %(default)s)")
-    g.add_argument("--tile-size", type=_positive, default=TILE_SIZE,
+    g.add_argument("--tile-size", type=count_arg(1), default=TILE_SIZE,
                    help="tile side in pixels, a multiple of 8 (default %(default)s)")
 
 
@@ -123,14 +94,14 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", type=Path, action="append", default=[],
                    help="label image (values 0..N-1) or one grey mask per style: the content's size, the output's, "
                         "or the content's shape at any size")
-    p.add_argument("--content-size", type=_size, default=512, help="shorter side of the content (0: keep)")
-    p.add_argument("--style-size", type=_size, default=512, help="shorter side of the styles (0: keep)")
+    p.add_argument("--content-size", type=count_arg(0), default=512, help="shorter side of the content (0: keep)")
+    p.add_argument("--style-size", type=count_arg(0), default=512, help="shorter side of the styles (0: keep)")
     p.add_argument("--style-scale", type=float, default=1.0,
                    help=f"texture scale: resize the styles by this factor after --style-size, {STYLE_SCALES[0]:g} "
                         f"to {STYLE_SCALES[1]:g}; above 1 their strokes come out larger, below 1 finer (default 1)")
     p.add_argument("--crop", action="store_true", help="center-crop to a square of the given size")
     p.add_argument("-o", "--output", type=Path, help="output file (.png, .jpg, .webp)")
-    p.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality, 1..100")
+    p.add_argument("--quality", type=count_arg(1, 100), default=95, help="JPEG/WebP quality, 1..100")
 
 
 def _images_in(folder: Path) -> list[Path]:

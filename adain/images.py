@@ -20,13 +20,11 @@ from torch import Tensor
 
 from .errors import ImageError, ImageTooLarge, UnsupportedImage
 from .files import write_atomic
-from .options import OUTPUT_FORMATS, open_file, output_format
+from .options import DEFAULT_MAX_ASPECT, OUTPUT_FORMATS, open_file, output_format
 
 #: Formats accepted on input (by content, not by file name).
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 DEFAULT_MAX_PIXELS = 8192 * 8192
-#: Most the longer side of a prepared image may exceed its shorter side, as a factor (16: at most 16:1).
-DEFAULT_MAX_ASPECT = 16.0
 
 Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with a clear message
 

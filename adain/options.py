@@ -26,6 +26,12 @@ SCALE = 8  # relu4_1 is 1/8 of the image size (ceil), relu3_1 1/4: tiles start o
 
 #: output format -> (PIL format, MIME type)
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+#: Other names of formats (file extensions) -> the format's name.
+FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+#: File extensions of the images the commands pick up from a folder.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: Most the longer side of a prepared image may exceed its shorter side, as a factor (16: at most 16:1).
+DEFAULT_MAX_ASPECT = 16.0
 
 
 def normalised_weights(weights: Sequence[float] | None, n_styles: int) -> list[float]:
@@ -85,7 +91,7 @@ def output_format(path_or_format: str | Path) -> str:
     """'png' | 'jpeg' | 'webp' from a file name or a format name."""
     s = str(path_or_format).lower()
     ext = s.rsplit(".", 1)[-1]
-    fmt = {"jpg": "jpeg"}.get(ext, ext)
+    fmt = FORMAT_ALIASES.get(ext, ext)
     if fmt not in OUTPUT_FORMATS:
         raise ImageError(f"{path_or_format}: unsupported output format (use .png, .jpg or .webp)")
     return fmt

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adain.arguments import count_arg
+from adain.options import DEFAULT_MAX_ASPECT, FORMAT_ALIASES, TILE_PIXELS, TILE_SIZE
+
 if TYPE_CHECKING:
     from adain.images import SizeLimits
 
@@ -39,15 +42,15 @@ class Settings:
     request_timeout: float = 60.0
     max_upload_bytes: int = 50_000_000
     max_pixels: int = 25_000_000
-    max_aspect: float = 16.0  # adain.images.DEFAULT_MAX_ASPECT
+    max_aspect: float = DEFAULT_MAX_ASPECT
     max_size: int = 2048
     max_styles: int = 8
     formats: tuple[str, ...] = ("jpeg", "png", "webp")
     content_size: int = 512
     style_size: int = 512
     style_cache: int = 1024
-    tile_pixels: int = 2**21  # adain.stylizer.TILE_PIXELS
-    tile_size: int = 1024  # adain.stylizer.TILE_SIZE
+    tile_pixels: int = TILE_PIXELS
+    tile_size: int = TILE_SIZE
     large_pixels: int = 2**20
     decode_threads: int = min(4, os.cpu_count() or 1)
     db: str = ""  # empty: the default store (see service.store.open_store)
@@ -83,21 +86,8 @@ class Settings:
         return tuple(f.upper() for f in self.formats)
 
 
-def _int(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise ValueError(f"must be between {low} and {high}" if high is not None else f"must be >= {low}")
-        return value
-
-    return parse
-
-
 def _tile_size(text: str) -> int:
-    value = _int(8)(text)
+    value = count_arg(8)(text)
     if value % 8:
         raise ValueError(f"must be a multiple of 8, got {value}")
     return value
@@ -133,7 +123,7 @@ def _formats(text: str) -> tuple[str, ...]:
     from adain.images import INPUT_FORMATS
 
     known = {f.lower() for f in INPUT_FORMATS}
-    names = tuple(dict.fromkeys({"jpg": "jpeg", "tif": "tiff"}.get(n, n) for n in
+    names = tuple(dict.fromkeys(FORMAT_ALIASES.get(n, n) for n in
                                 (p.strip().lower() for p in text.split(",")) if n))
     unknown = [n for n in names if n not in known]
     if unknown or not names:
@@ -200,40 +190,40 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", str, "address to listen on"),
-    Option("port", _int(0, 65535), "TCP port (0: any free port)"),
+    Option("port", count_arg(0, 65535), "TCP port (0: any free port)"),
     Option("model", str, "weights bundle from the manifest (default: vgg16-hed)"),
     Option("encoder", Path, "encoder weight file (.pth or .safetensors); overrides the bundle's"),
     Option("decoder", Path, "decoder weight file (.pth or .safetensors); overrides the bundle's"),
     Option("arch", _choice("vgg19", "vgg16"), "architecture of --encoder/--decoder (default: read from the file)"),
     Option("device", str, "auto | cpu | cuda | cuda:N, or a comma-separated list (one worker each); "
            "auto = every visible GPU (CUDA_VISIBLE_DEVICES), else the CPU", aliases=("--devices",)),
-    Option("workers", _int(1), "workers per device (each owns a copy of the model)"),
+    Option("workers", count_arg(1), "workers per device (each owns a copy of the model)"),
     Option("precision", _choice("auto", "fp32", "bf16", "fp16"), "inference precision (autocast); auto: bf16 on "
            "CUDA GPUs and on CPUs with AVX-512 BF16 or AMX, else fp32"),
-    Option("batch_size", _int(1), "most images one worker runs as one batch"),
+    Option("batch_size", count_arg(1), "most images one worker runs as one batch"),
     Option("batch_window_ms", _float, "how long a worker waits for more requests to fill a batch"),
-    Option("queue_size", _int(1), "requests waiting per worker lane before new ones get 503"),
+    Option("queue_size", count_arg(1), "requests waiting per worker lane before new ones get 503"),
     Option("request_timeout", _float, "seconds a request may take before it gets 504 (its work is dropped, at the "
            "next safe point if it started); requests the queue could not finish in time get 503 at once"),
-    Option("max_upload_bytes", _int(1), "largest request body (413)"),
-    Option("max_pixels", _int(1), "most pixels per image: as uploaded (read from the header before decoding) and as "
-           "resized to content_size / style_size (checked before resizing) (413)"),
+    Option("max_upload_bytes", count_arg(1), "largest request body (413)"),
+    Option("max_pixels", count_arg(1), "most pixels per image: as uploaded (read from the header before decoding) and "
+           "as resized to content_size / style_size (checked before resizing) (413)"),
     Option("max_aspect", _aspect, "most the longer side of a resized image may exceed its shorter side, as a factor "
            "(16: at most 16:1) (422)"),
-    Option("max_size", _int(1), "largest content_size / style_size (and style_size x style_scale) a request may ask "
-           "for (422)"),
-    Option("max_styles", _int(1), "most styles per request (422)"),
+    Option("max_size", count_arg(1), "largest content_size / style_size (and style_size x style_scale) a request may "
+           "ask for (422)"),
+    Option("max_styles", count_arg(1), "most styles per request (422)"),
     Option("formats", _formats, "accepted input formats, recognised by content (415)"),
-    Option("content_size", _int(0), "default shorter side of the content (0: keep)"),
-    Option("style_size", _int(0), "default shorter side of the styles (0: keep); stored styles are encoded at it"),
-    Option("style_cache", _int(1), "style statistics kept per worker (LRU, about 4 KiB each)"),
-    Option("tile_pixels", _int(0), "images (content or style, as prepared) with more pixels than this run through "
+    Option("content_size", count_arg(0), "default shorter side of the content (0: keep)"),
+    Option("style_size", count_arg(0), "default shorter side of the styles (0: keep); stored styles are encoded at it"),
+    Option("style_cache", count_arg(1), "style statistics kept per worker (LRU, about 4 KiB each)"),
+    Option("tile_pixels", count_arg(0), "images (content or style, as prepared) with more pixels than this run through "
            "the networks in overlapping tiles, bounding memory (0: never tile)"),
     Option("tile_size", _tile_size, "tile side in pixels, a multiple of 8 (each tile also reads a halo)"),
-    Option("large_pixels", _int(0), "requests with more pixels than this (content and styles to encode, as "
+    Option("large_pixels", count_arg(0), "requests with more pixels than this (content and styles to encode, as "
            "prepared) run in a second lane of each worker, one at a time, so that they never hold up small ones "
            "(0: one lane)"),
-    Option("decode_threads", _int(1), "threads decoding, validating and encoding images"),
+    Option("decode_threads", count_arg(1), "threads decoding, validating and encoding images"),
     Option("db", str, "style store: sqlite:///PATH, a file path, or postgresql://USER:PASSWORD@HOST:PORT/DB "
            "(default: a SQLite file in the user data folder)"),
     Option("shutdown_timeout", _float, "seconds to finish queued work after SIGTERM"),
@@ -244,21 +234,21 @@ OPTIONS: tuple[Option, ...] = (
            "(default: none; other origins' POST/PATCH/DELETE get 403)"),
     Option("rate_limit", _float, "requests per minute per key (per client address without keys; 0: no limit)"),
     Option("megapixels_per_minute", _float, "megapixels of images per minute per key or address (0: no limit)"),
-    Option("max_stored_styles", _int(0), "styles one key (or address) may store (0: no limit)"),
-    Option("max_stored_bytes", _int(0), "bytes of style images one key (or address) may store (0: no limit)"),
+    Option("max_stored_styles", count_arg(0), "styles one key (or address) may store (0: no limit)"),
+    Option("max_stored_bytes", count_arg(0), "bytes of style images one key (or address) may store (0: no limit)"),
     Option("docs", _bool, "serve /docs and /openapi.json"),
     Option("metrics", _bool, "serve /metrics"),
     Option("keep_alive_timeout", _float, "seconds an idle keep-alive connection stays open"),
     Option("body_timeout", _float, "seconds a client may take to send a request body (408; 0: no limit)"),
     Option("header_timeout", _float, "seconds a client may take to send a request's line and headers, from the "
            "connection or the request's first byte (408, the connection closed; 0: no limit)"),
-    Option("admin_port", _int(0, 65535), "serve /metrics, /docs and /openapi.json on this port (on --host) instead "
-           "of the public one (default: on the public one)"),
-    Option("max_work_bytes", _int(1), "bytes the images of admitted requests may take at once (decoding, queued or "
-           "running), reserved from their headers before anything is decoded: more gets 503, a request that alone "
+    Option("admin_port", count_arg(0, 65535), "serve /metrics, /docs and /openapi.json on this port (on --host) "
+           "instead of the public one (default: on the public one)"),
+    Option("max_work_bytes", count_arg(1), "bytes the images of admitted requests may take at once (decoding, queued "
+           "or running), reserved from their headers before anything is decoded: more gets 503, a request that alone "
            "needs more gets 413"),
-    Option("max_connections", _int(1), "most connections at once (uvicorn's limit_concurrency; more get a plain-text "
-           "503), which bounds the request bodies held in memory"),
+    Option("max_connections", count_arg(1), "most connections at once (uvicorn's limit_concurrency; more get a "
+           "plain-text 503), which bounds the request bodies held in memory"),
     Option("allowed_hosts", _hosts, "Host header values the server answers to besides its own (--host, localhost, "
            "127.0.0.1, [::1] on its port): name (any port) or name:port, comma-separated, or * for any; other hosts "
            "get 400 (DNS rebinding)"),
@@ -295,6 +285,6 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
             continue
         try:
             values[opt.name] = opt.parse(raw)
-        except ValueError as exc:
+        except (ValueError, argparse.ArgumentTypeError) as exc:
             p.error(f"{where}: {exc}")
     return Settings(**values)

@@ -27,7 +27,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+from ..options import IMAGE_SUFFIXES
+
 MAX_ATTEMPTS = 8  # unreadable files replaced in a row before a sample gives up
 
 Unreadable = tuple[str, str]  # (kind: "content" | "style", path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..arguments import count_arg
 from ..bundles.download import sha256_file
 from ..bundles.layouts import build_decoder, load_into, save_safetensors
 from ..bundles.manifest import listed_as, manifest_path
@@ -29,7 +30,7 @@ from ..net import Decoder
 from .losses import held_out_losses
 from .mixing import mix_arg, mix_decoders
 from .runs import average_checkpoints, latest_checkpoint, load_checkpoint, read_metrics
-from .setup import HELD_OUT_SEED, count_arg, held_out_pairs, init_models
+from .setup import HELD_OUT_SEED, held_out_pairs, init_models
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 WINDOW = 10  # metrics records averaged for the final training losses

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
+from ..arguments import count_arg
 from ..bundles.download import sha256_file
 from ..bundles.layouts import decoder_layer, decoder_skips, load_into
 from ..errors import AdainError, InputError, exit_status
@@ -57,7 +58,7 @@ from .runs import (
     save_checkpoint,
     trim_metrics,
 )
-from .setup import Models, calibrate_skips, count_arg, held_out_pairs, init_models, skips_arg
+from .setup import Models, calibrate_skips, held_out_pairs, init_models, skips_arg
 
 LOCK = ".lock"
 SAMPLE_PAIRS = 4  # rows of the sample grids

@@ -1,5 +1,5 @@
-"""What a training run (adain.train.loop) and its export (adain.train.export) share: the models, the held-out pairs and
-the argument type of counts. Both import them from here, so the dependency runs one way: train -> export (for
+"""What a training run (adain.train.loop) and its export (adain.train.export) share: the models and the held-out
+pairs. Both import them from here, so the dependency runs one way: train -> export (for
 ``adain train export``), never back.
 """
 
@@ -84,18 +84,3 @@ def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
     """The fixed validation pairs of a run: its first held-out files, crops seeded by :data:`HELD_OUT_SEED`."""
     return fixed_pairs([Path(p) for p in data["content"]["held_out"]], [Path(p) for p in data["style"]["held_out"]],
                        n, resize, crop, HELD_OUT_SEED)
-
-
-def count_arg(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
