@@ -251,7 +251,7 @@ def _optimize_model(args: argparse.Namespace, init: str):
             raise WeightsError(f"{exc} (--init adain needs a decoder; --init content or noise needs only the "
                                f"encoder)") from None
     from .bundles.cache import resolve_encoder
-    from .stylizer import resolve_device
+    from .devices import resolve_device
 
     return resolve_encoder(args.model, args.encoder, args.arch)[0].to(resolve_device(args.device))
 

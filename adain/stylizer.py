@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from . import ops, tiling
 from .bundles.layouts import build_decoder, build_encoder, read_arch
+from .devices import resolve_device
 from .errors import InputError
 from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, scaled_size, to_tensor
 from .masks import feature_masks, fit_masks
@@ -42,21 +43,6 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 ImageLike = Image.Image | Tensor
 
 log = logging.getLogger("adain.stylizer")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but no CUDA device is available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"no CUDA device {dev.index}: there are {torch.cuda.device_count()}")
-    return dev
 
 
 def check_weights(weights: Sequence[float] | None, n_styles: int) -> Tensor:

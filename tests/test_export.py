@@ -13,7 +13,7 @@ from safetensors import safe_open
 from adain.bundles.download import sha256_file
 from adain.bundles.layouts import build_decoder, read_arch, save_safetensors
 from adain.train.mixing import Mix, mix_arg
-from adain.train.runs import latest_checkpoint, read_metrics
+from adain.train.runs import latest_checkpoint, read_training_log
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, run_train, train_argv
 
@@ -58,7 +58,7 @@ def test_export_writes_a_loadable_decoder_and_a_model_card(trained: tuple[TinyDa
     assert training["throughput"]["it_s"] > 0 and training["throughput"]["images_s"] == 2 * training["throughput"][
         "it_s"]
     assert card["data"]["content"] == {"root": str(data.content), "train": 4, "held_out": 2, "skipped": 0}
-    logged = [r for r in read_metrics(run) if r.get("split", "train") == "train"]
+    logged = [r for r in read_training_log(run) if r.get("split", "train") == "train"]
     final = card["final_training_losses"]
     assert (final["from_step"], final["to_step"], final["batches"]) == (1, 3, 3)
     assert final["total"] == pytest.approx(sum(r["loss"] for r in logged) / 3)

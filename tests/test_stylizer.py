@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from adain import ops
+from adain.devices import resolve_device
 from adain.errors import InputError
 from adain.images import read_image, resize_shorter, to_pil, to_uint8
 from adain.net import MIN_SIDE, Decoder, Encoder
-from adain.stylizer import StatsCache, Stylizer, Target, check_alpha, check_weights, resolve_device
+from adain.stylizer import StatsCache, Stylizer, Target, check_alpha, check_weights
 
 from .conftest import random_networks
 

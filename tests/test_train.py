@@ -12,7 +12,7 @@ from PIL import Image
 from adain.bundles.download import sha256_file
 from adain.bundles.layouts import save_safetensors
 from adain.train.loop import LOCK, lr_at
-from adain.train.runs import checkpoints, latest_checkpoint, read_metrics
+from adain.train.runs import checkpoints, latest_checkpoint, read_training_log
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
 
@@ -23,7 +23,7 @@ def data(tmp_path: Path, weight_files: dict) -> TinyData:
 
 
 def train_records(run_dir: Path) -> list[dict]:
-    return [r for r in read_metrics(run_dir) if r.get("split", "train") == "train"]
+    return [r for r in read_training_log(run_dir) if r.get("split", "train") == "train"]
 
 
 def test_lr_schedule() -> None:
@@ -63,7 +63,7 @@ def test_resume_continues_exactly(data: TinyData, tmp_path: Path) -> None:
     # the log of the lost step 3 was dropped on resume: each step once, and equal to the uninterrupted run's
     assert [r["step"] for r in train_records(two)] == [1, 2, 3, 4]
     assert [r["loss"] for r in train_records(two)] == pytest.approx([r["loss"] for r in train_records(one)], rel=1e-5)
-    held_out = [r for r in read_metrics(two) if r.get("split") == "held_out"]
+    held_out = [r for r in read_training_log(two) if r.get("split") == "held_out"]
     assert [r["step"] for r in held_out] == [1, 2, 3, 4] and all(r["pairs"] == 2 for r in held_out)
     with Image.open(two / "sample-00000004.png") as im:  # 2 pairs: content | style | output, 2 px padding
         assert im.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)

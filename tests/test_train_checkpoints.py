@@ -12,15 +12,15 @@ from adain.train import runs
 from adain.train.runs import (
     REQUIRED_KEYS,
     CheckpointError,
-    MetricsLog,
     TrainingDiverged,
+    TrainingLog,
     checkpoints,
     latest_checkpoint,
     load_checkpoint,
-    read_metrics,
+    read_training_log,
     remove_stale_tmp,
     save_checkpoint,
-    trim_metrics,
+    trim_training_log,
 )
 
 
@@ -79,30 +79,30 @@ def test_latest_checkpoint_falls_back_past_unreadable_ones(tmp_path: Path) -> No
 def test_metrics_read_and_trim(tmp_path: Path) -> None:
     lines = [json.dumps({"step": s, "loss": float(s)}) for s in (1, 2, 3)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')  # torn last line
-    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
-    trim_metrics(tmp_path, 2)
-    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
-    assert read_metrics(tmp_path / "nowhere") == []
+    assert [r["step"] for r in read_training_log(tmp_path)] == [1, 2, 3]
+    trim_training_log(tmp_path, 2)
+    assert [r["step"] for r in read_training_log(tmp_path)] == [1, 2]
+    assert read_training_log(tmp_path / "nowhere") == []
 
 
 def test_metrics_log_averages_each_interval(tmp_path: Path) -> None:
-    log = MetricsLog(tmp_path, style_weight=10)
+    log = TrainingLog(tmp_path, style_weight=10)
     for content in (1.0, 3.0):
         log.add(torch.tensor(content), [torch.tensor(0.1)] * 4)
     rec = log.log_train(2, lr=1e-4)
     log.add(torch.tensor(5.0), [torch.tensor(0.0)] * 4)
     log.log_train(3, lr=1e-4)
     log.close()
-    first, second = read_metrics(tmp_path)
+    first, second = read_training_log(tmp_path)
     assert first == rec and (first["steps_averaged"], second["steps_averaged"]) == (2, 1)
     assert first["content"] == 2.0 and first["style"] == pytest.approx(0.4)
     assert first["loss"] == pytest.approx(2.0 + 10 * 0.4) and second["loss"] == 5.0
 
 
 def test_metrics_log_stops_on_nan(tmp_path: Path) -> None:
-    log = MetricsLog(tmp_path, style_weight=10)
+    log = TrainingLog(tmp_path, style_weight=10)
     log.add(torch.tensor(float("nan")), [torch.tensor(0.1)] * 4)
     with pytest.raises(TrainingDiverged, match="at step 7"):
         log.log_train(7, lr=1e-4)
     log.close()
-    assert read_metrics(tmp_path) == []
+    assert read_training_log(tmp_path) == []

@@ -12,10 +12,10 @@ from torch import Tensor
 
 from adain import Stylizer
 from adain.bundles.layouts import build_decoder
-from adain.train.loop import Models, Objective, compute_losses, lr_at
+from adain.train.loop import Models, TrainingObjective, compute_losses, lr_at
 from adain.train.losses import grid_loss, layout_loss, normalised_feature_loss, phase_profile
 from adain.train.quality import grid_ratio
-from adain.train.runs import latest_checkpoint, read_metrics
+from adain.train.runs import latest_checkpoint, read_training_log
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
 
@@ -51,7 +51,7 @@ def test_each_term_of_the_objective_adds_to_the_content_side_loss(content_paths:
     s = prepare(read_image(content_paths[1]), 32, True)[None]
     with torch.no_grad():
         paper, style, _ = compute_losses(models, c, s)
-        terms = [compute_losses(models, c, s, Objective(**{k: 1.0}))[0] - paper
+        terms = [compute_losses(models, c, s, TrainingObjective(**{k: 1.0}))[0] - paper
                  for k in ("structure", "layout", "pixel", "grid")]
     assert len(style) == 4 and all(t > 0 for t in terms)
 
@@ -100,7 +100,7 @@ def test_a_hybrid_run_with_a_reconstruction_start_learns_and_records_its_objecti
     argv = train_argv(data, run, steps=12, recon_steps=6, warmup=2, holdout_content=1, holdout_style=1,
                       lr_decay=0, lr=1e-3)
     assert run_train(data, argv) == 0
-    losses = [r["loss"] for r in read_metrics(run) if r.get("split", "train") == "train"]
+    losses = [r["loss"] for r in read_training_log(run) if r.get("split", "train") == "train"]
     assert len(losses) == 12 and sum(losses[4:6]) < sum(losses[:2])  # the reconstruction steps learn
     args = latest_checkpoint(run)[1]["args"]
     assert (args["loss"], args["structure_weight"], args["layout_weight"], args["recon_steps"]) == \

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adain.train.runs import checkpoints, latest_checkpoint, load_checkpoint, read_metrics
+from adain.train.runs import checkpoints, latest_checkpoint, load_checkpoint, read_training_log
 from tests.train_support import PYTHON, TinyData, make_tiny_data, resume_argv, run_train, subprocess_env, train_argv
 
 
@@ -41,13 +41,13 @@ def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, timeout: float
 def test_sigterm_saves_a_checkpoint_and_exits_143(data: TinyData, tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = start(data, run, workers=1, checkpoint_every=1_000_000)  # the only checkpoint will be the signal's
-    wait_until(lambda: len(read_metrics(run)) >= 2, proc)
+    wait_until(lambda: len(read_training_log(run)) >= 2, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
     assert "stopped by signal 15" in proc.stderr.read()
     path, state = latest_checkpoint(run)
     assert checkpoints(run) == [path]
-    assert state["step"] == max(r["step"] for r in read_metrics(run)) >= 2  # every finished step is in it
+    assert state["step"] == max(r["step"] for r in read_training_log(run)) >= 2  # every finished step is in it
     assert run_train(data, resume_argv(run, steps=state["step"] + 1)) == 0
     assert latest_checkpoint(run)[1]["step"] == state["step"] + 1
 

@@ -29,11 +29,11 @@ from ..files import atomic_path, write_atomic
 from ..net import Decoder
 from .losses import held_out_losses
 from .mixing import mix_arg, mix_decoders
-from .runs import average_checkpoints, latest_checkpoint, load_checkpoint, read_metrics
+from .runs import average_checkpoints, latest_checkpoint, load_checkpoint, read_training_log
 from .setup import HELD_OUT_SEED, held_out_pairs, init_models
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-WINDOW = 10  # metrics records averaged for the final training losses
+WINDOW = 10  # training log records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
 OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
@@ -125,7 +125,7 @@ def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
 
 
 def training_summary(records: list[dict], step: int, batch_size: int) -> tuple[dict | None, dict | None]:
-    """(final training losses, throughput) from the metrics records up to ``step``; None where unknown.
+    """(final training losses, throughput) from the training log's records up to ``step``; None where unknown.
 
     Records written since the interval averaging carry ``steps_averaged``; older ones are single batches.
     """
@@ -156,7 +156,7 @@ def training_summary(records: list[dict], step: int, batch_size: int) -> tuple[d
 def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int, batch_size: int,
              device: str) -> dict:
     """Held-out losses of the exported decoder, of the step-0 decoder, and the references (see HELD_OUT_MEANING)."""
-    from ..stylizer import resolve_device
+    from ..devices import resolve_device
 
     args, info = state["args"], state["encoder"]
     if encoder is None and "file" in info:
@@ -224,7 +224,7 @@ def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict
                ) -> dict:
     """The JSON model card of an exported decoder."""
     args, step, init = state["args"], state["step"], state.get("init_decoder")
-    final, throughput = training_summary(read_metrics(ckpt.parent), step, args["batch_size"])
+    final, throughput = training_summary(read_training_log(ckpt.parent), step, args["batch_size"])
     return {
         "format": CARD_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -50,13 +50,13 @@ from .losses import (
     texture_loss,
 )
 from .runs import (
-    MetricsLog,
     TrainingDiverged,
+    TrainingLog,
     checkpoints,
     latest_checkpoint,
     remove_stale_tmp,
     save_checkpoint,
-    trim_metrics,
+    trim_training_log,
 )
 from .setup import Models, calibrate_skips, held_out_pairs, init_models, skips_arg
 
@@ -70,7 +70,7 @@ PATH_ARGS = ("content_dir", "style_dir", "encoder", "init_decoder", "output_dir"
 
 
 @dataclass(frozen=True)
-class Objective:
+class TrainingObjective:
     """What the decoder is trained to minimise, besides the paper's content + style_weight * style.
 
     ``structure``: weight of the instance-normalised relu3_1 loss against the content photo;
@@ -120,7 +120,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Objective = Objective()
+def compute_losses(models: Models, content: Tensor, style: Tensor, objective: TrainingObjective = TrainingObjective()
                    ) -> tuple[Tensor, list[Tensor], Tensor]:
     """(content-side loss, per-layer style losses, output) of one batch.
 
@@ -149,7 +149,7 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Ob
     return lc, style_losses(out_feats, style_feats), out
 
 
-def appearance_losses(out: Tensor, style: Tensor, objective: Objective) -> dict[str, Tensor]:
+def appearance_losses(out: Tensor, style: Tensor, objective: TrainingObjective) -> dict[str, Tensor]:
     """The weighted encoder-free style terms of ``objective`` that are on: colour and texture."""
     terms = {}
     if objective.colour:
@@ -159,12 +159,12 @@ def appearance_losses(out: Tensor, style: Tensor, objective: Objective) -> dict[
     return terms
 
 
-def objective_at(args: argparse.Namespace, step: int) -> tuple[Objective, bool]:
+def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective, bool]:
     """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
     recon = step < args.recon_steps
     pixel = RECON_PIXEL_WEIGHT if recon else 0.0
     colour, texture = (0.0, 0.0) if recon else (args.colour_weight, args.texture_weight)
-    return Objective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, colour, texture), recon
+    return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, colour, texture), recon
 
 
 def lr_at(step: int, base_lr: float, decay: float, warmup: int = 0) -> float:
@@ -431,10 +431,10 @@ def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
             setattr(args, key, value)
 
 
-def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
+def set_up_run(args: argparse.Namespace, resume: dict | None) -> Run:
     """Build a fresh run (scanning the data), or restore one from the checkpoint ``resume``."""
     from ..bundles.cache import encoder_arch
-    from ..stylizer import resolve_device
+    from ..devices import resolve_device
 
     device = resolve_device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
@@ -462,14 +462,14 @@ def prepare(args: argparse.Namespace, resume: dict | None) -> Run:
     optimizer.load_state_dict(resume["optimizer"])  # moves the state to the parameters' device
     torch.set_rng_state(resume["rng"]["torch"])
     random.setstate(resume["rng"]["python"])
-    trim_metrics(args.output_dir, resume["step"])
+    trim_training_log(args.output_dir, resume["step"])
     return Run(args, device, precision, models, encoder_info, optimizer, data, resume["step"], init,
                resume.get("changes", []))
 
 
 def train(args: argparse.Namespace, resume: dict | None = None) -> int:
     """Run (or, with ``resume`` = a checkpoint, continue) training; returns the process exit code."""
-    run = prepare(args, resume)
+    run = set_up_run(args, resume)
     run_dir: Path = args.output_dir
     models, optimizer, device = run.models, run.optimizer, run.device
     if device.type == "cuda":
@@ -483,7 +483,7 @@ def train(args: argparse.Namespace, resume: dict | None = None) -> int:
         print(f"already at step {run.step} >= --steps {args.steps}; nothing to do", file=sys.stderr)
     saved_step = run.step if resume else -1
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
-    log = MetricsLog(run_dir, args.style_weight)
+    log = TrainingLog(run_dir, args.style_weight)
     bar = tqdm(total=args.steps, initial=run.step, disable=args.no_progress, unit="it", dynamic_ncols=True)
     try:
         with StopFlag() as stop:

@@ -1,4 +1,4 @@
-"""A training run's folder: checkpoints and the metrics log (with TensorBoard when installed).
+"""A training run's folder: checkpoints and the training log (with TensorBoard when installed).
 
 Checkpoints are ``ckpt-<step>.pt``, written to a hidden temporary name, flushed
 to disk and renamed, so a process killed at any moment leaves either the
@@ -25,7 +25,7 @@ from .losses import Losses
 
 CHECKPOINT_RE = re.compile(r"ckpt-(\d+)\.pt")
 CHECKPOINT_GLOB = "ckpt-*.pt"
-METRICS = "metrics.jsonl"
+TRAINING_LOG = "metrics.jsonl"  # the name of the first release, which resumed runs keep appending to
 # What every checkpoint holds (the format of the first release; later keys are optional).
 REQUIRED_KEYS = ("step", "decoder", "optimizer", "args", "arch", "encoder", "data", "precision", "rng")
 
@@ -120,10 +120,10 @@ def remove_stale_tmp(run_dir: Path) -> None:
     remove_temp_files(run_dir, CHECKPOINT_GLOB)
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_training_log(run_dir: Path) -> list[dict]:
     """The records of ``metrics.jsonl`` (a torn last line is ignored); [] when there is none."""
     try:
-        lines = (run_dir / METRICS).read_text().splitlines()
+        lines = (run_dir / TRAINING_LOG).read_text().splitlines()
     except FileNotFoundError:
         return []
     records = []
@@ -135,22 +135,22 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return records
 
 
-def trim_metrics(run_dir: Path, step: int) -> None:
+def trim_training_log(run_dir: Path, step: int) -> None:
     """Drop the records after ``step`` (logged after the checkpoint a run resumes from; they will be redone)."""
-    path = run_dir / METRICS
+    path = run_dir / TRAINING_LOG
     if not path.exists():
         return
-    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+    kept = [r for r in read_training_log(run_dir) if r.get("step", 0) <= step]
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-class MetricsLog:
+class TrainingLog:
     """Appends to ``metrics.jsonl`` (and TensorBoard when installed): training losses averaged over each
     logging interval, and held-out losses."""
 
     def __init__(self, run_dir: Path, style_weight: float) -> None:
         self.style_weight = style_weight
-        self.file = (run_dir / METRICS).open("a")
+        self.file = (run_dir / TRAINING_LOG).open("a")
         self.writer = _tensorboard(run_dir)
         self._sum: Tensor | None = None
         self._extra: dict[str, Tensor] = {}
