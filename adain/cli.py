@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adain`` command."""
     argv = attach_number_lists(list(sys.argv[1:] if argv is None else argv))
     if argv[:1] == ["train"]:
-        from .train.loop import main as train_main
+        from .train.cli import main as train_main
 
         return train_main(argv[1:])
     if argv[:1] == ["evaluate"]:

@@ -11,7 +11,8 @@ from PIL import Image
 
 from adain.bundles.download import sha256_file
 from adain.bundles.layouts import save_safetensors
-from adain.train.loop import LOCK, lr_at
+from adain.train.cli import LOCK
+from adain.train.loop import lr_at
 from adain.train.runs import checkpoints, latest_checkpoint, read_training_log
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
@@ -203,7 +204,8 @@ def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_pat
 
 def test_defaults_are_the_recipe_of_the_encoder_and_help_shows_them(data: TinyData, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
-    from adain.train.loop import RECIPES, build_parser
+    from adain.train.cli import build_parser
+    from adain.train.recipes import RECIPES
 
     run = tmp_path / "run"
     recipe = {k: v for k, v in RECIPES["vgg16"].items() if k not in ("batch_size", "resize", "crop")}  # kept tiny

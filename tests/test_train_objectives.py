@@ -12,10 +12,12 @@ from torch import Tensor
 
 from adain import Stylizer
 from adain.bundles.layouts import build_decoder
-from adain.train.loop import Models, TrainingObjective, compute_losses, lr_at
+from adain.train.loop import lr_at
 from adain.train.losses import grid_loss, layout_loss, normalised_feature_loss, phase_profile
+from adain.train.objective import TrainingObjective, compute_losses
 from adain.train.quality import grid_ratio
 from adain.train.runs import latest_checkpoint, read_training_log
+from adain.train.setup import Models
 from tests.conftest import random_networks
 from tests.train_support import TinyData, make_tiny_data, resume_argv, run_train, train_argv, write_images
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from adain.train import loop as train
+from adain.train import cli as train
 from tests.conftest import one_thread
 
 
@@ -52,8 +52,8 @@ def make_tiny_data(root: Path, encoder: Path, n_content: int = 6, n_style: int =
 
 DEFAULTS = {"steps": 2, "batch-size": 2, "resize": 32, "crop": 32, "holdout-content": 2, "holdout-style": 2,
             "workers": 0, "checkpoint-every": 1000, "log-every": 1, "sample-every": 0, "eval-every": 0,
-            # fixed here rather than the vgg16 recipe's (train.RECIPES), whose 500 reconstruction steps would make
-            # every short test run a reconstruction
+            # fixed here rather than the vgg16 recipe's (adain.train.recipes.RECIPES), whose 500 reconstruction steps
+            # would make every short test run a reconstruction
             "loss": "hybrid", "style-weight": 10, "lr": 1e-4, "warmup": 0, "recon-steps": 0}
 
 

@@ -102,6 +102,13 @@ def average_checkpoints(newest: Path, state: dict, count: int) -> dict:
     return {**state, "decoder": decoder, "averaged_steps": sorted(steps)}
 
 
+def jsonable(value: object) -> object:
+    """Paths (and lists of them) as strings, for checkpoints."""
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 def _step_of(path: Path) -> int:
     return int(CHECKPOINT_RE.fullmatch(path.name).group(1))
 

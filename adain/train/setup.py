@@ -1,5 +1,5 @@
 """What a training run (adain.train.loop) and its export (adain.train.export) share: the models and the held-out
-pairs. Both import them from here, so the dependency runs one way: train -> export (for
+pairs. Both import them from here, so the dependency runs one way: adain.train.cli -> export (for
 ``adain train export``), never back.
 """
 

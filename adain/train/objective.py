@@ -1,0 +1,95 @@
+"""What one training step minimises: the paper's content and style losses plus the optional terms of a
+:class:`TrainingObjective` (structure, layout, pixel, grid, colour, texture)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..net import FEATURE_LAYERS
+from .losses import (
+    colour_loss,
+    content_loss,
+    decoder_targets,
+    grid_loss,
+    layout_loss,
+    normalised_feature_loss,
+    style_losses,
+    texture_loss,
+)
+from .setup import Models
+
+
+@dataclass(frozen=True)
+class TrainingObjective:
+    """What the decoder is trained to minimise, besides the paper's content + style_weight * style.
+
+    ``structure``: weight of the instance-normalised relu3_1 loss against the content photo;
+    ``layout``: weight of the coarse standardised-luminance loss against it; ``pixel``: weight of
+    the pixel L1 loss, used in reconstruction steps (the style image is then the content itself);
+    ``grid``: weight of the loss on the output's gradient profile modulo 8 (the upsampling grid);
+    ``colour`` and ``texture``: weights of the encoder-free appearance losses against the style image
+    (:func:`adain.train.losses.colour_loss`, :func:`adain.train.losses.texture_loss`), off in reconstruction steps.
+    """
+
+    structure: float = 0.0
+    layout: float = 0.0
+    pixel: float = 0.0
+    grid: float = 0.0
+    colour: float = 0.0
+    texture: float = 0.0
+
+
+STRUCTURE_LAYER = 2  # relu3_1
+RECON_PIXEL_WEIGHT = 10.0  # pixel L1 (images in [0, 1]) in reconstruction steps
+
+
+def compute_losses(models: Models, content: Tensor, style: Tensor, objective: TrainingObjective = TrainingObjective()
+                   ) -> tuple[Tensor, list[Tensor], Tensor]:
+    """(content-side loss, per-layer style losses, output) of one batch.
+
+    The content-side loss is the paper's (MSE of the AdaIN layer's features to the AdaIN target) plus the
+    ``objective``'s terms (its colour and texture terms are :func:`appearance_losses`'). AdaIN works at every
+    input of the decoder (its layer and its skips), each with the style's own statistics there.
+    """
+    enc, dec = models.encoder, models.decoder
+    k = FEATURE_LAYERS.index(enc.layer)
+    with torch.no_grad():
+        content_feats = enc.features(content, FEATURE_LAYERS[-1] if style is content else enc.layer)
+        style_feats = content_feats if style is content else enc.features(style)
+        targets = decoder_targets(dec.inputs, content_feats, style_feats)
+    out = dec(targets, tuple(content.shape[-2:]))
+    out_feats = enc.features(out)
+    lc = content_loss(out_feats[k], targets[-1])
+    if objective.structure:
+        lc = lc + objective.structure * normalised_feature_loss(out_feats[STRUCTURE_LAYER],
+                                                                content_feats[STRUCTURE_LAYER])
+    if objective.layout:
+        lc = lc + objective.layout * layout_loss(out, content)
+    if objective.pixel:
+        lc = lc + objective.pixel * F.l1_loss(out.float(), content.float())
+    if objective.grid:
+        lc = lc + objective.grid * grid_loss(out, content)
+    return lc, style_losses(out_feats, style_feats), out
+
+
+def appearance_losses(out: Tensor, style: Tensor, objective: TrainingObjective) -> dict[str, Tensor]:
+    """The weighted encoder-free style terms of ``objective`` that are on: colour and texture."""
+    terms = {}
+    if objective.colour:
+        terms["colour"] = objective.colour * colour_loss(out, style)
+    if objective.texture:
+        terms["texture"] = objective.texture * texture_loss(out, style)
+    return terms
+
+
+def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective, bool]:
+    """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
+    recon = step < args.recon_steps
+    pixel = RECON_PIXEL_WEIGHT if recon else 0.0
+    colour, texture = (0.0, 0.0) if recon else (args.colour_weight, args.texture_weight)
+    return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, colour, texture), recon

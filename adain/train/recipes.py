@@ -1,0 +1,42 @@
+"""The defaults of ``adain train`` that depend on the encoder and the loss: the recipes of docs/training.md."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..bundles.layouts import decoder_layer, decoder_skips
+
+LOSS_DEFAULTS = {"paper": {"structure_weight": 0.0, "layout_weight": 0.0},
+                 "hybrid": {"structure_weight": 1.0, "layout_weight": 1.0}}
+#: Defaults by the encoder's architecture: vgg19, the paper's (and its reference implementation's); vgg16 (HED),
+#: the first stage of the shipped decoder's recipe (docs/training.md). A flag given, or an --init-decoder's
+#: layer and skips, take their place.
+RECIPES: dict[str, dict[str, object]] = {
+    "vgg19": {"layer": "relu4_1", "skips": [], "loss": "paper", "style_weight": 10.0, "batch_size": 8, "lr": 1e-4,
+              "warmup": 0, "recon_steps": 0, "resize": 512, "crop": 256},
+    "vgg16": {"layer": "relu3_1", "skips": [], "loss": "paper", "style_weight": 1.0, "batch_size": 4, "lr": 3e-4,
+              "warmup": 200, "recon_steps": 500, "resize": 256, "crop": 160},
+}
+
+
+def recipe_help(key: str) -> str:
+    """The help text of a recipe option: its defaults for vgg16 and vgg19 encoders."""
+
+    def show(value: object) -> str:
+        return ",".join(map(str, value)) or "none" if isinstance(value, list) else str(value)
+
+    return f"default: {show(RECIPES['vgg16'][key])} for vgg16 encoders, {show(RECIPES['vgg19'][key])} for vgg19"
+
+
+def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
+    """What was not given: the --init-decoder's layer and skips, else :data:`RECIPES` of the encoder's
+    architecture; the loss's weights from :data:`LOSS_DEFAULTS`."""
+    if args.init_decoder is not None:
+        args.layer = args.layer or decoder_layer(args.init_decoder)
+        args.skips = list(decoder_skips(args.init_decoder)) if args.skips is None else args.skips
+    for key, value in RECIPES[arch].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    for key, value in LOSS_DEFAULTS[args.loss].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
