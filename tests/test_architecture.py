@@ -21,7 +21,7 @@ ALLOWED = {
 }
 #: The model at adain's root never reaches into training or optimisation.
 MODEL_MODULES = ("net", "ops", "upconv", "tiling", "precision", "images", "masks", "options", "stylizer", "errors",
-                 "files")
+                 "files", "devices", "arguments")
 
 
 def _module_name(path: Path) -> str:
