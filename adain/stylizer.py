@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import torch
 from PIL import Image
@@ -147,6 +147,51 @@ class Target:
     masks: Tensor | None = None  # (S, H, W) soft masks at image resolution
 
 
+@dataclass
+class StyleRef:
+    """One style of a :class:`Stylization`: its statistics (each (C,), taken as the stylization's colour mode and
+    style size ask), or its image, to encode."""
+
+    stats: ops.Stats | None = None
+    image: ImageLike | None = None
+
+
+@dataclass
+class Stylization:
+    """One content image to stylize, checked and prepared: what :meth:`Stylizer.stylize` runs, as data, so that a
+    caller can build it in one place (:meth:`checked`) and run it, batched with others, in another
+    (:meth:`Stylizer.stylize_batch`)."""
+
+    content: Tensor  # prepared (3, H, W)
+    styles: list[StyleRef]
+    weights: Tensor  # (S,), summing to one
+    alpha: float = 1.0
+    masks: Tensor | None = None  # (S, H, W) fitted to the content
+    preserve_color: ColorMode = "none"
+    style_size: int = 0
+    style_scale: float = 1.0  # the styles are resized by it after style_size
+    crop: bool = False
+
+    @classmethod
+    def checked(cls, content: ImageLike, styles: Sequence[StyleRef], weights: Sequence[float] | None = None,
+                alpha: float = 1.0, preserve_color: ColorMode = "none", mask: Tensor | None = None,
+                content_size: int = 0, style_size: int = 0, crop: bool = False, style_scale: float = 1.0,
+                limits: SizeLimits = DEFAULT_LIMITS) -> Self:
+        """Check the stylize arguments (see :meth:`Stylizer.stylize`) and prepare the content and its mask."""
+        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop, limits)
+        return cls(c, list(styles), w, check_alpha(alpha), masks, preserve_color, style_size,
+                   check_style_scale(style_scale), crop)
+
+    @property
+    def model_input(self) -> Tensor:
+        """What the encoder sees of the content (see :func:`model_input`)."""
+        return model_input(self.content, self.preserve_color)
+
+    def finish(self, out: Tensor) -> Tensor:
+        """The decoded image (3, H, W) as delivered (see :func:`finish`)."""
+        return finish(out, self.content, self.preserve_color)
+
+
 def _check_target(t: Target, size: tuple[int, int], channels: int) -> None:
     """A Target must agree with itself, with the decoder's inputs (``channels`` statistics per style) and with
     the content size it is rendered at."""
@@ -178,8 +223,8 @@ class Stylizer:
     """Encoder + decoder on a device, with a style-statistics cache.
 
     ``tiling``: "auto" runs images of more than ``tile_pixels`` pixels in tiles of ``tile_size``
-    pixels (plus a halo), "always" tiles every image, "never" none. The three are plain attributes
-    and may be changed between calls; ``tiled_passes`` counts the encoder/decoder passes run in tiles.
+    pixels (plus a halo), "always" tiles every image, "never" none. The three may be changed between calls
+    (:meth:`set_tiling` checks them); ``tiled_passes`` counts the encoder/decoder passes run in tiles.
     ``precision="auto"`` becomes bf16 on CPUs with native bf16 and on CUDA devices that support it, else
     fp32 (``adain.precision``); ``self.precision`` is the one chosen.
     ``limits`` (a plain attribute too) bounds what ``stylize`` lets images become once prepared.
@@ -193,8 +238,7 @@ class Stylizer:
             raise InputError(f"encoder is {encoder.arch} but decoder is {decoder.arch}")
         if precision != "auto" and precision not in PRECISIONS:
             raise InputError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got {precision!r}")
-        check_tiling(tiling, tile_pixels, tile_size)
-        self.tiling, self.tile_pixels, self.tile_size = tiling, int(tile_pixels), int(tile_size)
+        self.set_tiling(tiling, tile_pixels, tile_size)
         self.tiled_passes = 0
         self.device = resolve_device(device)
         if precision == "auto":
@@ -219,6 +263,11 @@ class Stylizer:
         """Build from weight files (.pth or .safetensors); ``arch`` defaults to the file's own, else vgg19."""
         arch = arch or read_arch(encoder_path) or read_arch(decoder_path) or "vgg19"
         return cls(build_encoder(encoder_path, arch), build_decoder(decoder_path, arch), **kwargs)
+
+    def set_tiling(self, tiling: Tiling, tile_pixels: int = TILE_PIXELS, tile_size: int = TILE_SIZE) -> None:
+        """Check and set the three tiling options (see the class docstring); InputError when they are not valid."""
+        check_tiling(tiling, tile_pixels, tile_size)
+        self.tiling, self.tile_pixels, self.tile_size = tiling, int(tile_pixels), int(tile_size)
 
     # ---- building blocks ------------------------------------------------
 
@@ -339,12 +388,23 @@ class Stylizer:
         to the styles; then ``weights`` must be None. ``style_scale`` (0.25 to 4) resizes the styles by that factor
         after ``style_size``: above 1 their strokes come out larger, below 1 finer.
         """
-        c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop,
-                                      self.limits)
-        alpha, style_scale = check_alpha(alpha), check_style_scale(style_scale)
-        stats = stack_stats([self.style_stats(s, preserve_color, c, style_size, crop, style_scale) for s in styles])
-        out = self.render(model_input(c, preserve_color), [Target(stats, w, alpha, masks)])[0].cpu()
-        return finish(out, c, preserve_color)
+        job = Stylization.checked(content, [StyleRef(image=s) for s in styles], weights, alpha, preserve_color, mask,
+                                  content_size, style_size, crop, style_scale, self.limits)
+        return self.stylize_batch([job])[0]
+
+    def stylize_batch(self, batch: Sequence[Stylization]) -> list[Tensor]:
+        """Run stylizations whose contents have one size as one batch; each result is (3, H, W) in [0, 1] on the
+        CPU, as :meth:`stylize` returns it. Each style's statistics are taken once (:meth:`style_stats`)."""
+        targets = [Target(stack_stats([self._stats_of(job, ref) for ref in job.styles]), job.weights, job.alpha,
+                          job.masks) for job in batch]
+        out = self.render(torch.stack([job.model_input for job in batch]), targets).cpu()
+        return [job.finish(image) for job, image in zip(batch, out, strict=True)]
+
+    def _stats_of(self, job: Stylization, ref: StyleRef) -> ops.Stats:
+        """A style's statistics for ``job``, on the device: as given, or taken from its image."""
+        if ref.stats is not None:
+            return ops.Stats(ref.stats.mean.to(self.device), ref.stats.std.to(self.device))
+        return self.style_stats(ref.image, job.preserve_color, job.content, job.style_size, job.crop, job.style_scale)
 
     def style_stats(self, style: ImageLike, preserve_color: ColorMode = "none", content: Tensor | None = None,
                     style_size: int = 0, crop: bool = False, style_scale: float = 1.0) -> ops.Stats:

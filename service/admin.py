@@ -9,11 +9,11 @@ from . import errors
 from .api.middleware import RequestMiddleware
 from .api.routes import health
 from .api.security import AllowedHostsMiddleware, SecurityHeadersMiddleware
-from .runtime.engine import Engine
+from .runtime.base_engine import BaseEngine
 from .settings import Settings
 
 
-def create_admin_app(settings: Settings, public: FastAPI, engine: Engine) -> FastAPI:
+def create_admin_app(settings: Settings, public: FastAPI, engine: BaseEngine) -> FastAPI:
     """The admin application beside ``public`` (whose lifespan runs the engine); ``--docs false`` and
     ``--metrics false`` still turn its endpoints off."""
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}

@@ -23,7 +23,7 @@ from .api.security import (
     SameOriginMiddleware,
     SecurityHeadersMiddleware,
 )
-from .runtime.engine import Engine
+from .runtime.base_engine import BaseEngine
 from .settings import Settings
 from .store import open_store
 
@@ -34,7 +34,7 @@ With API keys, send `Authorization: Bearer KEY`. See docs/service.md for configu
 EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "Location", "Server-Timing"]
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
+def create_app(settings: Settings, engine: BaseEngine) -> FastAPI:
     """The service around a loaded ``engine``; the style store and the key file are read now (errors:
     AdainError), and the workers start with the application's lifespan and stop, after finishing queued work,
     when it ends."""

@@ -3,8 +3,8 @@
 Two deployments, both the service's own code with a little glue (docs/scale.md):
 
 * ``Ingress`` serves the FastAPI application of ``adain serve`` (same routes, validation, errors, style store
-  and metrics); its engine sends each model call to ``Model`` instead of a local worker. Several ingress
-  replicas share the style store when it is PostgreSQL.
+  and metrics); its engine (``service.runtime.ray_engine.RayEngine``) sends each model call to ``Model``
+  instead of a local worker. Several ingress replicas share the style store when it is PostgreSQL.
 * ``Model`` holds one model on one device (a GPU with ``num_gpus: 1``, else the CPU). Serve's ``@serve.batch``
   gathers the calls that reach a replica and the service's worker runs them (grouped by size, deadlines,
   out-of-memory splitting). Serve routes to a replica once it has loaded and warmed up; its health check fails
@@ -18,13 +18,11 @@ as an argument of ``bind``. Responses carry ``X-Adain-Replica`` (the model repli
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from dataclasses import replace
 
 from fastapi import FastAPI
 from ray import serve
-from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,13 +31,13 @@ from .api.middleware import REQUEST_ID
 from .app import create_app
 from .runtime.admission import Refused
 from .runtime.engine import Engine, devices, warm_up_job
-from .runtime.jobs import DeadlineExceeded, RenderJob, StatsJob, Ticket, WorkerFailed
+from .runtime.jobs import RenderJob, StatsJob, Ticket, WorkerFailed
+from .runtime.ray_engine import RayEngine, served_by
 from .settings import Settings, load_settings
 
 log = logging.getLogger("adain.service")
 
-MODEL_HEADER, INGRESS_HEADER = "X-Adain-Replica", "X-Adain-Ingress"
-_served_by: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("adain_served_by", default=None)
+INGRESS_HEADER = "X-Adain-Ingress"
 
 
 def _replica_name() -> str:
@@ -104,74 +102,6 @@ class Model:
             raise RuntimeError(f"the model failed: {self.error}")
 
 
-class RemoteEngine(Engine):
-    """The engine of an ingress replica: the same admission, deadlines and errors, and no workers of its own;
-    work goes to the ``Model`` deployment. Ready once a model replica has answered."""
-
-    def __init__(self, settings: Settings, model: DeploymentHandle) -> None:
-        super().__init__([], settings, fingerprint="")
-        self.model = model
-        self._calls: set[asyncio.Task] = set()
-        self._precision = ""  # the model replicas', once one has answered
-
-    @property
-    def precision(self) -> str:
-        return self._precision
-
-    async def start(self) -> None:
-        self._warm_up_task = asyncio.create_task(self._connect())
-
-    async def _connect(self) -> None:
-        while True:
-            try:
-                info = await self.model.info.remote()
-                self.fingerprint, self._precision = info["fingerprint"], info["precision"]
-                self._warm = True
-                return
-            except Exception as exc:
-                log.warning("waiting for a model replica: %s", exc)
-                await asyncio.sleep(1)
-
-    async def stop(self) -> None:
-        self.closing = True
-        if self._warm_up_task is not None:
-            self._warm_up_task.cancel()
-        await asyncio.gather(*filter(None, [self._warm_up_task]), *self._calls, return_exceptions=True)
-
-    def admit(self, pixels: int, timeout: float) -> None:
-        """The checks that need no worker of its own (open, ready, time left). The cost is judged by the model
-        replica that gets the work, after decoding: the ingress cannot know which one Serve will pick."""
-        self._check_open(timeout)
-
-    def _submit(self, ticket: Ticket) -> None:
-        call = asyncio.create_task(self._call(ticket, _served_by.get()))
-        self._calls.add(call)
-        call.add_done_callback(self._calls.discard)
-
-    async def _call(self, ticket: Ticket, served_by: dict[str, str] | None) -> None:
-        loop = asyncio.get_running_loop()
-        outcome: object = DeadlineExceeded()
-        for attempt in range(2):  # a replica that died during the call: once more, on another one
-            left = ticket.deadline - loop.time()
-            if left <= 0:
-                break
-            try:
-                outcome, ticket.queue_s, ticket.model_s, tile, replica = await self.model.run.remote(ticket.work, left)
-            except RayActorError as exc:
-                log.warning("model replica lost (attempt %d): %s", attempt + 1, exc)
-                outcome = WorkerFailed(f"the model replica was lost: {exc}")
-                continue
-            except Exception as exc:
-                outcome = exc
-                break
-            if isinstance(ticket.work, RenderJob):
-                ticket.work.tile = tile
-            if served_by is not None:
-                served_by[MODEL_HEADER] = replica
-            break
-        ticket.settle(outcome)
-
-
 class ServedBy:
     """ASGI middleware: ``X-Adain-Ingress`` on every response, ``X-Adain-Replica`` on those a model computed;
     one ``X-Request-ID``."""
@@ -184,7 +114,7 @@ class ServedBy:
             await self.app(scope, receive, send)
             return
         served: dict[str, str] = {INGRESS_HEADER: self.ingress}
-        token = _served_by.set(served)
+        token = served_by.set(served)
 
         async def send_with_replica(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -196,7 +126,7 @@ class ServedBy:
         try:
             await self.app(scope, receive, send_with_replica)
         finally:
-            _served_by.reset(token)
+            served_by.reset(token)
 
 
 @serve.deployment(
@@ -213,7 +143,7 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         settings = replace(self.settings, admin_port=None)  # adain serve's own: Serve has one port per app
-        app = create_app(settings, RemoteEngine(settings, self.model))
+        app = create_app(settings, RayEngine(settings, self.model))
         app.add_middleware(ServedBy, ingress=_replica_name())
         return app
 

@@ -17,11 +17,11 @@ from PIL import Image
 
 from adain.images import read_resized, style_read_size, to_uint8
 from adain.masks import fitted_masks, read_mask_images
-from adain.stylizer import Stylizer, prepare_content
+from adain.stylizer import StyleRef, Stylizer, prepare_content
 from service.metrics import Metrics
 from service.runtime.admission import Refused
 from service.runtime.engine import warm_up_job
-from service.runtime.jobs import RenderJob, StyleRef, Ticket
+from service.runtime.jobs import RenderJob, Ticket
 from service.runtime.worker import Worker
 
 from .service_fixtures import (

@@ -26,7 +26,8 @@ from .service_fixtures import REPO, SIZE, assert_batched_equal, free_port, pixel
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
-from service.ray_app import INGRESS_HEADER, MODEL_HEADER, Ingress, Model  # noqa: E402  (needs ray)
+from service.ray_app import INGRESS_HEADER, Ingress, Model  # noqa: E402  (needs ray)
+from service.runtime.ray_engine import MODEL_HEADER  # noqa: E402  (needs ray)
 
 REPLICAS = {"autoscaling_config": {"min_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 4},
             "graceful_shutdown_wait_loop_s": 0.2, "graceful_shutdown_timeout_s": 2}

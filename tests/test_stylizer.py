@@ -12,7 +12,7 @@ from adain.devices import resolve_device
 from adain.errors import InputError
 from adain.images import read_image, resize_shorter, to_pil, to_uint8
 from adain.net import MIN_SIDE, Decoder, Encoder
-from adain.stylizer import StatsCache, Stylizer, Target, check_alpha, check_weights
+from adain.stylizer import StatsCache, StyleRef, Stylization, Stylizer, Target, check_alpha, check_weights
 
 from .conftest import random_networks
 
@@ -139,6 +139,27 @@ def test_style_scale_is_part_of_the_cache_key(fresh, content, styles):
     fresh.stylize(content, styles[:1], style_size=20, style_scale=2)
     fresh.stylize(content, styles[:1], style_size=20, style_scale=2)
     assert (fresh.cache.hits, fresh.cache.misses) == (1, 2)
+
+
+def test_a_batch_of_stylizations_equals_each_stylized_alone(fresh, content, styles):
+    """``stylize_batch`` is the composition ``stylize`` runs (and the service's workers): in one batch, a blend with
+    statistics given for one style and a luminance stylization come out as ``stylize`` makes each alone."""
+    given = fresh.style_stats(styles[1])
+    blend = Stylization.checked(content, [StyleRef(image=styles[0]), StyleRef(stats=given)], [0.7, 0.3])
+    grey = Stylization.checked(content, [StyleRef(image=styles[2])], alpha=0.5, preserve_color="luminance")
+    got = fresh.stylize_batch([blend, grey])
+    want = [fresh.stylize(content, styles[:2], weights=[0.7, 0.3]),
+            fresh.stylize(content, styles[2:3], alpha=0.5, preserve_color="luminance")]
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=0)  # CPU convolutions are not quite batch-invariant
+
+
+def test_set_tiling_checks_the_options_before_setting_them(fresh):
+    with pytest.raises(InputError, match="tile size must be a positive multiple of 8"):
+        fresh.set_tiling("always", 1, 100)
+    assert fresh.tiling == "auto"
+    fresh.set_tiling("always", 1, 64)
+    assert (fresh.tiling, fresh.tile_pixels, fresh.tile_size) == ("always", 1, 64)
 
 
 def test_stats_cache_is_lru():

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 
-from ..runtime.engine import Engine
+from ..runtime.base_engine import BaseEngine
 from ..settings import Settings
 from ..store.interface import StyleStore
 from .access import scoped_store
@@ -22,7 +22,7 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+def get_engine(request: Request) -> BaseEngine:
     return request.app.state.engine
 
 
@@ -43,7 +43,7 @@ async def in_pool(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: object)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
+EngineDep = Annotated[BaseEngine, Depends(get_engine)]
 StoreDep = Annotated[StyleStore, Depends(scoped_store)]  # as the client sees it
 PoolDep = Annotated[ThreadPoolExecutor, Depends(get_pool)]
 TimeoutDep = Annotated[float, Depends(get_timeout)]

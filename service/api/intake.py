@@ -4,9 +4,9 @@
 content, pixel counts are checked as uploaded and as resized (413/422), stored
 styles are looked up, and what the work will cost is known, so that admission
 control can refuse it before a single pixel is decoded. ``render_job`` then
-decodes and checks the stylize arguments with the library function the CLI
-uses (``adain.stylizer.prepare_content``), so the service computes exactly
-what ``adain stylize`` does.
+decodes and checks the stylize arguments into the library's own
+``adain.stylizer.Stylization``, which the worker runs as ``Stylizer.stylize``
+does, so the service computes exactly what ``adain stylize`` does.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from adain.images import (
 )
 from adain.masks import fitted_masks, read_mask_images
 from adain.options import check_style_scale
-from adain.stylizer import ColorMode, check_alpha, prepare_content
+from adain.stylizer import ColorMode, StyleRef, check_alpha
 
 from ..errors import ServiceError
 from ..runtime import memory
-from ..runtime.jobs import RenderJob, StyleRef, prepared_pixels, style_pixels
+from ..runtime.jobs import RenderJob, prepared_pixels, style_pixels
 from ..settings import Settings
 from ..store.interface import StyleStore
 from .forms import StylizeForm
@@ -179,10 +179,8 @@ def render_job(plan: Plan, form: StylizeForm, settings: Settings) -> RenderJob:
         images, labels = read_mask_images([m.data for m in plan.masks], settings.max_pixels, settings.pil_formats)
         mask = fitted_masks(images, form.n_styles, content.source_hw, plan.content_size, labels=labels,
                             limits=settings.limits)
-    prepared, weights, fitted = prepare_content(content.image, form.n_styles, form.weights, form.preserve_color, mask,
-                                                plan.content_size, limits=settings.limits)
-    return RenderJob(prepared, refs, weights, plan.alpha, fitted, form.preserve_color, plan.style_size,
-                     plan.style_scale)
+    return RenderJob.checked(content.image, refs, form.weights, plan.alpha, form.preserve_color, mask,
+                             plan.content_size, plan.style_size, style_scale=plan.style_scale, limits=settings.limits)
 
 
 @dataclass

@@ -1,13 +1,8 @@
-"""Image formats on the way out: content negotiation, encoding results, the size of thumbnails."""
+"""Image formats on the way out: content negotiation, their media types, the size of thumbnails."""
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from adain.images import OUTPUT_FORMATS, encode_image
-from adain.stylizer import finish
-
-from ..runtime.jobs import RenderJob
+from adain.images import OUTPUT_FORMATS
 
 THUMBNAIL_SIZE = 256
 THUMBNAIL_QUALITY = 85
@@ -47,11 +42,6 @@ def negotiate(accept: str | None) -> str:
 def media_type(fmt: str) -> str:
     """MIME type of an output format."""
     return OUTPUT_FORMATS[fmt][1]
-
-
-def encode_result(out: Tensor, job: RenderJob, fmt: str, quality: int) -> bytes:
-    """The rendered image as the client gets it: colours restored where asked, then encoded."""
-    return encode_image(finish(out, job.content, job.preserve_color), fmt, quality)
 
 
 def thumbnail_side(hw: tuple[int, int]) -> int:

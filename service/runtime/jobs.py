@@ -1,4 +1,9 @@
-"""The work a request hands to a worker, the ticket it waits on, and how that work can fail."""
+"""The work a request hands to a worker, the ticket it waits on, and how that work can fail.
+
+"Prepared" means one thing in the service, as in ``adain.images.prepare``: an image resized to the size the
+networks see it at (``content_size``, or ``style_size`` times ``style_scale``). Checking a request's arguments is
+``api.intake`` (``plan_job``, then ``render_job`` through ``adain.stylizer.Stylization.checked``).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from adain import ops
 from adain.images import prepared_size, scaled_size
-from adain.stylizer import ColorMode, model_input
+from adain.stylizer import ColorMode, Stylization
 
 
 def prepared_pixels(hw: tuple[int, int], size: int) -> int:
@@ -29,35 +33,16 @@ def stats_pixels(hw: tuple[int, int], style_size: int, modes: tuple[ColorMode, .
 
 
 @dataclass
-class StyleRef:
-    """One style of a request: stored statistics (each (C,), CPU), or the decoded image to encode."""
+class RenderJob(Stylization):
+    """A stylization the service runs (built by ``api.intake.render_job``): its styles are decoded images or stored
+    statistics; jobs whose contents have one size run as one batch."""
 
-    stats: ops.Stats | None = None
-    image: Tensor | None = None
-
-
-@dataclass
-class RenderJob:
-    """One content image to stylize, prepared and validated (see ``adain.stylizer.prepare_content``)."""
-
-    content: Tensor  # prepared content (3, H, W)
-    styles: list[StyleRef]
-    weights: Tensor  # (S,), summing to one
-    alpha: float
-    masks: Tensor | None  # (S, H, W) fitted to the content, or None
-    preserve_color: ColorMode
-    style_size: int
-    style_scale: float = 1.0  # the styles are resized by it after style_size
-    model_input: Tensor = field(init=False)  # what the encoder sees
     tile: int = field(default=0, init=False)  # set by the worker: the tile side it ran with, 0 when whole
-
-    def __post_init__(self) -> None:
-        self.model_input = model_input(self.content, self.preserve_color)
 
     @property
     def batch_key(self) -> tuple[int, ...]:
         """Jobs with equal keys run as one batch."""
-        return tuple(self.model_input.shape)
+        return tuple(self.content.shape)
 
     @property
     def pixels(self) -> int:

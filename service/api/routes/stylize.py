@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 
-from adain.images import OUTPUT_FORMATS
+from adain.images import OUTPUT_FORMATS, encode_image
 
 from ...errors import ErrorResponse
 from .. import intake, media
@@ -56,7 +56,7 @@ async def stylize(request: Request, form: Annotated[StylizeForm, Depends(stylize
             ticket = await engine.run(job, timeout - decode_s, gone)
         t1 = time.perf_counter()
         fmt = form.format or media.negotiate(accept)
-        data = await in_pool(pool, media.encode_result, ticket.future.result(), job, fmt, form.quality)
+        data = await in_pool(pool, encode_image, ticket.future.result(), fmt, form.quality)
     timings = {"decode": decode_s, "queue": ticket.queue_s, "model": ticket.model_s, "encode": time.perf_counter() - t1}
     for stage, seconds in timings.items():
         engine.metrics.stage.labels(stage).observe(seconds)
