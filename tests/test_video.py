@@ -23,7 +23,7 @@ from adain.stylizer import Target, stack_stats
 from adain.video import FrameStylizer, Stability, stylize_video
 from adain.video.cli import main as video_main
 from adain.video.motion import camera_clip, object_clip, warping_error, write_clip
-from adain.video.temporal import RunningStats, backward_map
+from adain.video.temporal import MATCH_LEVELS, FlowBlend, RunningStats, backward_map, grey_of
 
 from .conftest import random_networks
 
@@ -127,6 +127,20 @@ def test_the_flow_follows_a_shift_and_masks_unrelated_frames(pan, photos):
     assert mask[inner].mean() > 0.8
     other = object_clip(photos[1], photos[0], SIZE, 2).frames[0].permute(1, 2, 0).numpy()
     assert backward_map(grey[0], np.ascontiguousarray(other.mean(-1).astype(np.uint8)))[2].mean() < 0.5
+
+
+def test_the_flow_blend_keeps_out_of_pixels_whose_content_changed(pan):
+    """The same frame again is blended with the previous output; a darkened copy (a fade) is not, where it differs."""
+    frame = np.ascontiguousarray(pan.frames[5].permute(1, 2, 0).numpy())
+    zeros, ones = np.zeros(frame.shape, np.float32), np.ones(frame.shape, np.float32)
+    blend = FlowBlend(0.8)
+    blend(frame, zeros)
+    again = blend(frame, ones)
+    assert np.allclose(again[8:-8, 8:-8], 0.2, atol=1e-5)  # 0.2 x this output + 0.8 x the (zero) previous one
+    faded = (frame // 2).astype(np.uint8)
+    out = blend(faded, ones)
+    changed = np.abs(grey_of(frame).astype(int) - grey_of(faded)) >= MATCH_LEVELS
+    assert changed.mean() > 0.5 and np.all(out[changed] == 1.0)
 
 
 def _stylized(stylizer: Stylizer, clip, style: torch.Tensor, stability: Stability) -> list[torch.Tensor]:

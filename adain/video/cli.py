@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(quality=DEFAULT_QUALITY)
     g = p.add_argument_group("video")
     g.add_argument("--stability", type=_stability, default=None,
-                   help="0: per-frame AdaIN (flickers), 1: content statistics smoothed over time, 2: and the previous "
-                        "frame blended in along the optical flow, 3: blended more (default 2)")
+                   help="0: per-frame AdaIN (flickers), 1: the previous stylized frame blended in along the optical "
+                        "flow (weight 0.5), 2: blended more (0.8), 3: and the content statistics smoothed over time "
+                        "(default 2; docs/video.md)")
     g.add_argument("--no-audio", action="store_true", help="leave the audio track out")
     g.add_argument("--max-seconds", type=float, default=3600.0, help="refuse longer clips (default %(default)s)")
     add_model_args(p)

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -71,10 +71,10 @@ def _matrix(centre: Tensor, zoom: float, angle: float, scale: float, h: int, w: 
     return m
 
 
-def camera_clip(photo: Tensor, move: str, size: tuple[int, int], frames: int, cover: float = 0.6) -> MotionClip:
-    """A camera ``move`` ("pan", "zoom", "rotate") over ``photo`` (3, H, W) in [0, 1]: ``frames`` frames of ``size``
-    (H, W); at the start the view spans ``cover`` of the photo's shorter side. The photo is first resized so that
-    one frame pixel is at least one photo pixel (no aliasing)."""
+def _camera_path(photo: Tensor, move: str, size: tuple[int, int], frames: int,
+                 cover: float) -> tuple[Tensor, list[Tensor]]:
+    """The photo as sampled (resized so that one frame pixel is at least one photo pixel: no aliasing) and each
+    frame's matrix from frame pixels to photo pixels."""
     h, w = size
     scale = cover * min(photo.shape[-2] / h, photo.shape[-1] / w)
     if scale > 1:
@@ -83,18 +83,36 @@ def camera_clip(photo: Tensor, move: str, size: tuple[int, int], frames: int, co
     ph, pw = photo.shape[-2:]
     centre = torch.tensor([pw / 2, ph / 2], dtype=torch.float64)
     travel = (1 - cover) * 0.8 * min(ph, pw)
+    return photo, [_matrix(*_camera(move, i / max(1, frames - 1), centre, travel), scale, h, w) for i in range(frames)]
+
+
+def _sample(photo: Tensor, where: Tensor) -> Tensor:
+    ph, pw = photo.shape[-2:]
+    return F.grid_sample(photo[None].float(), _normalised(where, ph, pw)[None], mode="bilinear",
+                         padding_mode="border", align_corners=False)[0]
+
+
+def camera_frames(photo: Tensor, move: str, size: tuple[int, int], frames: int,
+                  cover: float = 0.6) -> Iterator[Tensor]:
+    """The frames (uint8 (3, H, W)) of :func:`camera_clip`, one at a time (a long clip never sits in memory)."""
+    photo, mats = _camera_path(photo, move, size, frames, cover)
+    pixels = _pixel_grid(*size)
+    for m in mats:
+        yield _to_uint8(_sample(photo, (pixels @ m.T)[..., :2]))
+
+
+def camera_clip(photo: Tensor, move: str, size: tuple[int, int], frames: int, cover: float = 0.6) -> MotionClip:
+    """A camera ``move`` ("pan", "zoom", "rotate") over ``photo`` (3, H, W) in [0, 1]: ``frames`` frames of ``size``
+    (H, W); at the start the view spans ``cover`` of the photo's shorter side."""
+    h, w = size
+    sampled, mats = _camera_path(photo, move, size, frames, cover)
     pixels = _pixel_grid(h, w)
-    mats = [_matrix(*_camera(move, i / max(1, frames - 1), centre, travel), scale, h, w) for i in range(frames)]
-    out, back, visible = [], [], []
-    for i, m in enumerate(mats):
-        where = (pixels @ m.T)[..., :2]
-        out.append(F.grid_sample(photo[None].float(), _normalised(where, ph, pw)[None], mode="bilinear",
-                                 padding_mode="border", align_corners=False)[0])
-        if i:
-            before = (pixels @ (torch.linalg.inv(mats[i - 1]) @ m).T)[..., :2]
-            back.append(_normalised(before, h, w))
-            visible.append(_inside(before, h, w) & _inside(where, ph, pw))
-    return MotionClip(_to_uint8(torch.stack(out)), back, visible)
+    back, visible = [], []
+    for before_m, m in zip(mats, mats[1:], strict=False):
+        before = (pixels @ (torch.linalg.inv(before_m) @ m).T)[..., :2]
+        back.append(_normalised(before, h, w))
+        visible.append(_inside(before, h, w) & _inside((pixels @ m.T)[..., :2], *sampled.shape[-2:]))
+    return MotionClip(torch.stack(list(camera_frames(photo, move, size, frames, cover))), back, visible)
 
 
 def object_clip(background: Tensor, thing: Tensor, size: tuple[int, int], frames: int) -> MotionClip:
@@ -152,25 +170,29 @@ def warping_error(outputs: Sequence[Tensor], clip: MotionClip) -> float:
     return float(np.mean(errors)) if errors else 0.0
 
 
-def write_clip(frames: Tensor, path: str | Path, fps: int = 24, audio: bool = False, quality_crf: int = 18) -> None:
-    """uint8 frames (N, 3, H, W, even sides) as H.264 at ``fps`` (container from the suffix: .mp4, .mov, .mkv); with
-    ``audio`` a 440 Hz AAC tone as long as the clip."""
+def write_clip(frames: Iterable[Tensor], path: str | Path, fps: int = 24, audio: bool = False,
+               quality_crf: int = 18) -> int:
+    """uint8 frames (3, H, W, even sides) as H.264 at ``fps`` (container from the suffix: .mp4, .mov, .mkv), streamed;
+    with ``audio`` a 440 Hz AAC tone as long as the clip. Returns the number of frames."""
     path = Path(path)
+    count = 0
     with av.open(str(path), "w", format=CONTAINERS[path.suffix.lower()]) as out:
         video = out.add_stream("libx264", rate=fps, options={"crf": str(quality_crf)})
-        video.height, video.width = frames.shape[-2:]
         video.pix_fmt = "yuv420p"
         sound = out.add_stream("aac", rate=44100, layout="mono") if audio else None
-        for i, frame in enumerate(frames):
+        for count, frame in enumerate(frames, 1):
+            if count == 1:
+                video.height, video.width = frame.shape[-2:]
             vf = av.VideoFrame.from_ndarray(frame.permute(1, 2, 0).contiguous().numpy(), format="rgb24")
-            vf.pts, vf.time_base = i, Fraction(1, fps)
+            vf.pts, vf.time_base = count - 1, Fraction(1, fps)
             out.mux(video.encode(vf))
         out.mux(video.encode(None))
         if sound is not None:
-            samples, chunk = 44100 * len(frames) // fps, 1024
+            samples, chunk = 44100 * count // fps, 1024
             tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 44100)).astype(np.float32)
             for start in range(0, samples, chunk):
                 af = av.AudioFrame.from_ndarray(tone[None, start: start + chunk], format="fltp", layout="mono")
                 af.sample_rate, af.pts = 44100, start
                 out.mux(sound.encode(af))
             out.mux(sound.encode(None))
+    return count

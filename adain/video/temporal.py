@@ -4,7 +4,8 @@ measurements behind the levels).
 * :class:`RunningStats`: the content statistics AdaIN normalises each frame by, as an exponential running mean over
   the frames so far instead of the frame's own (a :data:`adain.stylizer.ContentStatsHook`);
 * :class:`FlowBlend`: the previous stylized frame, warped to the current one by optical flow (OpenCV's Farneback,
-  no model weights), blended in where the forward and backward flows agree (occlusions and cuts are left alone).
+  no model weights), blended in where the forward and backward flows agree and the warped previous content frame
+  matches the current one (occlusions, moving edges and cuts are left alone).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ class Stability:
     flow_blend: float = 0.0
 
 
-#: ``--stability`` levels, from per-frame AdaIN (0) to the most stable (3); chosen from bench/bench_video.py.
+#: ``--stability`` levels, from per-frame AdaIN (0) to the most stable (3); chosen from bench/bench_video.py
+#: (docs/video.md): the flow blend does the work on camera moves; smoothed statistics help a moving object but shift
+#: the colours of a zoom, so only the last level adds them.
 LEVELS = {
     0: Stability(),
-    1: Stability(stats_momentum=0.9),
-    2: Stability(stats_momentum=0.9, flow_blend=0.6),
+    1: Stability(flow_blend=0.5),
+    2: Stability(flow_blend=0.8),
     3: Stability(stats_momentum=0.9, flow_blend=0.8),
 }
 DEFAULT_LEVEL = 2
@@ -66,6 +69,9 @@ class RunningStats:
 #: Farneback runs on the grey frames at this shorter side at most (its flow is scaled back): flow is smooth, and
 #: at 720p the full-size flow would cost a good part of a frame's stylization.
 FLOW_SIDE = 320
+#: Photometric check: the previous grey content frame, warped by the flow, must be within this many grey levels of the
+#: current one where the previous output is blended in (where the flow is wrong, at a moving object's edges, it is not).
+MATCH_LEVELS = 10
 #: Forward-backward consistency (Sundaram et al. 2010, as in Ruder et al. 2016): a pixel is occluded where
 #: |b + f(x + b)|^2 > CONSISTENCY * (|b|^2 + |f(x + b)|^2) + CONSISTENCY_PX.
 CONSISTENCY, CONSISTENCY_PX = 0.01, 0.5
@@ -109,7 +115,8 @@ def grey_of(pixels: np.ndarray) -> np.ndarray:
 
 class FlowBlend:
     """out_t = (1 - w m) x out_t + w m x warp(out_{t-1}): the previous output (already blended, so stability carries
-    over) warped by the content frames' flow, ``m`` the consistency mask, ``w`` the weight."""
+    over) warped by the content frames' flow, ``m`` where the flow is consistent and the warped previous content
+    matches (:data:`MATCH_LEVELS`), ``w`` the weight."""
 
     def __init__(self, weight: float) -> None:
         if not 0.0 <= weight < 1.0:
@@ -122,8 +129,10 @@ class FlowBlend:
         grey = grey_of(content)
         if self.weight and self._prev is not None and self._prev[0].shape == grey.shape:
             map_x, map_y, mask = backward_map(self._prev[0], grey)
-            warped = cv2.remap(self._prev[1], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            prev_grey, prev_out = (cv2.remap(x, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                                   for x in self._prev)
+            mask *= np.abs(prev_grey.astype(np.float32) - grey) < MATCH_LEVELS
             keep = (self.weight * mask)[..., None]
-            output = (1 - keep) * output + keep * warped
+            output = (1 - keep) * output + keep * prev_out
         self._prev = (grey, output)
         return output
