@@ -349,17 +349,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .train.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv[:1] == ["video"]:
+        from .video.cli import main as video_main
+
+        return video_main(argv[1:])
     if argv[:1] and argv[0] in SERVICE_COMMANDS:
         return _service_command(argv[0], argv[1:])
     parser = _Parser(prog="adain", description="Arbitrary style transfer with AdaIN.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{stylize,optimize,weights,train,evaluate,serve,key}")
+                                metavar="{stylize,video,optimize,weights,train,evaluate,serve,key}")
     _stylize_parser(sub)
     if argv[:1] == ["optimize"]:  # its options come from adain.optimize.gatys, which imports torch: only when asked for
         _optimize_parser(sub)
     else:
         sub.add_parser("optimize", help=OPTIMIZE_HELP)
     add_weights_parser(sub)
+    sub.add_parser("video", help="stylize a video clip without flicker (adain video --help)")
     sub.add_parser("train", help="train a decoder (adain train --help)")
     sub.add_parser("evaluate", help="measure a bundle on held-out pairs (adain evaluate --help)")
     sub.add_parser("serve", help="run the HTTP service (adain serve --help)")

@@ -46,3 +46,11 @@ def exit_status(prog: str, exc: AdainError | KeyboardInterrupt) -> int:
         return 130
     print(f"{prog}: error: {exc}", file=sys.stderr)
     return 2
+
+
+class VideoError(AdainError):
+    """A clip could not be read or written, or stopped being readable halfway."""
+
+
+class VideoTooLarge(VideoError):
+    """The clip is longer, larger or bigger than allowed (checked from its header, before decoding)."""

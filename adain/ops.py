@@ -57,21 +57,24 @@ def split_stats(stats: Stats, channels: list[int]) -> list[Stats]:
     return [Stats(m, s) for m, s in zip(stats.mean.split(channels, -1), stats.std.split(channels, -1), strict=True)]
 
 
-def adain(content: Tensor, style: Stats, eps: float = EPS) -> Tensor:
-    """Normalise ``content`` per channel and give it ``style``'s (N, C) mean and std."""
-    c = channel_stats(content, eps)
+def adain(content: Tensor, style: Stats, eps: float = EPS, content_stats: Stats | None = None) -> Tensor:
+    """Normalise ``content`` per channel and give it ``style``'s (N, C) mean and std. ``content_stats`` (N, C), when
+    given, are what it is normalised by instead of its own (video: statistics smoothed over time)."""
+    c = channel_stats(content, eps) if content_stats is None else content_stats
     scale = (style.std / c.std)[..., None, None]
     shift = (style.mean - c.mean * style.std / c.std)[..., None, None]
     return (content.float() * scale + shift).to(content.dtype)
 
 
-def masked_adain(content: Tensor, masks: Tensor, styles: Stats, eps: float = EPS) -> Tensor:
+def masked_adain(content: Tensor, masks: Tensor, styles: Stats, eps: float = EPS,
+                 content_stats: Stats | None = None) -> Tensor:
     """Region-wise AdaIN: region k of ``content`` gets style k.
 
     ``masks`` (N, K, H, W) are soft weights summing to 1 per pixel; ``styles``
-    hold (K, C). Content statistics of each region are taken over that region.
+    hold (K, C). Content statistics of each region are taken over that region, unless
+    ``content_stats`` (N, K, C) are given.
     """
-    c = masked_stats(content, masks, eps)  # N K C
+    c = masked_stats(content, masks, eps) if content_stats is None else content_stats  # N K C
     scale = styles.std[None] / c.std  # N K C
     shift = styles.mean[None] - c.mean * scale
     f = content.float()

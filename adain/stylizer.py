@@ -208,14 +208,24 @@ def _check_target(t: Target, size: tuple[int, int], channels: int) -> None:
     check_alpha(t.alpha)
 
 
-def _restyled(f: Tensor, stats: ops.Stats, t: Target, masks: Tensor | None) -> Tensor:
+#: Maps the content statistics of one decoder input (its index, and the Stats of one feature map: (1, C), or
+#: (1, K, C) per mask region) to those AdaIN normalises by; video smooths them over time (``adain.video``).
+ContentStatsHook = Callable[[int, ops.Stats], ops.Stats]
+
+
+def _restyled(f: Tensor, stats: ops.Stats, t: Target, masks: Tensor | None,
+              content_stats: ContentStatsHook | None = None, level: int = 0) -> Tensor:
     """One content's feature map (1, C, h, w) given the style statistics (S, C) of ``t`` (mixed by its weights
-    or its ``masks``, at image resolution), then blended with itself by ``t.alpha``."""
+    or its ``masks``, at image resolution), then blended with itself by ``t.alpha``. ``content_stats`` replaces
+    the map's own statistics (see :data:`ContentStatsHook`)."""
     if masks is None:
         mix = ops.blend_stats(stats, t.weights)
-        out = ops.adain(f, ops.Stats(mix.mean[None], mix.std[None]))
+        own = None if content_stats is None else content_stats(level, ops.channel_stats(f))
+        out = ops.adain(f, ops.Stats(mix.mean[None], mix.std[None]), content_stats=own)
     else:
-        out = ops.masked_adain(f, feature_masks(masks, tuple(f.shape[-2:]))[None], stats)
+        fm = feature_masks(masks, tuple(f.shape[-2:]))[None]
+        own = None if content_stats is None else content_stats(level, ops.masked_stats(f, fm))
+        out = ops.masked_adain(f, fm, stats, content_stats=own)
     return t.alpha * out + (1.0 - t.alpha) * f if t.alpha < 1.0 else out
 
 
@@ -343,8 +353,10 @@ class Stylizer:
         return ops.Stats(torch.cat([s.mean[0] for s in levels]), torch.cat([s.std[0] for s in levels]))
 
     @torch.inference_mode()
-    def render(self, contents: Tensor, targets: Sequence[Target]) -> Tensor:
-        """Stylize a batch of prepared contents (N, 3, H, W) -> (N, 3, H, W) in [0, 1]."""
+    def render(self, contents: Tensor, targets: Sequence[Target],
+               content_stats: ContentStatsHook | None = None) -> Tensor:
+        """Stylize a batch of prepared contents (N, 3, H, W) -> (N, 3, H, W) in [0, 1]. ``content_stats``: what
+        AdaIN normalises each content by instead of its own statistics (:data:`ContentStatsHook`; video)."""
         if contents.ndim == 3:
             contents = contents[None]
         if len(targets) != contents.shape[0]:
@@ -362,7 +374,7 @@ class Stylizer:
                 masks = None if t.masks is None else t.masks.to(self.device, torch.float32)
                 for level, (feats, level_stats) in enumerate(zip(levels, ops.split_stats(stats, channels),
                                                                  strict=True)):
-                    mixed[level].append(_restyled(feats[i: i + 1], level_stats, t, masks))
+                    mixed[level].append(_restyled(feats[i: i + 1], level_stats, t, masks, content_stats, level))
             self._safe_point()
             result = self._decoder_pass([torch.cat(m) for m in mixed], size)
         return result.float().clamp_(0, 1)

@@ -72,6 +72,12 @@ class Settings:
     max_connections: int = 128
     allowed_hosts: tuple[str, ...] = ()
     forwarded_allow_ips: tuple[str, ...] = ()
+    video_dir: str = ""  # empty: videos/ beside a SQLite style store, else in the user data folder
+    max_video_bytes: int = 50_000_000
+    max_video_seconds: float = 60.0
+    max_video_pixels: int = 1920 * 1080
+    max_video_jobs: int = 2
+    video_ttl: float = 3600.0
 
     @property
     def limits(self) -> SizeLimits:
@@ -255,6 +261,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("forwarded_allow_ips", _networks, "addresses (or networks) of proxies whose X-Forwarded-For and "
            "X-Forwarded-Proto are believed, comma-separated, or *; default: none, every client is known by the address "
            "it connects from"),
+    Option("video_dir", str, "folder of the video jobs (their clips, results and jobs.db, which lets a restarted "
+           "server resume them); default: videos/ beside a SQLite style store, else in the user data folder"),
+    Option("max_video_bytes", count_arg(1), "largest clip for POST /v1/videos (413; every body is also capped by "
+           "--max-upload-bytes)"),
+    Option("max_video_seconds", _float, "longest clip, from its header (413)"),
+    Option("max_video_pixels", count_arg(1), "most pixels of a clip's frames as stored, from its header (413)"),
+    Option("max_video_jobs", count_arg(1), "video jobs one key (or address) may have queued or running at once (429)"),
+    Option("video_ttl", _float, "seconds a finished video job (and its result) is kept before it is deleted"),
 )
 
 

@@ -78,7 +78,8 @@ def only_public_api(server: Server, urls: list[str]) -> list[str]:
         if u.scheme in ("blob", "data"):
             continue
         if (u.scheme, u.netloc) != (origin.scheme, origin.netloc) or not (
-                u.path in ("/", "/favicon.ico") or u.path.startswith(("/static/", "/v1/stylize", "/v1/styles"))):
+                u.path in ("/", "/favicon.ico") or u.path.startswith(
+                    ("/static/", "/v1/stylize", "/v1/styles", "/v1/videos"))):
             bad.append(url)
     return bad
 
@@ -351,3 +352,31 @@ def test_with_api_keys_the_page_sends_the_key_it_is_given_and_keeps_it(
         assert only_public_api(server, requested) == [] and script_errors == []
     finally:
         context.close()
+
+
+def test_a_video_shows_its_progress_then_plays(page, server: Server, content_paths: list[Path],
+                                               style_paths: list[Path], tmp_path: Path) -> None:
+    """The Video panel: a clip and an uploaded style, the job's progress bar, then the result in the player."""
+    from adain.images import read_image
+    from adain.video.motion import camera_clip, write_clip
+
+    clip = tmp_path / "pan.mp4"
+    write_clip(camera_clip(read_image(content_paths[0]), "pan", (64, 96), 12).frames, clip)
+    page.click("#go-video")
+    assert page.locator("#video-error").inner_text() == "Choose a clip first."
+    page.set_input_files("#video-input", str(clip))
+    page.set_input_files("#style-input", str(style_paths[0]))
+    page.select_option("#content-size", str(SIZE))
+    page.select_option("#stability", "3")
+    page.click("#go-video")
+    page.locator("#video-progress").wait_for()
+    player = page.locator("#video-result")
+    player.wait_for(timeout=120_000)
+    assert page.locator("#video-status").inner_text() == "Done: 12 frames."
+    assert page.locator("#video-progress").evaluate("p => p.value") == 1
+    assert page.locator("#cancel-video").is_hidden() and not page.locator("#go-video").is_disabled()
+    duration = player.evaluate("v => new Promise((done) => v.readyState >= 1 ? done(v.duration) : ("
+                               "v.addEventListener('loadedmetadata', () => done(v.duration)),"
+                               " v.addEventListener('error', () => done(-1))))")
+    assert abs(duration - 0.5) < 0.05  # 12 frames at 24 fps, read by the browser's own decoder
+    assert only_public_api(server, page.requested) == [] and page.script_errors == []

@@ -1,4 +1,4 @@
-// The adain web page: talks only to the public HTTP API (/v1/stylize, /v1/styles).
+// The adain web page: talks only to the public HTTP API (/v1/stylize, /v1/styles, /v1/videos).
 
 const $ = (id) => document.getElementById(id);
 const state = { content: null, mask: null, styles: [], resultUrl: null };  // styles: {file|id, name, thumb, weight}
@@ -257,5 +257,90 @@ $("go").addEventListener("click", stylize);
 $("api-key").addEventListener("input", saveKey);
 $("remember-key").addEventListener("change", saveKey);
 $("api-key").addEventListener("change", () => { showError(""); loadLibrary(); });
+// ---- video: POST /v1/videos, then poll the job for its progress, then play the result ------------------------
+const video = { job: null, url: null, timer: null };
+const POLL_MS = 500;
+
+function videoMessage(status, error = "") {
+  $("video-status").textContent = status;
+  $("video-error").textContent = error;
+  $("video-error").hidden = !error;
+}
+
+function videoRunning(running) {
+  $("go-video").disabled = running;
+  $("cancel-video").hidden = !running;
+}
+
+async function stylizeVideo() {
+  const clip = $("video-input").files[0];
+  const uploads = state.styles.filter((s) => s.file);
+  if (!clip) { videoMessage("", "Choose a clip first."); return; }
+  if (!uploads.length) { videoMessage("", "Upload at least one style (stored styles are for images only)."); return; }
+  const form = new FormData();
+  form.append("clip", clip, clip.name);
+  uploads.forEach((s) => { form.append("style", s.file, s.file.name); form.append("weights", String(s.weight)); });
+  form.append("alpha", $("alpha").value);
+  form.append("preserve_color", $("preserve-color").value);
+  form.append("content_size", $("content-size").value);
+  form.append("stability", $("stability").value);
+  videoRunning(true);
+  videoMessage("Uploading…");
+  try {
+    const response = await api("/v1/videos", { method: "POST", body: form });
+    if (!response.ok) throw new Error(await apiError(response));
+    video.job = await response.json();
+    $("video-progress").value = 0;
+    $("video-progress").hidden = false;
+    pollVideo();
+  } catch (err) {
+    videoRunning(false);
+    videoMessage("Failed.", err.message || String(err));
+  }
+}
+
+async function pollVideo() {
+  try {
+    const response = await api(video.job.url);
+    if (!response.ok) throw new Error(await apiError(response));
+    const job = await response.json();
+    $("video-progress").value = job.progress ?? 0;
+    const frames = `${job.frames_done} of ${job.frames} frames`;
+    if (job.state === "done") return showVideo(job);
+    if (job.state === "failed" || job.state === "cancelled") {
+      videoRunning(false);
+      videoMessage(`${job.state === "failed" ? "Failed" : "Cancelled"} after ${frames}.`, job.error || "");
+      return;
+    }
+    videoMessage(job.state === "queued" ? "Waiting for the video worker…" : `Stylizing: ${frames}.`);
+    video.timer = setTimeout(pollVideo, POLL_MS);
+  } catch (err) {
+    videoRunning(false);
+    videoMessage("Failed.", err.message || String(err));
+  }
+}
+
+async function showVideo(job) {
+  const response = await api(job.result_url);
+  if (!response.ok) throw new Error(await apiError(response));
+  if (video.url) URL.revokeObjectURL(video.url);
+  video.url = URL.createObjectURL(await response.blob());
+  $("video-result").src = video.url;
+  $("video-result").hidden = false;
+  $("video-download").href = video.url;
+  $("video-download").hidden = false;
+  videoRunning(false);
+  videoMessage(`Done: ${job.frames} frames.`);
+}
+
+async function cancelVideo() {
+  clearTimeout(video.timer);
+  const response = await api(video.job.url, { method: "DELETE" });
+  if (!response.ok) videoMessage("", await apiError(response));
+  pollVideo();
+}
+
+$("go-video").addEventListener("click", stylizeVideo);
+$("cancel-video").addEventListener("click", cancelVideo);
 loadKey();
 loadLibrary();

@@ -19,9 +19,9 @@ MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; cha
                ".ico": "image/x-icon"}
 
 router = APIRouter(tags=["web"], include_in_schema=False)
-# The page loads only its own files, shows uploads and results as blob: URLs, and is never framed.
-CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
+# The page loads only its own files, shows uploads and results (images, videos) as blob: URLs, and is never framed.
+CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
 
 
 def _file(name: str) -> FileResponse:
