@@ -14,6 +14,9 @@ works at too, each concatenated to the decoder's path where its resolution is
 reached, after a fixed per-channel scale (a :class:`SkipJoin` in the stack, whose
 ``scale`` buffer is part of the file). The decoder's ``inputs`` are then
 (*skips, layer), shallowest first, and it takes one feature map per input.
+A decoder trained with weakened skips in its style steps has a ``skip_strength``
+below 1 (in the file's metadata): the skips it is fed are then scaled by
+:meth:`Decoder.skip_gain` of the stylization's alpha.
 """
 
 from __future__ import annotations
@@ -160,12 +163,16 @@ class Decoder(nn.Module):
     conv after it takes the skip's channels too.
     """
 
-    def __init__(self, arch: Arch = "vgg19", layer: Layer = "relu4_1", skips: Sequence[str] = ()) -> None:
+    def __init__(self, arch: Arch = "vgg19", layer: Layer = "relu4_1", skips: Sequence[str] = (),
+                 skip_strength: float = 1.0) -> None:
         super().__init__()
         _check(arch, layer, skips)
+        if not 0.0 < skip_strength <= 1.0:
+            raise ValueError(f"skip strength must be in (0, 1], got {skip_strength}")
         self.arch = arch
         self.layer = layer
         self.skips = tuple(sorted(set(skips), key=FEATURE_LAYERS.index))
+        self.skip_strength = float(skip_strength) if self.skips else 1.0
         self.inputs = (*self.skips, layer)
         self.scale = scale_of(layer)
         widths = [3, *_config_to(arch, layer)]
@@ -187,6 +194,11 @@ class Decoder(nn.Module):
             if i > 1:
                 layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
+
+    def skip_gain(self, alpha: float) -> float:
+        """What the skips are multiplied by at ``alpha``: 1 at alpha 0 (the photo's own features, as in
+        reconstruction), ``skip_strength`` at alpha 1 (as in the style steps it was trained with), linear between."""
+        return 1.0 - alpha * (1.0 - self.skip_strength)
 
     def forward(self, t: Tensor | Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
         """Decode features of ``inputs`` (one map, or one per input, shallowest first); crop to ``size`` (H, W)

@@ -372,9 +372,11 @@ class Stylizer:
             for i, t in enumerate(targets):
                 stats = ops.Stats(t.stats.mean.to(self.device), t.stats.std.to(self.device))
                 masks = None if t.masks is None else t.masks.to(self.device, torch.float32)
+                gain = self.decoder.skip_gain(t.alpha)
                 for level, (feats, level_stats) in enumerate(zip(levels, ops.split_stats(stats, channels),
                                                                  strict=True)):
-                    mixed[level].append(_restyled(feats[i: i + 1], level_stats, t, masks, content_stats, level))
+                    f = _restyled(feats[i: i + 1], level_stats, t, masks, content_stats, level)
+                    mixed[level].append(f * gain if level < len(levels) - 1 and gain != 1.0 else f)
             self._safe_point()
             result = self._decoder_pass([torch.cat(m) for m in mixed], size)
         return result.float().clamp_(0, 1)

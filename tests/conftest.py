@@ -97,12 +97,16 @@ def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1",
     return enc, dec
 
 
+WEAK_SKIP_STRENGTH = 0.4
+
+
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1",
-    "encoder_skips", "decoder_skips"}}: random weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1
-    of the same encoder (so "encoder_relu3_1" is "encoder_st"); "decoder_skips" decodes relu3_1 with skips from
-    relu1_1 and relu2_1.
+    "encoder_skips", "decoder_skips", "encoder_weak", "decoder_weak"}}: random weights on disk. "decoder_relu3_1"
+    (safetensors) decodes relu3_1 of the same encoder (so "encoder_relu3_1" is "encoder_st"); "decoder_skips"
+    decodes relu3_1 with skips from relu1_1 and relu2_1; "decoder_weak" is it with a skip strength of
+    WEAK_SKIP_STRENGTH in its metadata.
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -129,7 +133,10 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         paths["encoder_relu3_1"], paths["decoder_relu3_1"] = paths["encoder_st"], root / f"{arch}_decoder31.safetensors"
         save_safetensors(random_networks(arch, layer="relu3_1")[1], paths["decoder_relu3_1"], arch)
         paths["encoder_skips"], paths["decoder_skips"] = paths["encoder_st"], root / f"{arch}_decoder_skips.safetensors"
-        save_safetensors(random_networks(arch, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1],
-                         paths["decoder_skips"], arch)
+        skip_decoder = random_networks(arch, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1]
+        save_safetensors(skip_decoder, paths["decoder_skips"], arch)
+        paths["encoder_weak"], paths["decoder_weak"] = paths["encoder_st"], root / f"{arch}_decoder_weak.safetensors"
+        skip_decoder.skip_strength = WEAK_SKIP_STRENGTH
+        save_safetensors(skip_decoder, paths["decoder_weak"], arch)
         files[arch] = paths
     return files

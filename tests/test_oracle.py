@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from adain.images import read_image, to_uint8
@@ -29,7 +30,8 @@ CONTENT_SIZE = (45, 35)  # W, H: neither a multiple of 8
 STYLE_SIZES = ((38, 30), (29, 43), (50, 27))
 MIN_AGREEMENT = 0.999
 
-#: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips),
+#: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips, "weak"
+#: for one with weakened skips),
 #: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
@@ -45,6 +47,10 @@ CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     # a relu3_1 decoder with skips from relu1_1 and relu2_1: AdaIN at all three
     "skips": ("vgg16", "skips", 2, {"weights": (0.6, 0.4), "alpha": 0.9}, None),
     "skips_mask": ("vgg16", "skips", 2, {}, "soft"),
+    "skips_single": ("vgg16", "skips", 1, {}, None),
+    # the same decoder trained with weakened skips: its file says how strong they are
+    "weak_skips": ("vgg16", "weak", 1, {}, None),
+    "weak_skips_alpha": ("vgg16", "weak", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),
 }
 
 
@@ -70,6 +76,14 @@ def images(tmp_path_factory, content_paths, style_paths) -> dict[str, Path | lis
         "labels": root / "labels.png",
         "soft": root / "soft.png",
     }
+
+
+def _skip_strength(path: Path) -> float:
+    """The decoder file's ``skip_strength`` metadata (1 when absent), read without the adain package."""
+    if path.suffix != ".safetensors":
+        return 1.0
+    with safe_open(str(path), framework="numpy") as f:
+        return float((f.metadata() or {}).get("skip_strength", 1.0))
 
 
 def _raw_state(path: Path) -> oracle.State:
@@ -105,8 +119,9 @@ def oracle_outputs(images, weight_files) -> dict[str, np.ndarray]:
         enc, dec = states[arch, fmt]
         styles = [_pixels(p) for p in images["styles"][:n]]
         masks = _oracle_masks(mask, images[mask]) if mask else None
+        strength = _skip_strength(_files(weight_files, arch, fmt)[1])
         outs[name] = oracle.to_uint8(oracle.stylize(_pixels(images["content"]), styles, enc, dec, arch,
-                                                    masks=masks, **kwargs))
+                                                    masks=masks, skip_strength=strength, **kwargs))
     return outs
 
 
@@ -152,7 +167,8 @@ def test_outputs_are_not_degenerate(oracle_outputs, name):
 
 
 @pytest.mark.parametrize(("a", "b"), [("single", "alpha"), ("single", "coral"), ("single", "luminance"),
-                                      ("blend3", "single"), ("mask_labels", "mask_soft_alpha")])
+                                      ("blend3", "single"), ("mask_labels", "mask_soft_alpha"),
+                                      ("skips_single", "weak_skips")])
 def test_cases_are_told_apart(oracle_outputs, a, b):
     """Negative control: the agreement measure fails clearly when the settings differ."""
     assert agreement(oracle_outputs[a], oracle_outputs[b]) < 0.5

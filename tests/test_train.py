@@ -202,6 +202,37 @@ def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_pat
     assert latest_checkpoint(fork)[1]["skips"] == ["relu1_1", "relu2_1"]
 
 
+def test_weak_skips_train_with_reconstruction_steps_between_and_the_file_keeps_their_strength(
+        data: TinyData, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from adain.bundles.layouts import build_decoder, read_metadata
+    from adain.train.export import main as export_main
+
+    run = tmp_path / "run"
+    argv = train_argv(data, run, steps=6, layer="relu3_1", skips="relu1_1,relu2_1", skip_strength=0.3,
+                      recon_steps=1, recon_every=3, features_weight=5.0)
+    assert run_train(data, argv) == 0
+    state = latest_checkpoint(run)[1]
+    assert state["skip_strength"] == 0.3
+    records = train_records(run)
+    recon = [r["step"] for r in records if "features" not in r]
+    assert recon == [1, 3, 6]  # the first step, then every third
+    assert all(r["features"] > 0 for r in records if r["step"] not in recon)
+
+    assert run_train(data, resume_argv(run, steps=7, skip_strength=0.5)) == 2
+    assert "--skip-strength cannot change on --resume" in capsys.readouterr().err
+    out = tmp_path / "weak.safetensors"
+    assert export_main([str(run), "-o", str(out), "--no-eval"]) == 0
+    assert read_metadata(out)["skip_strength"] == "0.3"
+    assert build_decoder(out, "vgg16").skip_strength == 0.3
+    fork = tmp_path / "fork"  # a new run from the file takes its strength
+    assert run_train(data, train_argv(data, fork, steps=1, init_decoder=out)) == 0
+    assert latest_checkpoint(fork)[1]["skip_strength"] == 0.3
+
+    plain = tmp_path / "plain"
+    assert run_train(data, train_argv(data, plain, steps=1, layer="relu3_1", skip_strength=0.5)) == 2
+    assert "--skip-strength needs a decoder with skips" in capsys.readouterr().err
+
+
 def test_defaults_are_the_recipe_of_the_encoder_and_help_shows_them(data: TinyData, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
     from adain.train.cli import build_parser

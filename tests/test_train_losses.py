@@ -57,3 +57,19 @@ def test_content_as_output_is_free_when_the_style_is_the_content(nets) -> None:
     result = held_out_losses(encoder, {"trained": decoder}, content, content.clone())
     assert result.content_as_output.style == 0  # the output's statistics are the style's
     assert result.content_as_output.content < 1e-3 * result.decoders["trained"].content  # t = f(c) up to eps
+
+
+def test_style_steps_feed_weak_skips_and_reconstruction_steps_whole() -> None:
+    from adain import ops
+    from adain.train.losses import decoder_targets
+
+    encoder, _ = random_networks("vgg16", layer="relu3_1")
+    weak = Decoder("vgg16", "relu3_1", ("relu1_1", "relu2_1"), skip_strength=0.3)
+    c, s = encoder.features(images(1, 0)), encoder.features(images(1, 1))
+    full = [ops.adain(c[i], ops.channel_stats(s[i])) for i in range(3)]
+    style_step = decoder_targets(weak, c, s)
+    torch.testing.assert_close(style_step, [0.3 * full[0], 0.3 * full[1], full[2]])
+    torch.testing.assert_close(decoder_targets(weak, c, s, alpha=0.0), full)
+    assert weak.skip_gain(0.5) == pytest.approx(0.65)
+    with pytest.raises(ValueError, match="skip strength"):
+        Decoder("vgg16", "relu3_1", ("relu1_1",), skip_strength=0.0)

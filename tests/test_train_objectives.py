@@ -13,7 +13,14 @@ from torch import Tensor
 from adain import Stylizer
 from adain.bundles.layouts import build_decoder
 from adain.train.loop import lr_at
-from adain.train.losses import grid_loss, layout_loss, normalised_feature_loss, phase_profile
+from adain.train.losses import (
+    feature_distribution_loss,
+    grid_loss,
+    layout_loss,
+    normalised_feature_loss,
+    phase_profile,
+    style_losses,
+)
 from adain.train.objective import TrainingObjective, compute_losses
 from adain.train.quality import grid_ratio
 from adain.train.runs import latest_checkpoint, read_training_log
@@ -52,10 +59,52 @@ def test_each_term_of_the_objective_adds_to_the_content_side_loss(content_paths:
     c = prepare(read_image(content_paths[0]), 32, True)[None]
     s = prepare(read_image(content_paths[1]), 32, True)[None]
     with torch.no_grad():
-        paper, style, _ = compute_losses(models, c, s)
+        paper, style, _, extra = compute_losses(models, c, s)
         terms = [compute_losses(models, c, s, TrainingObjective(**{k: 1.0}))[0] - paper
                  for k in ("structure", "layout", "pixel", "grid")]
+        features = compute_losses(models, c, s, TrainingObjective(features=2.0))
     assert len(style) == 4 and all(t > 0 for t in terms)
+    assert extra == {} and features[0] == paper  # the features term is a style term, apart from the content side
+    assert set(features[3]) == {"features"} and features[3]["features"] > 0
+
+
+def test_the_feature_distribution_loss_sees_what_means_and_stds_miss() -> None:
+    """Two feature maps with the same per-channel means and stds but different joint distributions: the paper's
+    style loss cannot tell them apart, the sliced Wasserstein distance can; it is 0 for any reordering of the
+    pixels (a distribution, not a picture) and falls as one map is moved towards the other."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1, 2, 24, 24, generator=g)
+    together = a.clone()
+    together[:, 1] = a[:, 0]  # channel 1 follows channel 0: strokes that light both at once
+    apart = a.clone()  # independent channels with the same moments
+    apart[:, 1] = (apart[:, 1] - apart[:, 1].mean()) / apart[:, 1].std() * together[:, 1].std() + together[:, 1].mean()
+    torch.manual_seed(0)
+    assert float(torch.stack(style_losses([apart], [together])).sum()) < 1e-3
+    assert feature_distribution_loss([apart], [together]) > 0.1
+    shuffled = together.flatten(2)[..., torch.randperm(24 * 24, generator=g)].view_as(together)
+    assert feature_distribution_loss([shuffled], [together]) < 1e-6
+    x = apart.clone().requires_grad_()
+    optimizer = torch.optim.Adam([x], lr=0.05)
+    first = float(feature_distribution_loss([apart], [together]))
+    for _ in range(100):
+        optimizer.zero_grad()
+        feature_distribution_loss([x], [together]).backward()
+        optimizer.step()
+    assert float(feature_distribution_loss([x.detach()], [together])) < 0.2 * first
+
+
+def test_reconstruction_steps_come_first_then_every_nth() -> None:
+    from argparse import Namespace
+
+    from adain.train.objective import is_reconstruction, objective_at
+
+    args = Namespace(recon_steps=3, recon_every=4, structure_weight=0.0, layout_weight=0.0, grid_weight=0.0,
+                     colour_weight=5.0, texture_weight=6.0, features_weight=7.0)
+    assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2, 3, 7, 11, 15]
+    assert objective_at(args, 7) == (TrainingObjective(pixel=10.0), True)  # style terms off, pixels on
+    assert objective_at(args, 8) == (TrainingObjective(colour=5.0, texture=6.0, features=7.0), False)
+    args.recon_every = 0
+    assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2]
 
 
 def with_grid(img: Tensor, strength: float = 0.15) -> Tensor:

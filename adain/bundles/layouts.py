@@ -5,7 +5,8 @@ the original release's ``.pth`` (a pickled state dict, loaded with
 ``weights_only=True``) and safetensors (ours; the architecture is kept in the
 metadata under ``"arch"``, and a decoder's layer and skips under ``"layer"`` and
 ``"skips"``). A decoder with skips also holds ``"<index>.scale"``, the fixed
-per-channel scale of each skip where it joins.
+per-channel scale of each skip where it joins, and, when it was trained with
+weakened skips, their strength under ``"skip_strength"`` (1 when absent).
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: tor
     state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in layers.state_dict().items()}
     if isinstance(module, Decoder):  # what the file decodes, for a reader (the loader tells it from the shapes)
         skips = {"skips": ",".join(module.skips)} if module.skips else {}
+        if module.skip_strength != 1.0:
+            skips["skip_strength"] = repr(module.skip_strength)
         metadata = {"layer": module.layer, **skips, **(metadata or {})}
     # not save_file(): that makes the file private to its owner, whatever the umask
     Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
@@ -165,10 +168,24 @@ def decoder_skips(path: str | Path, state: dict[str, Tensor] | None = None) -> t
     return tuple(sorted((by_channels[v.numel()] for v in scales), key=FEATURE_LAYERS.index))
 
 
+def decoder_skip_strength(path: str | Path) -> float:
+    """The skip strength a decoder file was trained with (its ``skip_strength`` metadata; 1 when absent)."""
+    text = read_metadata(path).get("skip_strength", "1")
+    try:
+        strength = float(text)
+    except ValueError:
+        strength = float("nan")
+    if not 0.0 < strength <= 1.0:
+        raise WeightsError(f"{path}: skip_strength {text!r} is not a number in (0, 1]")
+    return strength
+
+
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
-    """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`)
-    and the skips they take (:func:`decoder_skips`)."""
+    """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`),
+    the skips they take (:func:`decoder_skips`) and the strength they were trained with
+    (:func:`decoder_skip_strength`)."""
     state = read_state_dict(path)
-    dec = Decoder(arch, decoder_layer(path, state), decoder_skips(path, state))
+    skips = decoder_skips(path, state)
+    dec = Decoder(arch, decoder_layer(path, state), skips, decoder_skip_strength(path) if skips else 1.0)
     load_into(dec, path, state)
     return dec

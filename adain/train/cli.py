@@ -29,7 +29,7 @@ from .loop import train
 from .recipes import LOSS_DEFAULTS, recipe_help
 from .resume import as_paths, resume_args
 from .runs import checkpoints, remove_stale_tmp
-from .setup import skips_arg
+from .setup import skips_arg, strength_arg
 
 LOCK = ".lock"
 
@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-weight", type=float, default=0.0,
                    help="weight of the texture loss: MSE between the output's and the style image's log oriented "
                         "derivative-of-Gaussian energies (not in reconstruction steps)")
+    p.add_argument("--features-weight", type=float, default=0.0,
+                   help="weight of the feature-distribution loss: sliced Wasserstein distance between the output's "
+                        "and the style image's relu1_1..relu3_1 features, which matches strokes where the style "
+                        "loss matches only means and stds (not in reconstruction steps)")
+    p.add_argument("--skip-strength", type=strength_arg,
+                   help="with --skips: what the skips are multiplied by in style steps (reconstruction steps feed "
+                        "them whole), so that the decoder does not copy the photo's fine detail into every "
+                        "stylization; kept in the decoder file, where stylizing at alpha a multiplies them by "
+                        "1 - a * (1 - strength). That of --init-decoder, else 1")
+    p.add_argument("--recon-every", type=count_arg(0), default=0,
+                   help="after --recon-steps, every N-th step is a reconstruction step too (0: none), which keeps "
+                        "the photo's shapes within the decoder's reach while it learns the styles")
     p.add_argument("--recon-steps", type=count_arg(0),
                    help="warm start: the first N steps train an autoencoder (the style image is the content "
                         "photo itself; pixel L1 plus the content-side feature losses, no style loss), which "

@@ -37,7 +37,8 @@ WINDOW = 10  # training log records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
 OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
-                  "colour_weight", "texture_weight", "recon_steps", "warmup")
+                  "colour_weight", "texture_weight", "features_weight", "skip_strength", "recon_steps", "recon_every",
+                  "warmup")
 
 LOSS_DEFINITIONS = (
     "t = AdaIN(L(content), L(style)) is the decoder's input, L its layer (relu4_1 as in the paper, or the "
@@ -111,7 +112,7 @@ def load_source(source: Path) -> tuple[Path, dict]:
 def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
     """Write the checkpoint's decoder to ``output``; returns it as read back from the file."""
     arch, layer = state["arch"], state.get("layer", "relu4_1")
-    decoder = Decoder(arch, layer, state.get("skips", ()))
+    decoder = Decoder(arch, layer, state.get("skips", ()), state.get("skip_strength", 1.0))
     decoder.layers.load_state_dict(state["decoder"])
     if dtype == "fp16":
         peak = max(v.abs().max().item() for v in state["decoder"].values())
@@ -163,7 +164,7 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
         encoder = Path(info["file"])
     layer = state.get("layer", "relu4_1")
     models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"], layer,
-                                state.get("skips", ()))
+                                state.get("skips", ()), state.get("skip_strength", 1.0))
     if found["sha256"] != info.get("sha256"):
         raise WeightsError(f"encoder sha256 {found['sha256']} is not the run's ({info.get('sha256')})")
     if state.get("init_decoder"):

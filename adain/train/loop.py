@@ -99,7 +99,8 @@ class Run:
                 "optimizer": self.optimizer.state_dict(),
                 "args": {k: jsonable(v) for k, v in vars(self.args).items()},
                 "arch": self.models.encoder.arch, "layer": self.models.decoder.layer,
-                "skips": list(self.models.decoder.skips), "encoder": self.encoder_info,
+                "skips": list(self.models.decoder.skips), "skip_strength": self.models.decoder.skip_strength,
+                "encoder": self.encoder_info,
                 "data": self.data,
                 "init_decoder": self.init_decoder, "changes": self.changes,
                 "precision": self.precision, "device": str(self.device),
@@ -117,7 +118,8 @@ def set_up_run(args: argparse.Namespace, resume: dict | None) -> Run:
     if resume:  # a run from before --layer or --skips: what it trained
         args.layer, args.skips = args.layer or "relu4_1", [] if args.skips is None else args.skips
     fill_recipe_defaults(args, encoder_arch(args.model, args.encoder, args.arch))
-    models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer, args.skips)
+    models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer, args.skips,
+                                       args.skip_strength)
     random.seed(args.seed)
     init = resume.get("init_decoder") if resume else None
     if resume:
@@ -170,9 +172,9 @@ def train(args: argparse.Namespace, resume: dict | None = None) -> int:
                     group["lr"] = lr_at(run.step, args.lr, args.lr_decay, args.warmup)
                 objective, recon = objective_at(args, run.step)
                 with autocast:
-                    lc, ls_layers, out = loss_fn(models, content, content if recon else style, objective)
+                    lc, ls_layers, out, extra = loss_fn(models, content, content if recon else style, objective)
                     style_weight = 0.0 if recon else args.style_weight  # reconstruction: pixels and features only
-                    extra = appearance_losses(out, style, objective)
+                    extra |= appearance_losses(out, style, objective)
                     loss = lc + style_weight * torch.stack(ls_layers).sum() + sum(extra.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -25,13 +25,17 @@ from .appearance import colour_distance, random_directions, texture_energies
 
 COLOUR_LOSS_DIRECTIONS = 32  # random projections per step
 COLOUR_LOSS_PIXELS = 4096  # random pixels of each image per step
+FEATURE_LOSS_DIRECTIONS = 32  # random projections per layer and step
 
 
-def decoder_targets(inputs: Sequence[str], content_feats: Sequence[Tensor], style_feats: Sequence[Tensor]
-                    ) -> list[Tensor]:
-    """AdaIN at each of a decoder's ``inputs`` (layer names), from relu1_1, relu2_1, ... feature lists."""
-    return [ops.adain(content_feats[i], ops.channel_stats(style_feats[i]))
-            for i in (FEATURE_LAYERS.index(name) for name in inputs)]
+def decoder_targets(decoder: Decoder, content_feats: Sequence[Tensor], style_feats: Sequence[Tensor],
+                    alpha: float = 1.0) -> list[Tensor]:
+    """AdaIN at each of the ``decoder``'s inputs, from relu1_1, relu2_1, ... feature lists; its skips times
+    :meth:`Decoder.skip_gain` of ``alpha`` (1: a style step; 0: a reconstruction step, skips at full strength)."""
+    targets = [ops.adain(content_feats[i], ops.channel_stats(style_feats[i]))
+               for i in (FEATURE_LAYERS.index(name) for name in decoder.inputs)]
+    gain = decoder.skip_gain(alpha)
+    return [t * gain for t in targets[:-1]] + targets[-1:] if gain != 1.0 else targets
 
 
 def colour_loss(output: Tensor, style: Tensor) -> Tensor:
@@ -50,6 +54,25 @@ def texture_loss(output: Tensor, style: Tensor) -> Tensor:
     with torch.no_grad():
         reference = energies(style)
     return F.mse_loss(energies(output), reference)
+
+
+def feature_distribution_loss(out_feats: Sequence[Tensor], style_feats: Sequence[Tensor],
+                              directions: int = FEATURE_LOSS_DIRECTIONS) -> Tensor:
+    """Sliced Wasserstein-2 distance between the output's and the style image's feature distributions at each
+    layer given (every pixel a point in channel space; Heitz et al., CVPR 2021), each over the mean square of
+    the style's projections; summed over layers, batch mean. Where the mean/std style loss matches two moments
+    per channel, this matches the whole distribution: which features occur together, i.e. the strokes. Random
+    directions come from the global RNG (a resumed run draws the same)."""
+    total = out_feats[0].new_zeros((), dtype=torch.float32)
+    for o, s in zip(out_feats, style_feats, strict=True):
+        o, s = o.float().flatten(2).transpose(1, 2), s.float().flatten(2).transpose(1, 2)  # (N, pixels, C)
+        d = torch.randn(o.shape[-1], directions).to(o)
+        d = d / d.norm(dim=0, keepdim=True)
+        po, ps = (o @ d).sort(1).values, (s @ d).sort(1).values
+        if ps.shape[1] != po.shape[1]:  # a style image of another size: its quantiles at the output's count
+            ps = F.interpolate(ps.transpose(1, 2), size=po.shape[1], mode="linear").transpose(1, 2)
+        total = total + ((po - ps) ** 2).mean() / (ps.square().mean() + 1e-8)
+    return total
 
 
 def content_loss(out_feat: Tensor, target: Tensor) -> Tensor:
@@ -190,7 +213,7 @@ def held_out_losses(encoder: Encoder, decoders: Mapping[str, Decoder], content: 
             means["content_as_output"].add([content_loss(c_feats[k], t), *style_losses(c_feats, s_feats)], n)
             means["target"].add([t.clamp(max=0).square().mean(), *style_losses([t], s_feats[k : k + 1])], n)
             for name, dec in decoders.items():
-                targets = decoder_targets(dec.inputs, c_feats, s_feats)
+                targets = decoder_targets(dec, c_feats, s_feats)
                 o_feats = encoder.features(dec(targets, tuple(c.shape[-2:])).float())
                 means[name].add([content_loss(o_feats[k], t), *style_losses(o_feats, s_feats)], n)
     finally:

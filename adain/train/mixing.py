@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundles.download import sha256_file
-from ..bundles.layouts import decoder_layer, decoder_skips, load_into, read_metadata, read_state_dict
+from ..bundles.layouts import (
+    decoder_layer,
+    decoder_skip_strength,
+    decoder_skips,
+    load_into,
+    read_metadata,
+    read_state_dict,
+)
 from ..errors import InputError, WeightsError
 from ..net import Decoder
 
@@ -69,6 +76,10 @@ def _checked_decoder(path: Path, state: dict) -> dict:
     skips, own = tuple(state.get("skips", ())), decoder_skips(path, weights)
     if own != skips:
         raise WeightsError(f"{path}: takes skips {list(own)}, the run's decoder takes {list(skips)}")
+    strength = decoder_skip_strength(path) if skips else 1.0
+    if strength != state.get("skip_strength", 1.0):
+        raise WeightsError(f"{path}: trained with skip strength {strength}, the run's decoder with "
+                           f"{state.get('skip_strength', 1.0)}")
     encoder = metadata.get("encoder_sha256", "None")
     if encoder not in ("None", state["encoder"].get("sha256")):
         raise WeightsError(f"{path}: trained against encoder {encoder[:12]}..., not the run's")

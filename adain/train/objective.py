@@ -1,5 +1,5 @@
 """What one training step minimises: the paper's content and style losses plus the optional terms of a
-:class:`TrainingObjective` (structure, layout, pixel, grid, colour, texture)."""
+:class:`TrainingObjective` (structure, layout, pixel, grid, colour, texture, features)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .losses import (
     colour_loss,
     content_loss,
     decoder_targets,
+    feature_distribution_loss,
     grid_loss,
     layout_loss,
     normalised_feature_loss,
@@ -33,7 +34,9 @@ class TrainingObjective:
     the pixel L1 loss, used in reconstruction steps (the style image is then the content itself);
     ``grid``: weight of the loss on the output's gradient profile modulo 8 (the upsampling grid);
     ``colour`` and ``texture``: weights of the encoder-free appearance losses against the style image
-    (:func:`adain.train.losses.colour_loss`, :func:`adain.train.losses.texture_loss`), off in reconstruction steps.
+    (:func:`adain.train.losses.colour_loss`, :func:`adain.train.losses.texture_loss`), and ``features``: weight of
+    the sliced Wasserstein distance of the encoder's relu1_1..relu3_1 feature distributions to the style image's
+    (:func:`adain.train.losses.feature_distribution_loss`); these three are off in reconstruction steps.
     """
 
     structure: float = 0.0
@@ -42,26 +45,31 @@ class TrainingObjective:
     grid: float = 0.0
     colour: float = 0.0
     texture: float = 0.0
+    features: float = 0.0
 
 
 STRUCTURE_LAYER = 2  # relu3_1
+FEATURE_LAYERS_MATCHED = 3  # relu1_1..relu3_1: the features term's layers
 RECON_PIXEL_WEIGHT = 10.0  # pixel L1 (images in [0, 1]) in reconstruction steps
 
 
 def compute_losses(models: Models, content: Tensor, style: Tensor, objective: TrainingObjective = TrainingObjective()
-                   ) -> tuple[Tensor, list[Tensor], Tensor]:
-    """(content-side loss, per-layer style losses, output) of one batch.
+                   ) -> tuple[Tensor, list[Tensor], Tensor, dict[str, Tensor]]:
+    """(content-side loss, per-layer style losses, output, weighted feature terms) of one batch.
 
     The content-side loss is the paper's (MSE of the AdaIN layer's features to the AdaIN target) plus the
-    ``objective``'s terms (its colour and texture terms are :func:`appearance_losses`'). AdaIN works at every
-    input of the decoder (its layer and its skips), each with the style's own statistics there.
+    ``objective``'s structure, layout, pixel and grid terms; the feature terms hold its ``features`` term when on
+    (its colour and texture terms are :func:`appearance_losses`'). AdaIN works at every input of the decoder (its
+    layer and its skips), each with the style's own statistics there; ``style is content`` makes it a
+    reconstruction step, whose skips go in at full strength.
     """
     enc, dec = models.encoder, models.decoder
     k = FEATURE_LAYERS.index(enc.layer)
+    recon = style is content
     with torch.no_grad():
-        content_feats = enc.features(content, FEATURE_LAYERS[-1] if style is content else enc.layer)
-        style_feats = content_feats if style is content else enc.features(style)
-        targets = decoder_targets(dec.inputs, content_feats, style_feats)
+        content_feats = enc.features(content, FEATURE_LAYERS[-1] if recon else enc.layer)
+        style_feats = content_feats if recon else enc.features(style)
+        targets = decoder_targets(dec, content_feats, style_feats, 0.0 if recon else 1.0)
     out = dec(targets, tuple(content.shape[-2:]))
     out_feats = enc.features(out)
     lc = content_loss(out_feats[k], targets[-1])
@@ -74,7 +82,11 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Tr
         lc = lc + objective.pixel * F.l1_loss(out.float(), content.float())
     if objective.grid:
         lc = lc + objective.grid * grid_loss(out, content)
-    return lc, style_losses(out_feats, style_feats), out
+    terms = {}
+    if objective.features:
+        n = FEATURE_LAYERS_MATCHED
+        terms["features"] = objective.features * feature_distribution_loss(out_feats[:n], style_feats[:n])
+    return lc, style_losses(out_feats, style_feats), out, terms
 
 
 def appearance_losses(out: Tensor, style: Tensor, objective: TrainingObjective) -> dict[str, Tensor]:
@@ -87,9 +99,16 @@ def appearance_losses(out: Tensor, style: Tensor, objective: TrainingObjective) 
     return terms
 
 
+def is_reconstruction(args: argparse.Namespace, step: int) -> bool:
+    """Whether step ``step`` (0-based) trains reconstruction (the style image is the content photo): the first
+    ``--recon-steps``, then every ``--recon-every``-th step (which keeps the photo's shapes within reach)."""
+    every = args.recon_every
+    return step < args.recon_steps or bool(every and (step + 1) % every == 0)
+
+
 def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective, bool]:
     """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
-    recon = step < args.recon_steps
+    recon = is_reconstruction(args, step)
     pixel = RECON_PIXEL_WEIGHT if recon else 0.0
-    colour, texture = (0.0, 0.0) if recon else (args.colour_weight, args.texture_weight)
-    return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, colour, texture), recon
+    style_terms = (0.0, 0.0, 0.0) if recon else (args.colour_weight, args.texture_weight, args.features_weight)
+    return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, *style_terms), recon

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..bundles.layouts import decoder_layer, decoder_skips
+from ..bundles.layouts import decoder_layer, decoder_skip_strength, decoder_skips
+from ..errors import InputError
 
 LOSS_DEFAULTS = {"paper": {"structure_weight": 0.0, "layout_weight": 0.0},
                  "hybrid": {"structure_weight": 1.0, "layout_weight": 1.0}}
@@ -29,14 +30,21 @@ def recipe_help(key: str) -> str:
 
 
 def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
-    """What was not given: the --init-decoder's layer and skips, else :data:`RECIPES` of the encoder's
-    architecture; the loss's weights from :data:`LOSS_DEFAULTS`."""
+    """What was not given: the --init-decoder's layer, skips and skip strength, else :data:`RECIPES` of the
+    encoder's architecture (and full-strength skips); the loss's weights from :data:`LOSS_DEFAULTS`.
+    InputError for a skip strength without skips."""
     if args.init_decoder is not None:
         args.layer = args.layer or decoder_layer(args.init_decoder)
         args.skips = list(decoder_skips(args.init_decoder)) if args.skips is None else args.skips
+        if args.skip_strength is None and args.skips:
+            args.skip_strength = decoder_skip_strength(args.init_decoder)
     for key, value in RECIPES[arch].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     for key, value in LOSS_DEFAULTS[args.loss].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.skip_strength is None:
+        args.skip_strength = 1.0
+    elif args.skip_strength != 1.0 and not args.skips:
+        raise InputError("--skip-strength needs a decoder with skips (--skips)")

@@ -21,7 +21,7 @@ def write_samples(models: Models, content: Tensor, style: Tensor, path: Path) ->
     was_training = models.decoder.training
     models.decoder.eval()
     c, s = content.to(device), style.to(device)
-    targets = decoder_targets(models.decoder.inputs, models.encoder.features(c), models.encoder.features(s))
+    targets = decoder_targets(models.decoder, models.encoder.features(c), models.encoder.features(s))
     out = models.decoder(targets, tuple(c.shape[-2:])).float().clamp(0, 1)
     models.decoder.train(was_training)
     rows = torch.stack([c, s, out], 1).flatten(0, 1).cpu()

@@ -30,9 +30,10 @@ class Models:
 
 
 def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None,
-                layer: Layer = "relu4_1", skips: Sequence[str] = ()) -> tuple[Models, dict]:
-    """The encoder (a bundle's or a file) and a fresh decoder for ``layer`` (and ``skips``) whose initial
-    weights depend only on ``seed``.
+                layer: Layer = "relu4_1", skips: Sequence[str] = (), skip_strength: float = 1.0
+                ) -> tuple[Models, dict]:
+    """The encoder (a bundle's or a file) and a fresh decoder for ``layer`` (and ``skips``, fed at
+    ``skip_strength`` in style steps) whose initial weights depend only on ``seed``.
 
     Seeds the global torch RNG. Returns the encoder description stored in checkpoints and model cards.
     """
@@ -40,7 +41,7 @@ def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | 
 
     torch.manual_seed(seed)
     enc, info = resolve_encoder(model=model, encoder=encoder, arch=arch)
-    return Models(enc.at(layer), Decoder(enc.arch, layer, skips)), info
+    return Models(enc.at(layer), Decoder(enc.arch, layer, skips, skip_strength)), info
 
 
 @torch.no_grad()
@@ -78,6 +79,17 @@ def skips_arg(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown skip layer {unknown[0]!r}; expected {', '.join(SKIP_LAYERS)}")
     return sorted(set(names), key=FEATURE_LAYERS.index)
+
+
+def strength_arg(text: str) -> float:
+    """An argparse type: a skip strength, a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a skip strength is a number in (0, 1], got {text!r}")
+    return value
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
