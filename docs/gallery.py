@@ -2,10 +2,13 @@
 
     python docs/gallery.py                      # the default bundle (vgg16-hed)
     python docs/gallery.py --encoder E --decoder D --data ../shared/data --out docs/gallery
+    python docs/gallery.py --compare old-decoder.safetensors   # also: the Great Wave x Starry Night, new | old
 
-Every image comes from the training run's held-out split (never trained on). Each
-figure is one row or grid of labelled panels: content x style results, a three-style
-blend, alpha 0 / 0.5 / 1, and the colour-preservation modes.
+Every image but the last figure's comes from the training run's held-out split (never trained
+on). Each figure is one row or grid of labelled panels: content x style results, a three-style
+blend, alpha 0 / 0.5 / 1, the colour-preservation modes, and with ``--compare`` the Great Wave
+stylized by Starry Night (two paintings of ``style/``, public-domain copies) at 512 px by this
+decoder and by another.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ CONTENTS = ("c_00070", "c_00141", "c_00142")
 STYLES = ("s_00057", "v_00047", "v_00197", "v_00098")  # one painting from style/, three from style_vivid/
 BLEND_STYLES = ("s_00057", "v_00047", "v_00098")
 FOLDERS = {"c": "content", "s": "style", "v": "style_vivid"}  # by file-name prefix
+WAVE, STARRY = "s_00495", "s_00407"  # the Great Wave (a copy with an orange sky) and Starry Night
 PANEL = 256  # shorter side of every result
 LABEL_H = 18
 
 
-def panel(img: Image.Image, label: str) -> Image.Image:
-    """``img`` fitted into a PANEL-wide tile with ``label`` underneath."""
+def panel(img: Image.Image, label: str, side: int = PANEL) -> Image.Image:
+    """``img`` fitted into a ``side``-wide tile with ``label`` underneath."""
     img = img.copy()
-    img.thumbnail((PANEL, PANEL))
-    tile = Image.new("RGB", (PANEL, PANEL + LABEL_H), "white")
-    tile.paste(img, ((PANEL - img.width) // 2, (PANEL - img.height) // 2))
+    img.thumbnail((side, side))
+    tile = Image.new("RGB", (side, side + LABEL_H), "white")
+    tile.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
     ImageDraw.Draw(tile).text((4, PANEL + 3), label, fill="black")
     return tile
 
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decoder", type=Path)
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "gallery")
+    p.add_argument("--compare", type=Path, help="another decoder file of the same encoder: adds wave_x_starry.jpg")
     args = p.parse_args(argv)
     files = resolve(None if args.encoder and args.decoder else args.model, args.encoder, args.decoder)
     st = Stylizer.from_files(files.encoder, files.decoder, arch=files.arch, device="cpu")
@@ -64,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     def load(name: str):
         return read_image(args.data / FOLDERS[name[0]] / f"{name}.jpg")
 
-    def run(content: str, styles: Sequence[str], **kw) -> Image.Image:
-        return to_pil(st.stylize(load(content), [load(s) for s in styles], content_size=PANEL, style_size=PANEL,
-                                 **kw))
+    def run(content: str, styles: Sequence[str], stylizer: Stylizer = st, size: int = PANEL, **kw) -> Image.Image:
+        return to_pil(stylizer.stylize(load(content), [load(s) for s in styles], content_size=size, style_size=size,
+                                       **kw))
 
     def save(sheet: Image.Image, name: str) -> None:
         sheet.save(args.out / name, quality=85, optimize=True)
@@ -88,6 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     c, s = CONTENTS[2], STYLES[1]
     save(grid([[panel(run(c, [s], preserve_color=m), f"preserve_color={m}")
                 for m in ("none", "coral", "luminance")]]), "color.jpg")
+
+    if args.compare:
+        other = Stylizer.from_files(files.encoder, args.compare, arch=files.arch, device="cpu")
+        side = 2 * PANEL
+        save(grid([[panel(to_pil(load(WAVE)), "content: the Great Wave", side),
+                    panel(to_pil(load(STARRY)), "style: Starry Night", side),
+                    panel(run(WAVE, [STARRY], size=side), f"{files.decoder.name}", side),
+                    panel(run(WAVE, [STARRY], other, side), f"{args.compare.name}", side)]]), "wave_x_starry.jpg")
 
 
 if __name__ == "__main__":
