@@ -100,6 +100,9 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
         stylize_body = next(v for k, v in fields.items() if "stylize" in k.lower())
         assert {"content", "style", "style_id", "weights", "alpha", "preserve_color", "mask", "content_size",
                 "style_size", "format", "quality"} <= set(stylize_body["properties"])
+        video_body = next(v for k, v in fields.items() if "video" in k.lower())  # the still's fields, where they apply
+        assert {"clip", "style", "style_id", "weights", "alpha", "preserve_color", "mask", "content_size", "style_size",
+                "style_scale", "stability", "audio", "quality"} <= set(video_body["properties"])
         assert {"/v1/styles", "/v1/styles/{style_id}", "/v1/styles/{style_id}/thumbnail"} <= set(schema["paths"])
         text = (await c.get("/metrics")).text
         for name in ("adain_http_requests_total", "adain_http_request_duration_seconds_bucket", "adain_queue_depth",

@@ -12,10 +12,10 @@ from pathlib import Path
 from ..cli import _Parser, add_image_args, add_model_args, add_tiling_args, blend_weights, build_stylizer
 from ..errors import AdainError, exit_status
 from ..options import check_alpha, check_style_scale, check_tiling, normalised_weights, open_file
+from .writer import DEFAULT_QUALITY
 
 #: what the command needs beyond the library's own dependencies: the module, and the extra that installs it
 NEEDS = {"av": "adain[video]", "cv2": "adain[video]"}
-DEFAULT_QUALITY = 80  # CRF 19 (adain.video.writer.crf_of)
 
 
 def _stability(text: str) -> int:

@@ -18,7 +18,7 @@ from ..stylizer import ColorMode, ImageLike, Stylizer
 from .frames import FrameStylizer
 from .reader import DEFAULT_VIDEO_LIMITS, ClipInfo, ClipReader, VideoLimits, rgb
 from .temporal import DEFAULT_LEVEL, LEVELS, Stability
-from .writer import AtomicClipWriter, container_format, even_size
+from .writer import DEFAULT_QUALITY, AtomicClipWriter, container_format, even_size
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def stylize_video(stylizer: Stylizer, source: str | Path, dest: str | Path, styl
                   weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_color: ColorMode = "none",
                   mask: Tensor | None = None, content_size: int = 512, crop: bool = False, style_size: int = 512,
                   style_scale: float = 1.0, stability: Stability = LEVELS[DEFAULT_LEVEL], audio: bool = True,
-                  quality: int = 80, limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
+                  quality: int = DEFAULT_QUALITY, limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
                   on_start: Callable[[ClipInfo], None] | None = None,
                   on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Stylize the clip ``source`` into ``dest`` (H.264 in .mp4, .mov or .mkv) with the options of

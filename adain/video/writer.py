@@ -16,6 +16,8 @@ from ..errors import VideoError
 #: output suffix -> FFmpeg container format (each takes H.264 video and the usual audio codecs)
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 CODEC = "libx264"
+#: quality 1..100 of a clip written without one: CRF 19 (:func:`crf_of`)
+DEFAULT_QUALITY = 80
 
 
 def container_format(path: str | Path) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import TypeVar
 
 from torch import Tensor
 
@@ -37,7 +38,7 @@ from ..runtime import memory
 from ..runtime.jobs import RenderJob, prepared_pixels, style_pixels
 from ..settings import Settings
 from ..store.interface import StyleStore
-from .forms import StylizeForm
+from .forms import StyleFields, StylizeForm
 from .media import THUMBNAIL_QUALITY, thumbnail_side
 
 StatsKey = Callable[[int, ColorMode], str]
@@ -72,7 +73,7 @@ def source(data: bytes, label: str, size: int, settings: Settings, scale: float 
     return Source(data, label, hw, decoded_pixels(data, style_read_size(size, scale), settings.pil_formats))
 
 
-def _decode(src: Source, size: int, settings: Settings) -> Tensor:
+def decode_source(src: Source, size: int, settings: Settings) -> Tensor:
     """The image as float (3, h, w) at a shorter side of ``size`` (0: as it is), never held in float at full size
     (``adain.images.read_resized``); 422 when it turns out truncated or corrupt."""
     return read_resized(src.data, size, settings.max_pixels, src.label, settings.pil_formats, settings.limits).image
@@ -130,6 +131,15 @@ def _style_scale(value: float, style_size: int, settings: Settings) -> float:
     return scale
 
 
+def stored_image(style_id: str, style_size: int, style_scale: float, store: StyleStore, settings: Settings) -> Source:
+    """A stored style's image, checked as an uploaded one is; 422 when ``store`` (the key's view: its own styles and
+    the public ones) has no such style."""
+    image = store.image(style_id)
+    if image is None:
+        raise ServiceError(422, "unknown_style", f"there is no stored style {clip(style_id)!r}")
+    return source(image, f"style {style_id}", style_size, settings, style_scale)
+
+
 def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, style_scale: float, store: StyleStore,
                   stats_key: StatsKey, settings: Settings) -> Source | ops.Stats:
     """Stored statistics when they fit the request (coral depends on the content, and they were taken at scale 1:
@@ -138,16 +148,24 @@ def _stored_style(style_id: str, preserve_color: ColorMode, style_size: int, sty
         stats = store.stats(style_id, stats_key(style_size, preserve_color))
         if stats is not None:
             return stats
-    image = store.image(style_id)
-    if image is None:
-        raise ServiceError(422, "unknown_style", f"there is no stored style {clip(style_id)!r}")
-    return source(image, f"style {style_id}", style_size, settings, style_scale)
+    return stored_image(style_id, style_size, style_scale, store, settings)
 
 
-def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list[bytes], settings: Settings,
-             store: StyleStore, stats_key: StatsKey) -> Plan:
-    """Check a stylize request as far as can be done without decoding: counts, sizes, alpha, the images' headers
-    (masks too) and the stored styles."""
+Stored = TypeVar("Stored", Source, Source | ops.Stats)  # what a stored style is taken as
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """A request's sizes, checked: content and style shorter sides, and the style scale."""
+
+    content: int
+    style: int
+    style_scale: float
+
+
+def checked_sizes(form: StyleFields, settings: Settings) -> Sizes:
+    """The counts and sizes of a request's styles checked (422): at least one style and at most ``--max-styles``,
+    content_size and style_size at most ``--max-size`` (their defaults the server's), style_scale in range."""
     n = form.n_styles
     if n == 0:
         raise ServiceError(422, "invalid_request", "give at least one style: a style file or a style_id")
@@ -155,22 +173,40 @@ def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list
         raise ServiceError(422, "too_many_styles", f"{n} styles given; at most {settings.max_styles} are allowed")
     content_size = _size(form.content_size, settings.content_size, "content_size", settings)
     style_size = _size(form.style_size, settings.style_size, "style_size", settings)
+    return Sizes(content_size, style_size, _style_scale(form.style_scale, style_size, settings))
+
+
+def style_sources(uploads: list[bytes], style_ids: list[str], sizes: Sizes, settings: Settings,
+                  stored: Callable[[str], Stored]) -> list[Source | Stored]:
+    """The uploaded styles checked from their headers (:func:`source`), then the stored ones as ``stored`` finds
+    them."""
+    refs: list[Source | Stored] = [source(data, f"style {i + 1}", sizes.style, settings, sizes.style_scale)
+                                   for i, data in enumerate(uploads)]
+    return refs + [stored(sid) for sid in style_ids]
+
+
+def mask_sources(masks: list[bytes], sizes: Sizes, settings: Settings) -> list[Source]:
+    """The mask images checked from their headers, at the content's size."""
+    return [source(data, f"mask {i + 1}", sizes.content, settings) for i, data in enumerate(masks)]
+
+
+def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list[bytes], settings: Settings,
+             store: StyleStore, stats_key: StatsKey) -> Plan:
+    """Check a stylize request as far as can be done without decoding: counts, sizes, alpha, the images' headers
+    (masks too) and the stored styles."""
+    sizes = checked_sizes(form, settings)
     alpha = check_alpha(form.alpha)
-    scale = _style_scale(form.style_scale, style_size, settings)
-    refs: list[Source | ops.Stats] = [source(data, f"style {i + 1}", style_size, settings, scale)
-                                      for i, data in enumerate(styles)]
-    refs += [_stored_style(sid, form.preserve_color, style_size, scale, store, stats_key, settings)
-             for sid in form.style_ids]
-    mask_sources = [source(data, f"mask {i + 1}", content_size, settings) for i, data in enumerate(masks)]
-    return Plan(source(content, "content", content_size, settings), refs, mask_sources, content_size, style_size,
-                alpha, scale)
+    refs = style_sources(styles, form.style_ids, sizes, settings, lambda sid: _stored_style(
+        sid, form.preserve_color, sizes.style, sizes.style_scale, store, stats_key, settings))
+    return Plan(source(content, "content", sizes.content, settings), refs, mask_sources(masks, sizes, settings),
+                sizes.content, sizes.style, alpha, sizes.style_scale)
 
 
 def render_job(plan: Plan, form: StylizeForm, settings: Settings) -> RenderJob:
     """Decode a planned stylize request straight to its prepared sizes and check the rest of its arguments (weights,
     masks): the work holds only the resized images."""
     size = style_read_size(plan.style_size, plan.style_scale)
-    refs = [StyleRef(stats=s) if isinstance(s, ops.Stats) else StyleRef(image=_decode(s, size, settings))
+    refs = [StyleRef(stats=s) if isinstance(s, ops.Stats) else StyleRef(image=decode_source(s, size, settings))
             for s in plan.styles]
     content = read_resized(plan.content.data, plan.content_size, settings.max_pixels, plan.content.label,
                            settings.pil_formats, settings.limits)

@@ -1,7 +1,8 @@
 """Video jobs: one thread runs them in order, with the library's ``stylize_video``, beside the image workers (on the
-first worker's model). Each job lives in a folder of its own (``input``, ``style_<i>.png``, then ``result.mp4``); its
-state goes to a journal (``service.store.video_jobs``) on every change, so that a restarted server resumes the
-jobs a killed one had accepted. Finished jobs are deleted, with their files, ``ttl`` seconds after they end."""
+first worker's model). Each job lives in a folder of its own (``input``, ``style_<i>.png``, ``mask_<i>``, written when
+it is accepted, then ``result.mp4``); its state goes to a journal (``service.store.video_jobs``) on every change, so
+that a restarted server resumes the jobs a killed one had accepted. Finished jobs are deleted, with their files,
+``ttl`` seconds after they end."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from typing import Any
 
 from adain.errors import AdainError
 from adain.images import read_image
+from adain.masks import read_masks
 from adain.stylizer import Stylizer
 from adain.video import stability_level, stylize_video
 from adain.video.reader import VideoLimits
+from adain.video.writer import DEFAULT_QUALITY
 
 from ..settings import Settings
 
@@ -130,10 +133,14 @@ class VideoRunner:
         folder, o = self.job_dir(job.id), job.options
         try:
             styles = [read_image(folder / name) for name in o["styles"]]
+            masks = o.get("masks")  # absent, like the three options below, from jobs journaled before they existed
+            mask = read_masks([folder / name for name in masks], len(styles)) if masks else None
             stylize_video(self.stylizer, folder / INPUT, folder / RESULT, styles, weights=o["weights"],
-                          alpha=o["alpha"], preserve_color=o["preserve_color"], content_size=o["content_size"],
-                          style_size=0, stability=stability_level(o["stability"]), audio=o["audio"],
-                          limits=self.limits, on_frame=progress)
+                          alpha=o["alpha"], preserve_color=o["preserve_color"], mask=mask,
+                          content_size=o["content_size"], style_size=o.get("style_size", 0),
+                          style_scale=o.get("style_scale", 1.0), stability=stability_level(o["stability"]),
+                          audio=o["audio"], quality=o.get("quality", DEFAULT_QUALITY), limits=self.limits,
+                          on_frame=progress)
         except _Stop as stop:
             if stop.requeue:
                 job.state, job.frames_done = "queued", 0

@@ -5,30 +5,24 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from adain.errors import AdainError, VideoError, VideoTooLarge
-from adain.images import prepared_size, read_resized, save_image
-from adain.options import check_alpha, normalised_weights
-from adain.video import ClipReader, stability_level
-from adain.video.temporal import DEFAULT_LEVEL
-
-from ...errors import ErrorResponse, ServiceError, from_adain
-from ...runtime.videos import INPUT, RESULT, VideoRunner, video_limits
-from ...settings import Settings
+from ...errors import ErrorResponse, ServiceError
+from ...runtime.videos import RESULT, VideoRunner
 from ...store.video_jobs import VideoJob
 from ..access import PrincipalDep, charge_megapixels
-from ..dependencies import PoolDep, SettingsDep, in_pool
-from ..forms import parse_weights
+from ..dependencies import PoolDep, SettingsDep, StoreDep, in_pool
+from ..forms import VideoForm, video_form
+from ..video_intake import plan_video, write_job
 
 router = APIRouter(tags=["videos"])
 ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in (
     (404, "no such job (or another key's)"), (409, "the job is not done"), (413, "clip too large or too long"),
-    (415, "not a video FFmpeg reads, or a style that is not an accepted image"), (422, "invalid arguments"),
+    (415, "not a video FFmpeg reads, or a style that is not an accepted image"),
+    (422, "invalid arguments, or a style_id this key may not use"),
     (429, "too many video jobs at once, or a rate limit"))}
 
 
@@ -48,73 +42,32 @@ def _view(job: VideoJob) -> dict:
     return view
 
 
-def _accept(folder: Path, clip: UploadFile, styles: list[UploadFile], options: dict,
-            settings: Settings) -> tuple[int, int]:
-    """Copy the clip, check it from its header, read the styles at their size and save them; the clip's frames and
-    the pixels of one frame as stylized."""
-    folder.mkdir(parents=True)
-    with open(folder / INPUT, "wb") as out:
-        shutil.copyfileobj(clip.file, out, 2**20)
-    try:
-        with ClipReader(folder / INPUT, video_limits(settings), label=clip.filename or "clip") as reader:
-            info = reader.info
-    except VideoTooLarge as exc:
-        raise ServiceError(413, "video_too_large", str(exc)) from None
-    except VideoError as exc:
-        raise ServiceError(415, "unsupported_video", str(exc)) from None
-    h, w = prepared_size((info.height, info.width), options["content_size"], False)
-    if h * w > settings.max_pixels:
-        raise ServiceError(413, "video_too_large", f"frames of {w}x{h} pixels as resized, more than the limit of "
-                           f"{settings.max_pixels}")
-    for i, style in enumerate(styles):
-        image = read_resized(style.file.read(), settings.style_size, settings.max_pixels, name=f"style {i + 1}",
-                             formats=settings.pil_formats, limits=settings.limits).image
-        save_image(image, folder / options["styles"][i])
-    return info.frames, h * w
-
-
 @router.post("/v1/videos", status_code=202, summary="Stylize a video clip (a job)",
              responses={202: {"description": "Accepted: the job's state (`url` to poll, `Location` too)."}, **ERRORS})
-async def create_video(request: Request, who: PrincipalDep, settings: SettingsDep, pool: PoolDep,
-                       clip: Annotated[UploadFile, File(description="the clip (any format FFmpeg reads)")],
-                       style: Annotated[list[UploadFile], File(description="style images (repeatable: a blend)")],
-                       weights: Annotated[list[str] | None, Form()] = None,
-                       alpha: Annotated[float, Form(ge=0, le=1)] = 1.0,
-                       preserve_color: Annotated[Literal["none", "coral", "luminance"], Form()] = "none",
-                       content_size: Annotated[int | None, Form(ge=0)] = None,
-                       stability: Annotated[int, Form(description="0 per frame .. 3 most stable")] = DEFAULT_LEVEL,
-                       audio: Annotated[bool, Form()] = True) -> JSONResponse:
-    """Stylize `clip` with the `style` images as `adain video` does; poll the job, then fetch its result."""
+async def create_video(request: Request, who: PrincipalDep, form: Annotated[VideoForm, Depends(video_form)],
+                       settings: SettingsDep, store: StoreDep, pool: PoolDep) -> JSONResponse:
+    """Stylize `clip` with the styles (uploaded files and/or stored style ids) as `adain video` does; poll the job,
+    then fetch its result."""
     runner = _runner(request)
-    if clip.size is not None and clip.size > settings.max_video_bytes:
-        raise ServiceError(413, "video_too_large", f"the clip has {clip.size} bytes, more than the limit of "
+    if form.clip.size is not None and form.clip.size > settings.max_video_bytes:
+        raise ServiceError(413, "video_too_large", f"the clip has {form.clip.size} bytes, more than the limit of "
                            f"{settings.max_video_bytes}")
-    if len(style) > settings.max_styles:
-        raise ServiceError(422, "invalid_request", f"{len(style)} styles, more than the limit of {settings.max_styles}")
-    size = settings.content_size if content_size is None else content_size
-    if size > settings.max_size:
-        raise ServiceError(422, "invalid_request", f"content_size {size} is more than the limit of {settings.max_size}")
-    w = parse_weights(weights)
-    try:
-        normalised_weights(w, len(style))
-        check_alpha(alpha)
-        stability_level(stability)
-    except AdainError as exc:
-        raise from_adain(exc) from None
+    styles = [await f.read() for f in form.styles]
+    masks = [await f.read() for f in form.masks]
+    plan = await in_pool(pool, plan_video, form, styles, masks, settings, store)
     if runner.journal.active_count(who.name) >= settings.max_video_jobs:
         raise ServiceError(429, "too_many_jobs", f"{settings.max_video_jobs} video jobs are queued or running for "
                            "this key; wait for one to finish or cancel one")
     job_id = secrets.token_hex(8)
-    options = {"styles": [f"style_{i}.png" for i in range(len(style))], "weights": w, "alpha": alpha,
-               "preserve_color": preserve_color, "content_size": size, "stability": stability, "audio": audio}
     folder = runner.job_dir(job_id)
     try:
-        frames, frame_pixels = await in_pool(pool, _accept, folder, clip, style, options, settings)
+        frames, frame_pixels = await in_pool(pool, write_job, folder, form.clip.file, form.clip.filename or "clip",
+                                             plan, settings)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     charge_megapixels(request, frames * frame_pixels)
-    job = VideoJob(job_id, who.name, frames, options)
+    job = VideoJob(job_id, who.name, frames, plan.options)
     runner.journal.add(job)
     runner.submit(job)
     return JSONResponse(_view(job), status_code=202, headers={"Location": f"/v1/videos/{job_id}"})
