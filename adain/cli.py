@@ -323,17 +323,19 @@ def attach_number_lists(argv: list[str]) -> list[str]:
     return out
 
 
-#: The commands of the service (the ``service`` package, with the ``adain[service]`` extra): the only place where
-#: the library reaches up to the service, lazily, so that the library runs without it.
-SERVICE_COMMANDS = {"serve": "service.cli", "key": "service.api.keys"}
+#: The commands that need an extra (``pip install 'adain[EXTRA]'``): module and extra. The library reaches up to
+#: the service only here, lazily, so that the library runs without it.
+EXTRA_COMMANDS = {"serve": ("service.cli", "service"), "key": ("service.api.keys", "service"),
+                  "video": ("adain.video.cli", "video")}
 
 
-def _service_command(name: str, argv: list[str]) -> int:
-    """Run ``adain serve`` / ``adain key``; exit 2 with the install line when the service extra is missing."""
+def _extra_command(name: str, argv: list[str]) -> int:
+    """Run a command of :data:`EXTRA_COMMANDS`; exit 2 with the install line when its extra is missing."""
+    module_name, extra = EXTRA_COMMANDS[name]
     try:
-        module = importlib.import_module(SERVICE_COMMANDS[name])
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        print(f"adain {name}: needs pip install 'adain[service]' (no module named {exc.name!r})", file=sys.stderr)
+        print(f"adain {name}: needs pip install 'adain[{extra}]' (no module named {exc.name!r})", file=sys.stderr)
         return 2
     return module.main(argv)
 
@@ -349,12 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .train.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])
-    if argv[:1] == ["video"]:
-        from .video.cli import main as video_main
-
-        return video_main(argv[1:])
-    if argv[:1] and argv[0] in SERVICE_COMMANDS:
-        return _service_command(argv[0], argv[1:])
+    if argv[:1] and argv[0] in EXTRA_COMMANDS:
+        return _extra_command(argv[0], argv[1:])
     parser = _Parser(prog="adain", description="Arbitrary style transfer with AdaIN.")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{stylize,video,optimize,weights,train,evaluate,serve,key}")

@@ -95,12 +95,13 @@ def test_no_import_circles() -> None:
     assert circles == []
 
 
-@pytest.mark.parametrize("command", ["serve", "key"])
-def test_service_commands_without_the_service_extra_say_what_to_install(command: str) -> None:
-    """``adain serve`` where FastAPI (or the whole service package) is missing: one line, exit 2, no traceback."""
-    blocked = "fastapi" if command == "serve" else "service"
+@pytest.mark.parametrize(("command", "blocked", "extra"), [
+    ("serve", "fastapi", "service"), ("key", "service", "service"), ("video", "av", "video"),
+    ("video", "cv2", "video")])
+def test_commands_without_their_extra_say_what_to_install(command: str, blocked: str, extra: str) -> None:
+    """A command whose extra (or the whole service package) is missing: one line, exit 2, no traceback."""
     code = f"import sys; sys.modules[{blocked!r}] = None; from adain.cli import main; sys.exit(main([{command!r}]))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert f"adain {command}: needs pip install 'adain[service]'" in done.stderr
+    assert f"adain {command}: needs pip install 'adain[{extra}]' (no module named '{blocked}" in done.stderr
     assert "Traceback" not in done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,9 +12,6 @@ from ..cli import _Parser, add_image_args, add_model_args, add_tiling_args, blen
 from ..errors import AdainError, exit_status
 from ..options import check_alpha, check_style_scale, check_tiling, normalised_weights, open_file
 from .writer import DEFAULT_QUALITY
-
-#: what the command needs beyond the library's own dependencies: the module, and the extra that installs it
-NEEDS = {"av": "adain[video]", "cv2": "adain[video]"}
 
 
 def _stability(text: str) -> int:
@@ -43,10 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     add_tiling_args(p)
     return p
-
-
-def _missing_module() -> str | None:
-    return next((name for name in NEEDS if importlib.util.find_spec(name) is None), None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,10 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``adain video``."""
-    missing = _missing_module()
-    if missing is not None:
-        print(f"adain video: needs pip install '{NEEDS[missing]}' (no module named {missing!r})", file=sys.stderr)
-        return 2
     args = build_parser().parse_args(argv)
     try:
         return run(args)
