@@ -256,3 +256,24 @@ def test_mix_refuses_what_does_not_fit(trained: tuple[TinyData, Path], tmp_path:
 
 def test_mix_splits_at_the_last_colon() -> None:
     assert mix_arg("C:/runs/a:b.safetensors:0.2") == Mix(Path("C:/runs/a:b.safetensors"), 0.2)
+
+
+def test_a_run_grows_skips_onto_a_decoder_without_them(tmp_path: Path, weight_files: dict) -> None:
+    from adain.net import SkipJoin
+
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"])
+    plain = random_networks("vgg16", seed=6, layer="relu3_1")[1]
+    save_safetensors(plain, tmp_path / "plain.safetensors", "vgg16")
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=1, lr=0, init_decoder=tmp_path / "plain.safetensors",
+                                      skips="relu1_1,relu2_1", skip_strength=0.3)) == 0  # lr 0: the grown start
+    state = latest_checkpoint(run)[1]
+    assert (state["skips"], state["skip_strength"]) == (["relu1_1", "relu2_1"], 0.3)
+    assert export(data, run, "-o", tmp_path / "grown.safetensors", "--dtype", "fp32", "--eval-pairs", 2) == 0
+    held_out = json.loads((tmp_path / "grown.json").read_text())["held_out"]
+    assert held_out["trained"] == held_out["step_0"]  # the step-0 reference is grown the same way
+    grown = build_decoder(tmp_path / "grown.safetensors", "vgg16")
+    assert all(not torch.allclose(j.scale, torch.ones_like(j.scale)) for j in grown.layers if isinstance(j, SkipJoin))
+    x, skips = torch.rand(1, 256, 8, 8), [torch.rand(1, 64, 32, 32), torch.rand(1, 128, 16, 16)]
+    with torch.no_grad():
+        torch.testing.assert_close(grown([*skips, x]), plain(x))

@@ -131,3 +131,33 @@ def test_decoder_skips_come_shallowest_first_whatever_the_key_order(tmp_path) ->
     assert list(state).index("4.scale") < list(state).index("12.scale")
     torch.save(state, tmp_path / "skips.pth")
     assert decoder_skips(tmp_path / "skips.pth") == ("relu1_1", "relu2_1")
+
+
+def test_a_decoder_without_skips_grows_skips_that_start_silent(tmp_path) -> None:
+    from adain.bundles.layouts import load_grown, load_or_grow
+    from tests.conftest import random_networks
+
+    plain = random_networks("vgg16", seed=3, layer="relu3_1")[1]
+    save_safetensors(plain, tmp_path / "plain.safetensors", "vgg16")
+    grown = random_networks("vgg16", seed=4, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1]
+    assert load_or_grow(grown, tmp_path / "plain.safetensors")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 256, 8, 8, generator=g)
+    skips = [torch.rand(1, 64, 32, 32, generator=g), torch.rand(1, 128, 16, 16, generator=g)]
+    with torch.no_grad():
+        torch.testing.assert_close(grown([*skips, x]), plain(x))  # decodes as the file, whatever the skips
+    convs = [m for m in grown.layers if isinstance(m, torch.nn.Conv2d)]
+    assert [c.in_channels for c in convs] == [256, 256, 128, 128, 64]
+    assert convs[1].weight[:, 128:].abs().sum() == 0 and convs[3].weight[:, 64:].abs().sum() == 0
+
+    with_skip = random_networks("vgg16", seed=3, layer="relu3_1", skips=("relu2_1",))[1]
+    save_safetensors(with_skip, tmp_path / "skip.safetensors", "vgg16")
+    with pytest.raises(WeightsError, match="only a decoder of relu3_1 without skips can grow skips"):
+        load_grown(grown, tmp_path / "skip.safetensors")
+    deeper = random_networks("vgg16", seed=3, layer="relu4_1")[1]
+    save_safetensors(deeper, tmp_path / "deeper.safetensors", "vgg16")
+    with pytest.raises(WeightsError, match="this one decodes relu4_1"):
+        load_grown(grown, tmp_path / "deeper.safetensors")
+    same = random_networks("vgg16", seed=5, layer="relu3_1", skips=("relu2_1",))[1]
+    assert not load_or_grow(same, tmp_path / "skip.safetensors")  # same skips: a plain load
+    torch.testing.assert_close(same.layers.state_dict(), with_skip.layers.state_dict(), rtol=1e-3, atol=1e-3)

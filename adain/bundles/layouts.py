@@ -106,6 +106,31 @@ def load_into(module: Encoder | Decoder, path: str | Path, state: dict[str, Tens
     )
 
 
+def load_grown(decoder: Decoder, path: str | Path) -> None:
+    """Load a decoder file without skips into ``decoder`` (same architecture and layer, with skips): each conv
+    takes the file's weights for its path channels and zeros for its skip channels, so ``decoder`` decodes
+    exactly as the file did until it is trained. The skips' scales are left as they are."""
+    source = build_decoder(path, decoder.arch)
+    if source.skips or source.layer != decoder.layer:
+        raise WeightsError(f"{path}: only a decoder of {decoder.layer} without skips can grow skips, "
+                           f"this one decodes {source.layer} with skips {list(source.skips) or 'none'}")
+    grown = [m for m in decoder.layers if isinstance(m, nn.Conv2d)]
+    for old, new in zip([m for m in source.layers if isinstance(m, nn.Conv2d)], grown, strict=True):
+        with torch.no_grad():
+            new.weight.zero_()
+            new.weight[:, : old.in_channels].copy_(old.weight)
+            new.bias.copy_(old.bias)
+
+
+def load_or_grow(decoder: Decoder, path: str | Path) -> bool:
+    """:func:`load_into`, or :func:`load_grown` when ``decoder`` has skips and the file has none; True if grown."""
+    if decoder.skips and not decoder_skips(path):
+        load_grown(decoder, path)
+        return True
+    load_into(decoder, path)
+    return False
+
+
 def safetensors_bytes(state: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
     """``state`` serialised as safetensors, the same bytes for the same input.
 

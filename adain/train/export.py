@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from ..arguments import count_arg
 from ..bundles.download import sha256_file
-from ..bundles.layouts import build_decoder, load_into, save_safetensors
+from ..bundles.layouts import build_decoder, load_or_grow, save_safetensors
 from ..bundles.manifest import listed_as, manifest_path
 from ..errors import AdainError, InputError, WeightsError
 from ..files import atomic_path, write_atomic
@@ -168,7 +168,7 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
     if found["sha256"] != info.get("sha256"):
         raise WeightsError(f"encoder sha256 {found['sha256']} is not the run's ({info.get('sha256')})")
     if state.get("init_decoder"):
-        load_into(models.decoder, _verified(state["init_decoder"]))
+        load_or_grow(models.decoder, _verified(state["init_decoder"]))
     pairs = held_out_pairs(state["data"], args["resize"], args["crop"], n_pairs)
     if not len(pairs):
         raise InputError("no readable held-out pairs (is the data where the checkpoint says?)")
