@@ -1,4 +1,4 @@
-"""Build ``.carry/`` (git-ignored) for one GPU session of the device tool: see bench/device/README.md.
+"""Build ``.carry/`` (git-ignored) for one GPU session of the device tool (bench/README.md, "A GPU session").
 
     python bench/device/prepare.py            # then run bench/device/session.sh there, carrying .carry
 

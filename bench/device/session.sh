@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU session of the device tool, in one call (bench/device/README.md): train a decoder with skips (issue 29)
-# for TRAIN_SECONDS, export it, then the GPU benchmarks. Everything lands in $OUT (8 files at most).
+# One GPU session of the device tool, in one call (bench/README.md, "A GPU session"): train a decoder with skips
+# (issue 29) for TRAIN_SECONDS, export it, then the GPU benchmarks. Everything lands in $OUT (8 files at most).
 #   run(command="bash bench/device/session.sh", carry=[".carry"], timeout_s=600)
 # A dry run on a CPU machine: DEVICE=cpu TRAIN_SECONDS=60 BENCH=0 OUT=/tmp/out bash bench/device/session.sh
 set -uo pipefail
@@ -23,17 +23,17 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 
-# Training (issue 29): a decoder with weak skips (AdaIN also at relu1_1 and relu2_1, fed at strength 0.3 in style
-# steps) from scratch: 500 reconstruction steps, then the paper's loss with the colour, texture and feature-
-# distribution terms, every 4th step a reconstruction step (docs/training.md, "Decoders with skips"), at the
-# evaluation's scale (192 px crops of 448 px images); SIGTERM at the deadline saves a checkpoint. The checkpoint
-# comes back with the export, so a later session resumes it (adain train --output-dir RUN --resume).
+# Training (issue 29): the shipped decoder grown with weak skips (AdaIN also at relu1_1 and relu2_1, fed at
+# strength 0.3 in style steps; a file without skips starts them at zero), its recipe (style weight 1.25, grid
+# loss) plus the colour and texture terms (run H2, the best at 512 px so far), every 4th step a reconstruction step (docs/training.md, "Decoders with
+# skips"), at the evaluation's scale (192 px crops of 448 px images); SIGTERM at the deadline saves a checkpoint.
+# The checkpoint comes back with the export, so a later session resumes it (adain train --output-dir RUN --resume).
 rm -rf "$RUN"
 timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
     --style-dir "$CARRY/data/style" "$CARRY/data/style_vivid" --encoder "$CARRY/encoder.safetensors" --arch vgg16 \
-    --layer relu3_1 --skips relu1_1,relu2_1 --skip-strength 0.3 --loss paper --recon-steps 500 --recon-every 4 \
-    --warmup 200 --lr 3e-4 --style-weight 10 --colour-weight 20 --texture-weight 200 --features-weight 2000 \
-    --output-dir "$RUN" --device "$DEVICE" \
+    --init-decoder weights/vgg16-hed-decoder.safetensors --skips relu1_1,relu2_1 --skip-strength 0.3 --loss paper \
+    --recon-steps 0 --recon-every 4 --warmup 50 --lr 1.5e-4 --lr-decay 0 --style-weight 1.25 --grid-weight 1000 \
+    --colour-weight 20 --texture-weight 200 --output-dir "$RUN" --device "$DEVICE" \
     --steps 200000 --batch-size 8 --resize 448 --crop 192 --workers "$(( $(nproc) - 2 ))" \
     --checkpoint-every 1000 --keep 1 --sample-every 2000 --eval-every 2000 --log-every 100 --no-progress
 echo "train exit $? (124: stopped at the deadline by SIGTERM, checkpoint saved)"
