@@ -124,10 +124,11 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
 
 def load_or_grow(decoder: Decoder, path: str | Path) -> bool:
     """:func:`load_into`, or :func:`load_grown` when ``decoder`` has skips and the file has none; True if grown."""
-    if decoder.skips and not decoder_skips(path):
+    state = read_state_dict(path)
+    if decoder.skips and not decoder_skips(path, state):
         load_grown(decoder, path)
         return True
-    load_into(decoder, path)
+    load_into(decoder, path, state)
     return False
 
 
