@@ -148,8 +148,13 @@ def test_a_read_only_database_makes_the_server_not_ready(read_only_view: tuple[P
         assert upload(server.url, style_paths[0]).status_code == 201
     with serve(weight_files["vgg16"], view / "styles.db", log, ready="/healthz") as server:  # the same file, read-only
         assert len(httpx.get(f"{server.url}/v1/styles").json()["styles"]) == 1  # reads work
-        assert_fault(upload(server.url, style_paths[1]), 503, "store_unavailable", log)
-        for _ in range(100):  # the workers warm up, then only the store keeps it from being ready
+        for _ in range(100):  # until the workers are warm (before, any upload is refused as not_ready)
+            answer = upload(server.url, style_paths[1])
+            if answer.status_code != 503 or answer.json()["error"]["code"] != "not_ready":
+                break
+            time.sleep(0.1)
+        assert_fault(answer, 503, "store_unavailable", log)
+        for _ in range(100):  # then only the store keeps it from being ready
             ready = httpx.get(f"{server.url}/readyz")
             if "style store" in ready.text:
                 break
