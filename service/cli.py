@@ -129,11 +129,15 @@ def main(argv: list[str]) -> int:
     if settings.admin_port is not None:
         admin = AdminServer(_config(create_admin_app(settings, app, engine), settings.admin_port, settings, "off"))
     engine.on_fatal = lambda: setattr(server, "should_exit", True)
-    # uvicorn re-raises the signal that stopped it once shutdown is complete; by then it has been handled.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve(server, admin, sockets))
+    # uvicorn re-raises the signal that stopped it once shutdown is complete; by then it has been handled, so it
+    # meets SIG_IGN. The caller's handlers come back afterwards (an in-process caller keeps its Ctrl-C).
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(_serve(server, admin, sockets))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if engine.failed:
         log.critical("exiting with status 1: a worker failed")
         return 1

@@ -87,6 +87,39 @@ def test_serve_with_missing_weights_fails_in_one_line(tmp_path: Path, capsys: py
     assert err.startswith("adain serve: error:") and "missing.safetensors" in err and err.count("\n") == 1
 
 
+def test_serve_stopped_by_ctrl_c_returns_and_gives_the_callers_signal_handlers_back(
+        tmp_path: Path, weight_files: dict) -> None:
+    """``adain serve`` run in-process: Ctrl-C stops it with status 0, and Ctrl-C and SIGTERM then do what they did
+    before (it once left both ignored for the rest of the calling process)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import httpx
+
+    port, weights = free_port(), weight_files["vgg16"]
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupt_when_ready() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_ready, daemon=True).start()
+    status = serve_main(["--encoder", str(weights["encoder_st"]), "--decoder", str(weights["decoder_st"]),
+                         "--device", "cpu", "--port", str(port), "--db", str(tmp_path / "styles.db"),
+                         "--log-level", "warning"])
+    assert status == 0
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
 def test_the_docs_say_what_the_web_page_does_with_api_keys() -> None:
     """The page has a key field and sends the key (tests/test_web_page.py drives it against a keyed server); the
     docs once said so in one place and the opposite in another."""
