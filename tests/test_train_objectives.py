@@ -99,12 +99,35 @@ def test_reconstruction_steps_come_first_then_every_nth() -> None:
     from adain.train.objective import is_reconstruction, objective_at
 
     args = Namespace(recon_steps=3, recon_every=4, structure_weight=0.0, layout_weight=0.0, grid_weight=0.0,
-                     colour_weight=5.0, texture_weight=6.0, features_weight=7.0)
+                     colour_weight=5.0, texture_weight=6.0, features_weight=7.0, coarse_weight=8.0)
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2, 3, 7, 11, 15]
     assert objective_at(args, 7) == (TrainingObjective(pixel=10.0), True)  # style terms off, pixels on
-    assert objective_at(args, 8) == (TrainingObjective(colour=5.0, texture=6.0, features=7.0), False)
+    assert objective_at(args, 8) == (TrainingObjective(colour=5.0, texture=6.0, features=7.0, coarse=8.0), False)
     args.recon_every = 0
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2]
+
+
+def test_the_coarse_term_is_the_style_terms_of_the_half_size_images(content_paths: list[Path],
+                                                                     style_paths: list[Path]) -> None:
+    from adain.images import prepare, read_image
+    from adain.train.losses import texture_loss
+    from adain.train.objective import coarse_losses
+
+    enc, _ = random_networks("vgg16", seed=3)
+    small_out = prepare(read_image(content_paths[0]), 48, True)[None]
+    small_style = prepare(read_image(style_paths[0]), 48, True)[None]
+    # Each pixel repeated 2x2: the half-size copies (2x2 means) are the small images exactly.
+    out, style = (torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") for x in (small_out, small_style))
+    objective = TrainingObjective(texture=6.0, coarse=0.5)
+    expected = 0.5 * (2.0 * sum(style_losses(enc.features(small_out), enc.features(small_style)))
+                      + 6.0 * texture_loss(small_out, small_style))
+    got = coarse_losses(enc, out, style, objective, style_weight=2.0)
+    assert float(got["coarse"]) == pytest.approx(float(expected), rel=1e-4)
+    assert float(coarse_losses(enc, style, style, objective, 2.0)["coarse"]) < 1e-6 * float(expected)
+    assert coarse_losses(enc, out, style, TrainingObjective(texture=6.0), 2.0) == {}  # off unless weighted
+    grad_out = out.clone().requires_grad_(True)
+    coarse_losses(enc, grad_out, style, objective, 2.0)["coarse"].backward()
+    assert grad_out.grad is not None and grad_out.grad.abs().sum() > 0
 
 
 def with_grid(img: Tensor, strength: float = 0.15) -> Tensor:

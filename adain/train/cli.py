@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the feature-distribution loss: sliced Wasserstein distance between the output's "
                         "and the style image's relu1_1..relu3_1 features, which matches strokes where the style "
                         "loss matches only means and stds (not in reconstruction steps)")
+    p.add_argument("--coarse-weight", type=float, default=0.0,
+                   help="weight of the style loss and texture loss taken again on output and style image at half "
+                        "size, for strokes as large as a picture twice the training scale shows them; 1 weighs both "
+                        "sizes alike (not in reconstruction steps)")
     p.add_argument("--skip-strength", type=strength_arg,
                    help="with --skips: what the skips are multiplied by in style steps (reconstruction steps feed "
                         "them whole), so that the decoder does not copy the photo's fine detail into every "

@@ -37,8 +37,8 @@ WINDOW = 10  # training log records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
 OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
-                  "colour_weight", "texture_weight", "features_weight", "skip_strength", "recon_steps", "recon_every",
-                  "warmup")
+                  "colour_weight", "texture_weight", "features_weight", "coarse_weight", "skip_strength", "recon_steps",
+                  "recon_every", "warmup")
 
 LOSS_DEFINITIONS = (
     "t = AdaIN(L(content), L(style)) is the decoder's input, L its layer (relu4_1 as in the paper, or the "

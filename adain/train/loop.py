@@ -20,7 +20,7 @@ from ..bundles.layouts import load_or_grow
 from ..errors import InputError
 from .data import PairDataset, StreamSampler, Unreadable, collate, list_images, split
 from .losses import held_out_losses
-from .objective import appearance_losses, compute_losses, objective_at
+from .objective import appearance_losses, coarse_losses, compute_losses, objective_at
 from .recipes import fill_recipe_defaults
 from .resume import check_encoder
 from .runs import TrainingDiverged, TrainingLog, jsonable, save_checkpoint, trim_training_log
@@ -176,6 +176,7 @@ def train(args: argparse.Namespace, resume: dict | None = None) -> int:
                     lc, ls_layers, out, extra = loss_fn(models, content, content if recon else style, objective)
                     style_weight = 0.0 if recon else args.style_weight  # reconstruction: pixels and features only
                     extra |= appearance_losses(out, style, objective)
+                    extra |= coarse_losses(models.encoder, out, style, objective, style_weight)
                     loss = lc + style_weight * torch.stack(ls_layers).sum() + sum(extra.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

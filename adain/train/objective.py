@@ -1,5 +1,5 @@
 """What one training step minimises: the paper's content and style losses plus the optional terms of a
-:class:`TrainingObjective` (structure, layout, pixel, grid, colour, texture, features)."""
+:class:`TrainingObjective` (structure, layout, pixel, grid, colour, texture, features, coarse)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..net import FEATURE_LAYERS
+from ..net import FEATURE_LAYERS, Encoder
 from .losses import (
     colour_loss,
     content_loss,
@@ -36,7 +36,8 @@ class TrainingObjective:
     ``colour`` and ``texture``: weights of the encoder-free appearance losses against the style image
     (:func:`adain.train.losses.colour_loss`, :func:`adain.train.losses.texture_loss`), and ``features``: weight of
     the sliced Wasserstein distance of the encoder's relu1_1..relu3_1 feature distributions to the style image's
-    (:func:`adain.train.losses.feature_distribution_loss`); these three are off in reconstruction steps.
+    (:func:`adain.train.losses.feature_distribution_loss`); ``coarse``: weight of the style loss and texture term
+    taken again at half size (:func:`coarse_losses`). These four are off in reconstruction steps.
     """
 
     structure: float = 0.0
@@ -46,6 +47,7 @@ class TrainingObjective:
     colour: float = 0.0
     texture: float = 0.0
     features: float = 0.0
+    coarse: float = 0.0
 
 
 STRUCTURE_LAYER = 2  # relu3_1
@@ -99,6 +101,22 @@ def appearance_losses(out: Tensor, style: Tensor, objective: TrainingObjective) 
     return terms
 
 
+def coarse_losses(encoder: Encoder, out: Tensor, style: Tensor, objective: TrainingObjective, style_weight: float
+                  ) -> dict[str, Tensor]:
+    """The paper's style loss (times ``style_weight``) and the texture term again, on output and style image at half
+    size (2x2 means), all times ``objective.coarse``: strokes twice the size the full-size terms see, as a picture
+    stylized at twice the training scale shows them. Empty when the term is off."""
+    if not objective.coarse:
+        return {}
+    out, style = F.avg_pool2d(out.float(), 2), F.avg_pool2d(style.float(), 2)
+    with torch.no_grad():
+        style_feats = encoder.features(style)
+    total = style_weight * torch.stack(style_losses(encoder.features(out), style_feats)).sum()
+    if objective.texture:
+        total = total + objective.texture * texture_loss(out, style)
+    return {"coarse": objective.coarse * total}
+
+
 def is_reconstruction(args: argparse.Namespace, step: int) -> bool:
     """Whether step ``step`` (0-based) trains reconstruction (the style image is the content photo): the first
     ``--recon-steps``, then every ``--recon-every``-th step (which keeps the photo's shapes within reach)."""
@@ -110,5 +128,6 @@ def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective
     """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
     recon = is_reconstruction(args, step)
     pixel = RECON_PIXEL_WEIGHT if recon else 0.0
-    style_terms = (0.0, 0.0, 0.0) if recon else (args.colour_weight, args.texture_weight, args.features_weight)
+    style_terms = ((0.0, 0.0, 0.0, 0.0) if recon
+                   else (args.colour_weight, args.texture_weight, args.features_weight, args.coarse_weight))
     return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, *style_terms), recon
