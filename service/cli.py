@@ -29,7 +29,7 @@ from .admin import create_admin_app
 from .api.header_timeout import http_protocol
 from .app import create_app
 from .runtime.engine import Engine
-from .runtime.memory import worst_case
+from .runtime.memory import memory_available, memory_warning, worst_case
 from .settings import Settings, load_settings
 
 log = logging.getLogger("adain.service")
@@ -123,6 +123,8 @@ def main(argv: list[str]) -> int:
     log.info(
         "memory above idle at most %.0f MiB: %s (docs/deploy.md, Memory)", sum(parts.values()) / 2**20,
         ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in parts.items()))
+    if warning := memory_warning(parts, memory_available()):
+        log.warning(warning)
     config = _config(app, settings.port, settings, "auto")
     server = PublicServer(config)
     admin = None

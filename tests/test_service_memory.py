@@ -87,3 +87,33 @@ def test_a_request_whose_images_alone_need_more_than_the_server_allows_gets_413(
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
     assert "--max-work-bytes" in r.json()["error"]["message"]
     assert small.status_code == 200, small.text
+
+
+def test_the_memory_this_process_may_use_is_the_machine_or_its_cgroup_limit(tmp_path: Path) -> None:
+    from service.runtime.memory import memory_available
+
+    physical = memory_available(cgroup_limits=())
+    assert physical > 2**28  # a machine with some memory
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    v2.write_text("max\n")  # cgroup v2 without a limit
+    assert memory_available((v2, tmp_path / "absent")) == physical
+    v1.write_text(f"{2**30}\n")
+    assert memory_available((v2, v1)) == min(physical, 2**30)
+
+
+def test_a_worst_case_over_the_memory_available_is_warned_of_at_start(tmp_path: Path, weight_files: dict) -> None:
+    from service.runtime.memory import memory_available, memory_warning
+
+    parts = worst_case(LIMITS, workers=1)
+    assert memory_warning(parts, sum(parts.values())) is None
+    warning = memory_warning(parts, sum(parts.values()) - 1)
+    assert warning is not None and "--max-work-bytes" in warning and "--max-connections" in warning
+    # A real server whose admitted images alone could take more than the machine has says so in its log.
+    too_much = replace(LIMITS, max_work_bytes=2 * memory_available())
+    log = tmp_path / "server.log"
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", log, *flags(too_much)):
+        pass
+    assert "could be killed for memory" in log.read_text()
+    with serve(weight_files["vgg16"], tmp_path / "styles.db", log.with_name("fits.log"), *flags(LIMITS)):
+        pass
+    assert "could be killed for memory" not in log.with_name("fits.log").read_text()

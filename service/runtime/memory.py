@@ -12,8 +12,10 @@ have another, larger one).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..settings import Settings
 
@@ -80,3 +82,32 @@ def worst_case(settings: Settings, workers: int) -> dict[str, int]:
         "images": settings.max_work_bytes,
         "activations": workers * ACTIVATION_BYTES * (settings.batch_size * small + large),
     }
+
+
+#: Where a container's memory limit is: cgroup v2's file, then v1's.
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def memory_available(cgroup_limits: Sequence[Path] = CGROUP_LIMITS) -> int:
+    """Bytes this process may use at most: the machine's physical memory, or its cgroup's (a container's)
+    limit where that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in cgroup_limits:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def memory_warning(parts: dict[str, int], available: int) -> str | None:
+    """What to say when the worst case above idle (:func:`worst_case`) does not fit in ``available`` bytes."""
+    worst = sum(parts.values())
+    if worst <= available:
+        return None
+    return (f"the worst case above ({worst / 2**20:.0f} MiB) is more than the {available / 2**20:.0f} MiB this "
+            "process may use: under full load it could be killed for memory. Lower --max-connections or "
+            "--max-upload-bytes (uploads), --max-work-bytes (images), --batch-size or --tile-pixels (activations); "
+            "docs/deploy.md, Memory")
