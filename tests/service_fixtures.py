@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -102,6 +102,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_ready(url: str, timeout: float, check: Callable[[], None] = lambda: None) -> bool:
+    """Poll ``url`` until it answers 200 (True) or ``timeout`` seconds pass (False), calling ``check`` first
+    each time (it raises when waiting is pointless)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 @dataclass
 class Server:
     """``adain serve`` in a subprocess."""
@@ -128,17 +143,13 @@ def serve(weights: dict[str, Path], db: Path, log: Path, *flags: str, env: dict[
         process = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})})
     server = Server(process, f"http://127.0.0.1:{port}")
+
+    def alive() -> None:
+        assert process.poll() is None, f"server exited with {process.returncode}:\n{log.read_text()}"
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert process.poll() is None, f"server exited with {process.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{server.url}{ready}", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready after {timeout} s:\n{log.read_text()}"
-            time.sleep(0.1)
+        if not wait_until_ready(f"{server.url}{ready}", timeout, alive):
+            raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()}")
         yield server
     finally:
         if process.poll() is None:

@@ -18,7 +18,7 @@ from service.settings import OPTIONS, Settings, load_settings
 from service.store import open_store
 from service.store.sql import SQLStyleStore
 
-from .service_fixtures import REPO, free_port
+from .service_fixtures import REPO, free_port, wait_until_ready
 
 
 def test_flags_beat_environment_beat_defaults() -> None:
@@ -94,22 +94,12 @@ def test_serve_stopped_by_ctrl_c_returns_and_gives_the_callers_signal_handlers_b
     import os
     import signal
     import threading
-    import time
-
-    import httpx
 
     port, weights = free_port(), weight_files["vgg16"]
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def interrupt_when_ready() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", 120)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_ready, daemon=True).start()
