@@ -277,3 +277,12 @@ def test_a_run_grows_skips_onto_a_decoder_without_them(tmp_path: Path, weight_fi
     x, skips = torch.rand(1, 256, 8, 8), [torch.rand(1, 64, 32, 32), torch.rand(1, 128, 16, 16)]
     with torch.no_grad():
         torch.testing.assert_close(grown([*skips, x]), plain(x))
+
+
+def test_a_term_newer_than_the_run_reads_as_off_in_the_card() -> None:
+    from adain.train.export import objective_of
+
+    older_run = {"layer": "relu3_1", "skips": [], "loss": "paper", "style_weight": 1.25, "grid_weight": 1000.0}
+    objective = objective_of(older_run)
+    assert objective["style_weight"] == 1.25 and objective["grid_weight"] == 1000.0
+    assert objective["coarse_weight"] == 0.0 and objective["colour_weight"] == 0.0  # not null: it was off

@@ -40,6 +40,17 @@ OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", 
                   "colour_weight", "texture_weight", "features_weight", "coarse_weight", "skip_strength", "recon_steps",
                   "recon_every", "warmup")
 
+
+
+def objective_of(args: dict) -> dict:
+    """The :data:`OBJECTIVE_ARGS` of a run's arguments; a term its version of ``adain train`` did not have yet
+    reads as today's default (off), not as null."""
+    from .cli import build_parser
+
+    defaults = build_parser()
+    return {k: args[k] if k in args else defaults.get_default(k) for k in OBJECTIVE_ARGS}
+
+
 LOSS_DEFINITIONS = (
     "t = AdaIN(L(content), L(style)) is the decoder's input, L its layer (relu4_1 as in the paper, or the "
     "decoder's layer in the model card). content = MSE(L(output), t); "
@@ -239,7 +250,7 @@ def model_card(ckpt: Path, state: dict, output: Path, dtype: str, held_out: dict
                      "images_seen": step * args["batch_size"], "resize": args["resize"], "crop": args["crop"],
                      "lr": args["lr"], "lr_decay": args["lr_decay"], "style_weight": args["style_weight"],
                      "seed": args["seed"], "precision": state["precision"], "device": state.get("device"),
-                     "objective": {k: args.get(k) for k in OBJECTIVE_ARGS},
+                     "objective": objective_of(args),
                      "changed_on_resume": state.get("changes", []),
                      "throughput": throughput, "init_decoder": lineage(init) if init else None},
         "data": data_counts(state["data"]),
