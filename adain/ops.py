@@ -21,25 +21,43 @@ class Stats(NamedTuple):
     std: Tensor
 
 
+#: Elements of the fp32 copies that AdaIN and its statistics make of a feature map at once: a larger map (the
+#: full-resolution relu1_1 of a large image, for a decoder with skips) is taken a few channels at a time, so
+#: those copies stay small. Each channel is computed exactly as in one pass.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def channel_groups(feat: Tensor) -> list[slice]:
+    """The channel slices of ``feat`` (N, C, ...) whose fp32 copies hold at most :data:`CHUNK_ELEMENTS` (at least
+    one channel each)."""
+    per_channel = max(1, feat.numel() // max(1, feat.shape[1]))
+    step = max(1, CHUNK_ELEMENTS // per_channel)
+    return [slice(i, i + step) for i in range(0, feat.shape[1], step)]
+
+
 def channel_stats(feat: Tensor, eps: float = EPS) -> Stats:
     """Mean and std over H, W of ``feat`` (N, C, H, W), in fp32."""
-    var, mean = torch.var_mean(feat.float().flatten(2), dim=2, correction=0)
+    parts = [torch.var_mean(feat[:, g].float().flatten(2), dim=2, correction=0) for g in channel_groups(feat)]
+    var, mean = (torch.cat(p, 1) for p in zip(*parts, strict=True))
     return Stats(mean, (var + eps).sqrt())
 
 
 def masked_stats(feat: Tensor, masks: Tensor, eps: float = EPS) -> Stats:
     """Per-region stats: ``masks`` (N, K, H, W) weights -> Stats of shape (N, K, C)."""
-    f = feat.float().flatten(2)  # N C P
     m = masks.float().flatten(2)  # N K P
     area = m.sum(2).clamp_min(1e-8)  # N K
     means, variances = [], []
-    for k in range(m.shape[1]):
-        w = m[:, k : k + 1]  # N 1 P
-        mean = (w * f).sum(2) / area[:, k : k + 1]
-        d = f - mean[..., None]
-        means.append(mean)
-        variances.append((w * d * d).sum(2) / area[:, k : k + 1])
-    mean, var = torch.stack(means, 1), torch.stack(variances, 1)
+    for g in channel_groups(feat):
+        f = feat[:, g].float().flatten(2)  # N c P
+        for k in range(m.shape[1]):
+            w = m[:, k : k + 1]  # N 1 P
+            mean = (w * f).sum(2) / area[:, k : k + 1]
+            d = f - mean[..., None]
+            means.append(mean)
+            variances.append((w * d * d).sum(2) / area[:, k : k + 1])
+    n_regions = m.shape[1]
+    mean = torch.cat([torch.stack(means[i : i + n_regions], 1) for i in range(0, len(means), n_regions)], 2)
+    var = torch.cat([torch.stack(variances[i : i + n_regions], 1) for i in range(0, len(variances), n_regions)], 2)
     return Stats(mean, (var + eps).sqrt())
 
 
@@ -63,7 +81,10 @@ def adain(content: Tensor, style: Stats, eps: float = EPS, content_stats: Stats 
     c = channel_stats(content, eps) if content_stats is None else content_stats
     scale = (style.std / c.std)[..., None, None]
     shift = (style.mean - c.mean * style.std / c.std)[..., None, None]
-    return (content.float() * scale + shift).to(content.dtype)
+    out = torch.empty_like(content)
+    for g in channel_groups(content):
+        out[:, g] = (content[:, g].float() * scale[:, g] + shift[:, g]).to(content.dtype)
+    return out
 
 
 def masked_adain(content: Tensor, masks: Tensor, styles: Stats, eps: float = EPS,
@@ -77,10 +98,12 @@ def masked_adain(content: Tensor, masks: Tensor, styles: Stats, eps: float = EPS
     c = masked_stats(content, masks, eps) if content_stats is None else content_stats  # N K C
     scale = styles.std[None] / c.std  # N K C
     shift = styles.mean[None] - c.mean * scale
-    f = content.float()
-    out = torch.einsum("nkhw,nkc->nchw", masks.float(), scale) * f
-    out = out + torch.einsum("nkhw,nkc->nchw", masks.float(), shift)
-    return out.to(content.dtype)
+    weights = masks.float()
+    out = torch.empty_like(content)
+    for g in channel_groups(content):
+        part = torch.einsum("nkhw,nkc->nchw", weights, scale[..., g]) * content[:, g].float()
+        out[:, g] = (part + torch.einsum("nkhw,nkc->nchw", weights, shift[..., g])).to(content.dtype)
+    return out
 
 
 # ---- colour -------------------------------------------------------------

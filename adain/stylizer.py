@@ -226,7 +226,7 @@ def _restyled(f: Tensor, stats: ops.Stats, t: Target, masks: Tensor | None,
         fm = feature_masks(masks, tuple(f.shape[-2:]))[None]
         own = None if content_stats is None else content_stats(level, ops.masked_stats(f, fm))
         out = ops.masked_adain(f, fm, stats, content_stats=own)
-    return t.alpha * out + (1.0 - t.alpha) * f if t.alpha < 1.0 else out
+    return out.mul_(t.alpha).add_(f, alpha=1.0 - t.alpha) if t.alpha < 1.0 else out
 
 
 class Stylizer:
@@ -365,20 +365,26 @@ class Stylizer:
         for t in targets:
             _check_target(t, size, self.stats_channels)
         with self._autocast():
-            levels = self._encoder_pass(self._to_device(contents, "content image"))
+            levels: list[Tensor | None] = list(self._encoder_pass(self._to_device(contents, "content image")))
             self._safe_point()
             channels = [f.shape[1] for f in levels]
-            mixed: list[list[Tensor]] = [[] for _ in levels]
-            for i, t in enumerate(targets):
-                stats = ops.Stats(t.stats.mean.to(self.device), t.stats.std.to(self.device))
-                masks = None if t.masks is None else t.masks.to(self.device, torch.float32)
-                gain = self.decoder.skip_gain(t.alpha)
-                for level, (feats, level_stats) in enumerate(zip(levels, ops.split_stats(stats, channels),
-                                                                 strict=True)):
-                    f = _restyled(feats[i: i + 1], level_stats, t, masks, content_stats, level)
-                    mixed[level].append(f * gain if level < len(levels) - 1 and gain != 1.0 else f)
+            per_target = [(ops.split_stats(ops.Stats(t.stats.mean.to(self.device), t.stats.std.to(self.device)),
+                                           channels),
+                           None if t.masks is None else t.masks.to(self.device, torch.float32),
+                           self.decoder.skip_gain(t.alpha)) for t in targets]
+            # Level by level, each map let go of once restyled: with skips, the full-resolution relu1_1 of a large
+            # image would otherwise be held several times over.
+            for level in range(len(levels)):
+                feats, mixed = levels[level], []
+                levels[level] = None
+                for i, (t, (stats, masks, gain)) in enumerate(zip(targets, per_target, strict=True)):
+                    f = _restyled(feats[i: i + 1], stats[level], t, masks, content_stats, level)
+                    mixed.append(f.mul_(gain) if level < len(levels) - 1 and gain != 1.0 else f)
+                del feats
+                levels[level] = mixed[0] if len(mixed) == 1 else torch.cat(mixed)
+                del mixed
             self._safe_point()
-            result = self._decoder_pass([torch.cat(m) for m in mixed], size)
+            result = self._decoder_pass(levels, size)
         return result.float().clamp_(0, 1)
 
     # ---- the whole pipeline ----------------------------------------------

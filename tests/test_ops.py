@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from adain import ops
 
@@ -104,3 +105,26 @@ def test_coral_matches_mean_and_covariance(gen):
     o, t = out.double().flatten(1).numpy(), target.double().flatten(1).numpy()
     np.testing.assert_allclose(o.mean(1), t.mean(1), atol=1e-6)
     np.testing.assert_allclose(np.cov(o, bias=True), np.cov(t, bias=True), atol=2e-5)
+
+
+def test_large_maps_are_taken_a_few_channels_at_a_time_with_the_same_results(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """AdaIN and its statistics make fp32 copies of the feature map; above ops.CHUNK_ELEMENTS they do so a few
+    channels at a time, which must not change a single value, nor the gradients training takes through them."""
+    torch.manual_seed(0)
+    feat = (torch.rand(2, 6, 9, 11) * 3).to(torch.bfloat16)
+    style = ops.Stats(torch.rand(2, 6), torch.rand(2, 6) + 0.5)
+    masks = torch.rand(2, 3, 9, 11).softmax(1)
+    region_styles = ops.Stats(torch.rand(3, 6), torch.rand(3, 6) + 0.5)
+
+    def results() -> list[Tensor]:
+        grad_feat = feat.float().requires_grad_(True)
+        ops.adain(grad_feat, style).square().sum().backward()
+        return [*ops.channel_stats(feat), *ops.masked_stats(feat, masks), ops.adain(feat, style),
+                ops.masked_adain(feat, masks, region_styles), grad_feat.grad]
+
+    whole = results()
+    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", 2 * 9 * 11 * 2)  # two channels at a time
+    assert [(g.start, g.stop) for g in ops.channel_groups(feat)] == [(0, 2), (2, 4), (4, 6)]
+    for a, b in zip(whole, results(), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
