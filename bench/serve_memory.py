@@ -1,10 +1,11 @@
 """Peak memory of `adain serve` per request size and batch size (the sizing table of docs/deploy.md).
 
-    python bench/serve_memory.py [--device cpu] [--precision auto] [--layer relu3_1] [--cases idle 512x1 ...]
-        [--json out.json]
+    python bench/serve_memory.py [--device cpu] [--precision auto] [--layer relu3_1] [--skips relu1_1,relu2_1]
+        [--cases idle 512x1 ...] [--json out.json]
 
 Each case runs in a fresh server process (the real vgg16 architecture with random weights, the decoder for
-``--layer``, relu3_1 like the default bundle's: the memory is that of the trained model) and reports the
+``--layer`` with ``--skips``, relu3_1 with skips from relu1_1 and relu2_1 like the default bundle's: the memory
+is that of the trained model) and reports the
 process's peak resident memory (VmHWM) once the requests are done; a case NxB sends one N x N content image
 (style 512 x 512) alone, so that admission control has measured the size, then B concurrent ones with
 --batch-size B, so they form one batch (requests over the server's --large-pixels run one at a time in
@@ -116,6 +117,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--layer", default="relu3_1", choices=LAYERS, help="the decoder's layer (default: the bundle's)")
+    p.add_argument("--skips", default="relu1_1,relu2_1",
+                   help="the decoder's skips, comma-separated, '' for none (default: the bundle's)")
     p.add_argument("--cases", nargs="+", default=["idle", "512x1", "1024x1", "512x4", "1024x4", "2048x1"])
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -123,13 +126,15 @@ def main() -> None:
         tmp = Path(d)
         weights = {"encoder": tmp / "encoder.safetensors", "decoder": tmp / "decoder.safetensors"}
         save_safetensors(Encoder("vgg16"), weights["encoder"], "vgg16")
-        save_safetensors(Decoder("vgg16", args.layer), weights["decoder"], "vgg16")
+        skips = [name for name in args.skips.split(",") if name]
+        save_safetensors(Decoder("vgg16", args.layer, skips), weights["decoder"], "vgg16")
         results = []
         for case in args.cases:
             results.append(run_case(case, weights, args.device, args.precision, tmp))
             print(json.dumps(results[-1]), flush=True)
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or
             platform.machine(), "device": args.device, "precision": args.precision, "layer": args.layer,
+            "skips": args.skips,
             "results": results}
     if args.json:
         args.json.write_text(json.dumps(info, indent=2) + "\n")

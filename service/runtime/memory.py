@@ -28,8 +28,11 @@ FLOAT_RGB = 12  # float32 (3, H, W)
 FLOAT_MASK = 4  # float32 (H, W)
 CONTENT_COPIES = 4
 #: Bytes per pixel the networks hold while a batch runs (activations; bf16 on the CPU, the default bundle's
-#: vgg16 relu3_1 decoder: about 0.9 GiB per megapixel above idle, docs/deploy.md "Sizing").
-ACTIVATION_BYTES = 1000
+#: vgg16 relu3_1 decoder with skips: about 1.1 GiB per megapixel above idle, docs/deploy.md "Sizing").
+ACTIVATION_BYTES = 1200
+#: Bytes per content pixel a tiled image holds besides its tiles: the feature maps of the decoder's inputs for the
+#: whole image, restyled level by level (with skips: relu1_1, relu2_1 and relu3_1 in bf16; measured 200-250).
+FEATURE_BYTES = 300
 
 
 def decode_bytes(decoded_pixels: int, prepared_pixels: int) -> int:
@@ -74,13 +77,15 @@ def worst_case(settings: Settings, workers: int) -> dict[str, int]:
     bodies (each in memory while its request runs, up to twice: python-multipart's buffer and the bytes read; at
     most ``--max-connections`` at once), the images admission control lets in (``--max-work-bytes``), and the
     activations of the batches running at once (per worker, a full batch of small requests and one large request,
-    which runs in tiles above ``--tile-pixels``)."""
+    which runs in tiles above ``--tile-pixels`` and then also holds its whole feature maps, up to
+    ``--max-pixels``)."""
     small = min(settings.large_pixels or settings.max_pixels, settings.tile_pixels or settings.max_pixels)
     large = settings.tile_pixels or settings.max_pixels
+    tiled = FEATURE_BYTES * settings.max_pixels if 0 < settings.tile_pixels < settings.max_pixels else 0
     return {
         "uploads": 2 * settings.max_connections * settings.max_upload_bytes,
         "images": settings.max_work_bytes,
-        "activations": workers * ACTIVATION_BYTES * (settings.batch_size * small + large),
+        "activations": workers * (ACTIVATION_BYTES * (settings.batch_size * small + large) + tiled),
     }
 
 
@@ -109,5 +114,5 @@ def memory_warning(parts: dict[str, int], available: int) -> str | None:
         return None
     return (f"the worst case above ({worst / 2**20:.0f} MiB) is more than the {available / 2**20:.0f} MiB this "
             "process may use: under full load it could be killed for memory. Lower --max-connections or "
-            "--max-upload-bytes (uploads), --max-work-bytes (images), --batch-size or --tile-pixels (activations); "
-            "docs/deploy.md, Memory")
+            "--max-upload-bytes (uploads), --max-work-bytes (images), --batch-size, --tile-pixels or --max-pixels "
+            "(activations); docs/deploy.md, Memory")
