@@ -58,7 +58,7 @@ from naive import naive_stylize  # noqa: E402
 from adain import Decoder, Encoder, Stylizer, Target, ops  # noqa: E402
 from adain.bundles.layouts import build_decoder, build_encoder  # noqa: E402
 from adain.images import to_uint8  # noqa: E402
-from adain.net import channels_of  # noqa: E402
+from adain.net import channels_of, scale_of  # noqa: E402
 from adain.stylizer import PRECISIONS, TILE_PIXELS, TILE_SIZE, stack_stats  # noqa: E402
 
 DEFAULT_SIZES = ["256", "512", "1024", "2048", "3840x2160"]
@@ -83,7 +83,8 @@ def conv_flops(enc: Encoder, dec: Decoder, hw: tuple[int, int]) -> dict[str, flo
                     counts[name] += 2.0 * output.numel() * k
                 hooks.append(m.register_forward_hook(hook))
         x = torch.empty(1, 3, *hw, device="meta") if name == "encoder" else \
-            torch.empty(1, channels_of(dec.layer), -(-hw[0] // dec.scale), -(-hw[1] // dec.scale), device="meta")
+            [torch.empty(1, channels_of(layer), -(-hw[0] // scale_of(layer)), -(-hw[1] // scale_of(layer)),
+                         device="meta") for layer in dec.inputs]  # one map per input: the skips, then its layer
         with torch.no_grad():
             meta(x)
         for h in hooks:
