@@ -8,7 +8,7 @@ Every image but the last figure's comes from the training run's held-out split (
 on). Each figure is one row or grid of labelled panels: content x style results, a three-style
 blend, alpha 0 / 0.5 / 1, the colour-preservation modes, and with ``--compare`` the Great Wave
 stylized by Starry Night (two paintings of ``style/``, public-domain copies) at 512 px by this
-decoder and by another.
+decoder and by another, at alpha 1 (first row, after the inputs), 0.5 and 0 (second row).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def panel(img: Image.Image, label: str, side: int = PANEL) -> Image.Image:
     img.thumbnail((side, side))
     tile = Image.new("RGB", (side, side + LABEL_H), "white")
     tile.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
-    ImageDraw.Draw(tile).text((4, PANEL + 3), label, fill="black")
+    ImageDraw.Draw(tile).text((4, side + 3), label, fill="black")
     return tile
 
 
@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         other = Stylizer.from_files(files.encoder, args.compare, arch=files.arch, device="cpu")
         side = 2 * PANEL
-        save(grid([[panel(to_pil(load(WAVE)), "content: the Great Wave", side),
-                    panel(to_pil(load(STARRY)), "style: Starry Night", side),
-                    panel(run(WAVE, [STARRY], size=side), f"{files.decoder.name}", side),
-                    panel(run(WAVE, [STARRY], other, side), f"{args.compare.name}", side)]]), "wave_x_starry.jpg")
+        inputs = [panel(to_pil(load(WAVE)), "content: the Great Wave", side),
+                  panel(to_pil(load(STARRY)), "style: Starry Night", side)]
+        by_alpha = [[panel(run(WAVE, [STARRY], stylizer, side, alpha=a), f"{name}, alpha {a}", side)
+                     for stylizer, name in ((st, files.decoder.name), (other, args.compare.name))]
+                    for a in (1.0, 0.5, 0.0)]
+        save(grid([inputs + by_alpha[0], by_alpha[1] + by_alpha[2]]), "wave_x_starry.jpg")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 
-# Training (issue 29): the shipped decoder grown with weak skips (AdaIN also at relu1_1 and relu2_1, fed at
-# strength 0.3 in style steps; a file without skips starts them at zero), its recipe (style weight 1.25, grid
-# loss) plus the colour and texture terms (run H2, the best at 512 px so far), every 4th step a reconstruction step (docs/training.md, "Decoders with
-# skips"), at the evaluation's scale (192 px crops of 448 px images); SIGTERM at the deadline saves a checkpoint.
+# Training (issue 29): the shipped decoder (with weak skips since December 7: AdaIN also at relu1_1 and relu2_1,
+# fed at strength 0.3 in style steps) further on its own recipe, run H2's (style weight 1.25, grid loss, colour
+# and texture terms, every 4th step a reconstruction step; docs/training.md, "Decoders with skips"), at the
+# evaluation's scale (192 px crops of 448 px images); SIGTERM at the deadline saves a checkpoint.
 # The checkpoint comes back with the export, so a later session resumes it (adain train --output-dir RUN --resume).
 rm -rf "$RUN"
 timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
