@@ -42,22 +42,24 @@ def channel_stats(feat: Tensor, eps: float = EPS) -> Stats:
     return Stats(mean, (var + eps).sqrt())
 
 
+def _masked_moments(f: Tensor, m: Tensor, area: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-region mean and variance (N, K, c) of fp32 features ``f`` (N, c, P) under weights ``m`` (N, K, P)."""
+    means, variances = [], []
+    for k in range(m.shape[1]):
+        w = m[:, k : k + 1]  # N 1 P
+        mean = (w * f).sum(2) / area[:, k : k + 1]
+        d = f - mean[..., None]
+        means.append(mean)
+        variances.append((w * d * d).sum(2) / area[:, k : k + 1])
+    return torch.stack(means, 1), torch.stack(variances, 1)
+
+
 def masked_stats(feat: Tensor, masks: Tensor, eps: float = EPS) -> Stats:
     """Per-region stats: ``masks`` (N, K, H, W) weights -> Stats of shape (N, K, C)."""
     m = masks.float().flatten(2)  # N K P
     area = m.sum(2).clamp_min(1e-8)  # N K
-    means, variances = [], []
-    for g in channel_groups(feat):
-        f = feat[:, g].float().flatten(2)  # N c P
-        for k in range(m.shape[1]):
-            w = m[:, k : k + 1]  # N 1 P
-            mean = (w * f).sum(2) / area[:, k : k + 1]
-            d = f - mean[..., None]
-            means.append(mean)
-            variances.append((w * d * d).sum(2) / area[:, k : k + 1])
-    n_regions = m.shape[1]
-    mean = torch.cat([torch.stack(means[i : i + n_regions], 1) for i in range(0, len(means), n_regions)], 2)
-    var = torch.cat([torch.stack(variances[i : i + n_regions], 1) for i in range(0, len(variances), n_regions)], 2)
+    parts = [_masked_moments(feat[:, g].float().flatten(2), m, area) for g in channel_groups(feat)]
+    mean, var = (torch.cat(p, 2) for p in zip(*parts, strict=True))
     return Stats(mean, (var + eps).sqrt())
 
 

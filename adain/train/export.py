@@ -41,7 +41,6 @@ OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", 
                   "recon_every", "warmup")
 
 
-
 def objective_of(args: dict) -> dict:
     """The :data:`OBJECTIVE_ARGS` of a run's arguments; a term its version of ``adain train`` did not have yet
     reads as today's default (off), not as null."""
