@@ -125,6 +125,9 @@ def main(argv: list[str]) -> int:
         ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in parts.items()))
     if warning := memory_warning(parts, memory_available()):
         log.warning(warning)
+    host, port = sockets[0].getsockname()[:2]
+    log.info("listening on http://%s:%d (the web page at /, the API reference at /docs)",
+             f"[{host}]" if ":" in host else host, port)
     config = _config(app, settings.port, settings, "auto")
     server = PublicServer(config)
     admin = None

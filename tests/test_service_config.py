@@ -88,9 +88,10 @@ def test_serve_with_missing_weights_fails_in_one_line(tmp_path: Path, capsys: py
 
 
 def test_serve_stopped_by_ctrl_c_returns_and_gives_the_callers_signal_handlers_back(
-        tmp_path: Path, weight_files: dict) -> None:
-    """``adain serve`` run in-process: Ctrl-C stops it with status 0, and Ctrl-C and SIGTERM then do what they did
-    before (it once left both ignored for the rest of the calling process)."""
+        tmp_path: Path, weight_files: dict, caplog: pytest.LogCaptureFixture) -> None:
+    """``adain serve`` run in-process: it logs where it listens, Ctrl-C stops it with status 0, and Ctrl-C and
+    SIGTERM then do what they did before (it once left both ignored for the rest of the calling process)."""
+    import logging
     import os
     import signal
     import threading
@@ -103,10 +104,12 @@ def test_serve_stopped_by_ctrl_c_returns_and_gives_the_callers_signal_handlers_b
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_ready, daemon=True).start()
-    status = serve_main(["--encoder", str(weights["encoder_st"]), "--decoder", str(weights["decoder_st"]),
-                         "--device", "cpu", "--port", str(port), "--db", str(tmp_path / "styles.db"),
-                         "--log-level", "warning"])
+    with caplog.at_level(logging.INFO, logger="adain.service"):
+        status = serve_main(["--encoder", str(weights["encoder_st"]), "--decoder", str(weights["decoder_st"]),
+                             "--device", "cpu", "--port", str(port), "--db", str(tmp_path / "styles.db"),
+                             "--log-level", "warning"])
     assert status == 0
+    assert f"listening on http://127.0.0.1:{port} (the web page at /" in caplog.text
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 

@@ -113,6 +113,7 @@ def memory_warning(parts: dict[str, int], available: int) -> str | None:
     if worst <= available:
         return None
     return (f"the worst case above ({worst / 2**20:.0f} MiB) is more than the {available / 2**20:.0f} MiB this "
-            "process may use: under full load it could be killed for memory. Lower --max-connections or "
+            "process may use (the machine's memory, or its container's limit where lower): under full load it could "
+            "be killed for memory. Lower --max-connections or "
             "--max-upload-bytes (uploads), --max-work-bytes (images), --batch-size, --tile-pixels or --max-pixels "
             "(activations); docs/deploy.md, Memory")
