@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from adain.errors import InputError
 from service.runtime.engine import Engine, devices
 from service.settings import Settings, load_settings
 
-from .service_fixtures import REPO, SIZE, free_port, pixels
+from .service_fixtures import REPO, SIZE, free_port, pixels, wait_until_ready
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -214,17 +213,12 @@ def test_cmd_with_the_image_environment_serves_passes_its_healthcheck_and_exits_
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
+        def alive() -> None:
             assert process.poll() is None, f"exited with {process.returncode}:\n{log.read_text()}"
-            try:
-                ready = httpx.get(f"{url}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"not ready after 180 s:\n{log.read_text()}"
-            time.sleep(0.2)
+
+        if not wait_until_ready(f"{url}/readyz", 180, alive):
+            raise AssertionError(f"not ready after 180 s:\n{log.read_text()}")
+        ready = httpx.get(f"{url}/readyz", timeout=2)
         expected = [f"{d}#0" for d in devices("auto")]  # this machine's GPUs, else the CPU
         assert ready.json()["workers"] == expected
         assert healthcheck(image, env) == 0
