@@ -9,7 +9,7 @@ AdaIN works at relu4_1, as in the paper, unless a model picks a shallower
 holds the layers up to relu4_1, for the losses), and the decoder mirrors only
 the layers up to it.
 
-A decoder may also take ``skips``: shallower layers (relu1_1, relu2_1) that AdaIN
+A decoder may also take ``skips``: shallower layers (relu1_1, relu2_1, relu3_1) that AdaIN
 works at too, each concatenated to the decoder's path where its resolution is
 reached, after a fixed per-channel scale (a :class:`SkipJoin` in the stack, whose
 ``scale`` buffer is part of the file). The decoder's ``inputs`` are then
@@ -31,7 +31,7 @@ Arch = Literal["vgg19", "vgg16"]
 ARCHS: tuple[Arch, ...] = ("vgg19", "vgg16")
 Layer = Literal["relu4_1", "relu3_1"]
 LAYERS: tuple[Layer, ...] = ("relu4_1", "relu3_1")  # where AdaIN can work; relu4_1 is the paper's
-SKIP_LAYERS = ("relu1_1", "relu2_1")  # what a decoder may take besides its layer
+SKIP_LAYERS = ("relu1_1", "relu2_1", "relu3_1")  # what a decoder may take besides its layer (if shallower)
 
 # Conv widths up to conv4_1; "M" is a 2x2 max-pool.
 _CONFIGS: dict[str, list[int | str]] = {

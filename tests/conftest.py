@@ -103,10 +103,11 @@ WEAK_SKIP_STRENGTH = 0.4
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1",
-    "encoder_skips", "decoder_skips", "encoder_weak", "decoder_weak"}}: random weights on disk. "decoder_relu3_1"
-    (safetensors) decodes relu3_1 of the same encoder (so "encoder_relu3_1" is "encoder_st"); "decoder_skips"
-    decodes relu3_1 with skips from relu1_1 and relu2_1; "decoder_weak" is it with a skip strength of
-    WEAK_SKIP_STRENGTH in its metadata.
+    "encoder_skips", "decoder_skips", "encoder_weak", "decoder_weak", "encoder_deep", "decoder_deep"}}: random
+    weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1 of the same encoder (so "encoder_relu3_1" is
+    "encoder_st"); "decoder_skips" decodes relu3_1 with skips from relu1_1 and relu2_1; "decoder_weak" is it with
+    a skip strength of WEAK_SKIP_STRENGTH in its metadata; "decoder_deep" decodes relu4_1 with skips from
+    relu1_1, relu2_1 and relu3_1, at that strength too.
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -138,5 +139,9 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         paths["encoder_weak"], paths["decoder_weak"] = paths["encoder_st"], root / f"{arch}_decoder_weak.safetensors"
         skip_decoder.skip_strength = WEAK_SKIP_STRENGTH
         save_safetensors(skip_decoder, paths["decoder_weak"], arch)
+        paths["encoder_deep"], paths["decoder_deep"] = paths["encoder_st"], root / f"{arch}_decoder_deep.safetensors"
+        deep_decoder = random_networks(arch, skips=("relu1_1", "relu2_1", "relu3_1"))[1]
+        deep_decoder.skip_strength = WEAK_SKIP_STRENGTH
+        save_safetensors(deep_decoder, paths["decoder_deep"], arch)
         files[arch] = paths
     return files

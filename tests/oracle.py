@@ -10,7 +10,7 @@ Equations:
 * statistics: mu(x) = mean over H, W; sigma(x) = sqrt(population variance + eps), eps = 1e-5;
 * AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y), on relu4_1 features as
   in the paper (or relu3_1, for a decoder that decodes that layer);
-* a decoder with skips (relu1_1, relu2_1) takes AdaIN at each of its inputs, every one with the style's own
+* a decoder with skips (relu1_1, relu2_1, and relu3_1 for one of relu4_1) takes AdaIN at each of its inputs, every one with the style's own
   statistics at that layer, and after the upsampling that reaches a skip's resolution appends the skip's
   channels, each times its fixed scale (the weight file's ``"<index>.scale"``), to the path cropped to the
   skip's size; blends, masks and alpha apply at every input alike; a decoder trained with weakened skips
@@ -72,8 +72,9 @@ def decoder_depth(dec: State) -> int:
 
 
 def decoder_skips(dec: State) -> list[int]:
-    """The relu<k>_1 a decoder takes besides its own layer, from the length of its scales (64: 1, 128: 2)."""
-    return sorted({64: 1, 128: 2}[v.shape[0]] for k, v in dec.items() if k.endswith(".scale"))
+    """The relu<k>_1 a decoder takes besides its own layer, from the length of its scales (64: 1, 128: 2,
+    256: 3)."""
+    return sorted({64: 1, 128: 2, 256: 3}[v.shape[0]] for k, v in dec.items() if k.endswith(".scale"))
 
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ STYLE_SIZES = ((38, 30), (29, 43), (50, 27))
 MIN_AGREEMENT = 0.999
 
 #: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips, "weak"
-#: for one with weakened skips),
+#: for one with weakened skips, "deep" for a relu4_1 one with weakened skips down from relu3_1),
 #: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
@@ -51,6 +51,9 @@ CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     # the same decoder trained with weakened skips: its file says how strong they are
     "weak_skips": ("vgg16", "weak", 1, {}, None),
     "weak_skips_alpha": ("vgg16", "weak", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),
+    # a relu4_1 decoder with weakened skips from relu1_1, relu2_1 and relu3_1: AdaIN at all four
+    "deep_skips": ("vgg16", "deep", 2, {"weights": (0.6, 0.4), "alpha": 0.8}, None),
+    "deep_skips_mask": ("vgg19", "deep", 2, {}, "labels"),
 }
 
 

@@ -201,6 +201,17 @@ def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_pat
     assert run_train(data, train_argv(data, fork, steps=1, init_decoder=out, loss="paper")) == 0
     assert latest_checkpoint(fork)[1]["skips"] == ["relu1_1", "relu2_1"]
 
+    deep = tmp_path / "deep"  # deepened to relu4_1: the file's relu3_1 a skip, calibrated before the pass-through
+    assert run_train(data, train_argv(data, deep, steps=1, init_decoder=out, layer="relu4_1",
+                                      skips="relu1_1,relu2_1,relu3_1", lr=0.0)) == 0
+    state = latest_checkpoint(deep)[1]
+    assert state["layer"] == "relu4_1" and state["skips"] == ["relu1_1", "relu2_1", "relu3_1"]
+    relu3_1_scale = next(v for k, v in state["decoder"].items() if k.endswith(".scale") and len(v) == 256)
+    assert not torch.allclose(relu3_1_scale, torch.ones_like(relu3_1_scale))
+    join_conv = next(v for k, v in state["decoder"].items() if k.endswith(".weight") and v.shape[1] == 512
+                     and k != "1.weight")
+    torch.testing.assert_close(join_conv[:, 256:, 1, 1].diagonal(), 1 / relu3_1_scale)
+
 
 def test_weak_skips_train_with_reconstruction_steps_between_and_the_file_keeps_their_strength(
         data: TinyData, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

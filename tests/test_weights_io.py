@@ -152,12 +152,60 @@ def test_a_decoder_without_skips_grows_skips_that_start_silent(tmp_path) -> None
 
     with_skip = random_networks("vgg16", seed=3, layer="relu3_1", skips=("relu2_1",))[1]
     save_safetensors(with_skip, tmp_path / "skip.safetensors", "vgg16")
-    with pytest.raises(WeightsError, match="only a decoder of relu3_1 without skips can grow skips"):
-        load_grown(grown, tmp_path / "skip.safetensors")
+    less = random_networks("vgg16", seed=3, layer="relu3_1", skips=("relu1_1",))[1]
+    with pytest.raises(WeightsError, match=r"skips \['relu1_1'\] cannot grow from this one, which decodes "
+                                           r"relu3_1 with skips \['relu2_1'\]"):
+        load_grown(less, tmp_path / "skip.safetensors")  # it would lose the file's skip
     deeper = random_networks("vgg16", seed=3, layer="relu4_1")[1]
     save_safetensors(deeper, tmp_path / "deeper.safetensors", "vgg16")
-    with pytest.raises(WeightsError, match="this one decodes relu4_1"):
+    with pytest.raises(WeightsError, match="which decodes relu4_1"):
         load_grown(grown, tmp_path / "deeper.safetensors")
     same = random_networks("vgg16", seed=5, layer="relu3_1", skips=("relu2_1",))[1]
     assert not load_or_grow(same, tmp_path / "skip.safetensors")  # same skips: a plain load
     torch.testing.assert_close(same.layers.state_dict(), with_skip.layers.state_dict(), rtol=1e-3, atol=1e-3)
+
+
+def test_a_decoder_with_skips_grows_one_more_keeping_its_own(tmp_path) -> None:
+    from adain.bundles.layouts import load_or_grow
+    from tests.conftest import random_networks
+
+    source = random_networks("vgg16", seed=3, layer="relu3_1", skips=("relu2_1",))[1]
+    source.layers[4].scale.uniform_(0.5, 2.0)  # a calibrated scale, which the grown decoder must keep
+    save_safetensors(source, tmp_path / "skip.safetensors", "vgg16")
+    grown = random_networks("vgg16", seed=4, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1]
+    assert load_or_grow(grown, tmp_path / "skip.safetensors")
+    g = torch.Generator().manual_seed(0)
+    x, s1, s2 = torch.rand(1, 256, 8, 8, generator=g), torch.rand(1, 64, 32, 32, generator=g), \
+        torch.rand(1, 128, 16, 16, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(grown([s1, s2, x]), source([s2, x]))
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.3])
+def test_a_relu3_1_decoder_deepens_to_relu4_1_passing_its_layer_through(tmp_path, strength) -> None:
+    """Grown to relu4_1, the file's relu3_1 comes in as a skip and decodes as before at alpha 1 (skips at
+    strength), whatever relu4_1 holds; the new convs learn from zero on the deeper path."""
+    from adain.bundles.layouts import load_or_grow, read_metadata
+    from adain.net import SkipJoin
+    from tests.conftest import random_networks
+
+    source = random_networks("vgg16", seed=3, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1]
+    source.skip_strength = strength
+    save_safetensors(source, tmp_path / "shallow.safetensors", "vgg16")
+    deep = Decoder("vgg16", "relu4_1", ("relu1_1", "relu2_1", "relu3_1"), strength)
+    joins = {m.layer: m for m in deep.layers if isinstance(m, SkipJoin)}
+    joins["relu3_1"].scale.uniform_(0.5, 2.0)  # as calibrated before growing
+    assert load_or_grow(deep, tmp_path / "shallow.safetensors")
+    g = torch.Generator().manual_seed(0)
+    s1, s2, s3 = (torch.rand(1, c, n, n, generator=g) for c, n in ((64, 32), (128, 16), (256, 8)))
+    x4 = torch.randn(1, 512, 4, 4, generator=g)
+    k = deep.skip_gain(1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(deep([k * s1, k * s2, k * s3, x4]), source([k * s1, k * s2, s3]))
+    convs = [m for m in deep.layers if isinstance(m, torch.nn.Conv2d)]
+    assert [c.in_channels for c in convs[:3]] == [512, 512, 256]
+    assert convs[1].weight[:, :256].abs().sum() == 0  # the deeper path starts silent
+    save_safetensors(deep, tmp_path / "deep.safetensors", "vgg16")
+    assert read_metadata(tmp_path / "deep.safetensors")["skips"] == "relu1_1,relu2_1,relu3_1"
+    again = build_decoder(tmp_path / "deep.safetensors", "vgg16")
+    assert (again.layer, again.skips, again.skip_strength) == ("relu4_1", ("relu1_1", "relu2_1", "relu3_1"), strength)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from ..errors import WeightsError
-from ..net import FEATURE_LAYERS, LAYERS, SKIP_LAYERS, Arch, Decoder, Encoder, Layer, channels_of
+from ..net import FEATURE_LAYERS, LAYERS, SKIP_LAYERS, Arch, Decoder, Encoder, Layer, SkipJoin, channels_of
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
@@ -107,25 +107,65 @@ def load_into(module: Encoder | Decoder, path: str | Path, state: dict[str, Tens
 
 
 def load_grown(decoder: Decoder, path: str | Path) -> None:
-    """Load a decoder file without skips into ``decoder`` (same architecture and layer, with skips): each conv
-    takes the file's weights for its path channels and zeros for its skip channels, so ``decoder`` decodes
-    exactly as the file did until it is trained. The skips' scales are left as they are."""
+    """Load a decoder file into ``decoder`` (same architecture) that takes more than the file does, so that
+    ``decoder`` decodes as the file did until it is trained:
+
+    * more skips: each conv takes the file's weights for the channels it had and zeros for the new skip channels;
+    * a deeper layer (relu4_1 from a relu3_1 file): the file's layer enters as a skip, and the new convs at its
+      resolution pass it through (identity over the skip's ``scale`` and the decoder's ``skip_strength``, zeros
+      for the deeper path): as the file at alpha 1, the style steps, where its values are non-negative (AdaIN's
+      may dip below 0, which the ReLUs clip); at alpha 0 the skip comes 1 / ``skip_strength`` times too strong
+      until reconstruction steps have trained it.
+
+    The file's skips keep its scales; the new skips keep ``decoder``'s (calibrate them first).
+    """
     source = build_decoder(path, decoder.arch)
-    if source.skips or source.layer != decoder.layer:
-        raise WeightsError(f"{path}: only a decoder of {decoder.layer} without skips can grow skips, "
-                           f"this one decodes {source.layer} with skips {list(source.skips) or 'none'}")
-    grown = [m for m in decoder.layers if isinstance(m, nn.Conv2d)]
-    for old, new in zip([m for m in source.layers if isinstance(m, nn.Conv2d)], grown, strict=True):
-        with torch.no_grad():
-            new.weight.zero_()
-            new.weight[:, : old.in_channels].copy_(old.weight)
-            new.bias.copy_(old.bias)
+    depth = FEATURE_LAYERS.index
+    deeper = source.layer != decoder.layer
+    if (not set(source.skips) <= set(decoder.skips) or depth(source.layer) > depth(decoder.layer)
+            or (deeper and source.layer not in decoder.skips)):
+        raise WeightsError(f"{path}: a decoder of {decoder.layer} with skips {list(decoder.skips) or 'none'} cannot "
+                           f"grow from this one, which decodes {source.layer} with skips {list(source.skips) or 'none'} "
+                           "(it may add skips, and deepen to a layer whose skips include the file's layer)")
+    old = [m for m in source.layers if isinstance(m, nn.Conv2d)]
+    new = [m for m in decoder.layers if isinstance(m, nn.Conv2d)]
+    head = new[: len(new) - len(old)]
+    joins = {m.layer: m for m in decoder.layers if isinstance(m, SkipJoin)}
+    with torch.no_grad():
+        for o, n in zip(old, new[len(head):], strict=True):
+            n.weight.zero_()
+            n.weight[:, : o.in_channels].copy_(o.weight)
+            n.bias.copy_(o.bias)
+        for join in (m for m in source.layers if isinstance(m, SkipJoin)):
+            joins[join.layer].scale.copy_(join.scale)
+        if deeper:
+            _pass_through(decoder, joins[source.layer], head)
+
+
+def _pass_through(decoder: Decoder, join: SkipJoin, head: list[nn.Conv2d]) -> None:
+    """Set the convs of ``head`` after ``join`` to hand its skip on as it comes at alpha 1 (undoing the skip's
+    scale and the decoder's skip strength)."""
+    at = list(decoder.layers).index(join)
+    passing = [m for m in decoder.layers[at:] if isinstance(m, nn.Conv2d) and any(m is h for h in head)]
+    channels = join.scale.numel()
+    for i, conv in enumerate(passing):
+        conv.weight.zero_()
+        conv.bias.zero_()
+        first = conv.in_channels - channels if i == 0 else 0  # the join conv: the skip comes after the path
+        diagonal = 1.0 / (join.scale * decoder.skip_strength) if i == 0 else torch.ones(channels)
+        centre = conv.kernel_size[0] // 2
+        conv.weight[torch.arange(channels), first + torch.arange(channels), centre, centre] = diagonal
+
+
+def needs_growing(decoder: Decoder, path: str | Path, state: dict[str, Tensor] | None = None) -> bool:
+    """Whether the decoder file at ``path`` takes other inputs than ``decoder`` (then :func:`load_grown`)."""
+    return decoder_skips(path, state) != decoder.skips or decoder_layer(path, state) != decoder.layer
 
 
 def load_or_grow(decoder: Decoder, path: str | Path) -> bool:
-    """:func:`load_into`, or :func:`load_grown` when ``decoder`` has skips and the file has none; True if grown."""
+    """:func:`load_into`, or :func:`load_grown` when ``decoder`` takes more than the file; True if grown."""
     state = read_state_dict(path)
-    if decoder.skips and not decoder_skips(path, state):
+    if needs_growing(decoder, path, state):
         load_grown(decoder, path)
         return True
     load_into(decoder, path, state)

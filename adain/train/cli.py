@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--init-decoder, else " + recipe_help("skips"))
     p.add_argument("--init-decoder", type=Path, help="start from this decoder file instead of random weights "
                    "(to continue or fine-tune a released decoder; the step count and optimizer start afresh). "
-                   "A file without skips grows the --skips asked for: their weights start at zero, so training "
-                   "starts from the file's pictures")
+                   "A file that takes less grows what is asked for: new --skips start at zero weights, and a "
+                   "relu3_1 file grows to --layer relu4_1 with relu3_1 among the --skips, passed through, so "
+                   "training starts from the file's pictures")
     p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
     p.add_argument("--batch-size", type=count_arg(1), help=recipe_help("batch_size"))
     p.add_argument("--lr", type=float, help=recipe_help("lr"))

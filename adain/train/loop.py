@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..bundles.download import sha256_file
-from ..bundles.layouts import load_or_grow
+from ..bundles.layouts import load_or_grow, needs_growing
 from ..errors import InputError
 from .data import PairDataset, StreamSampler, Unreadable, collate, list_images, split
 from .losses import held_out_losses
@@ -126,8 +126,9 @@ def set_up_run(args: argparse.Namespace, resume: dict | None) -> Run:
         check_encoder(resume, models.encoder.arch, encoder_info)
         models.decoder.layers.load_state_dict(resume["decoder"])
     elif args.init_decoder is not None:
-        if load_or_grow(models.decoder, args.init_decoder):
+        if needs_growing(models.decoder, args.init_decoder):  # first: a deepened decoder's pass-through undoes them
             calibrate_skips(models, [Path(p) for p in data["content"]["train"]], args.resize or 256)
+        load_or_grow(models.decoder, args.init_decoder)
         init = {"file": str(args.init_decoder), "sha256": sha256_file(args.init_decoder)}
     else:
         calibrate_skips(models, [Path(p) for p in data["content"]["train"]], args.resize or 256)
