@@ -124,9 +124,10 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
     deeper = source.layer != decoder.layer
     if (not set(source.skips) <= set(decoder.skips) or depth(source.layer) > depth(decoder.layer)
             or (deeper and source.layer not in decoder.skips)):
-        raise WeightsError(f"{path}: a decoder of {decoder.layer} with skips {list(decoder.skips) or 'none'} cannot "
-                           f"grow from this one, which decodes {source.layer} with skips {list(source.skips) or 'none'} "
-                           "(it may add skips, and deepen to a layer whose skips include the file's layer)")
+        raise WeightsError(f"{path}: a decoder of {decoder.layer} with skips {list(decoder.skips) or 'none'} "
+                           f"cannot grow from this one, which decodes {source.layer} with skips "
+                           f"{list(source.skips) or 'none'} (it may add skips, and deepen to a layer whose skips "
+                           "include the file's layer)")
     old = [m for m in source.layers if isinstance(m, nn.Conv2d)]
     new = [m for m in decoder.layers if isinstance(m, nn.Conv2d)]
     head = new[: len(new) - len(old)]
