@@ -10,11 +10,11 @@ Equations:
 * statistics: mu(x) = mean over H, W; sigma(x) = sqrt(population variance + eps), eps = 1e-5;
 * AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y), on relu4_1 features as
   in the paper (or relu3_1, for a decoder that decodes that layer);
-* a decoder with skips (relu1_1, relu2_1, and relu3_1 for one of relu4_1) takes AdaIN at each of its inputs,
-  every one with the style's own statistics at that layer, and after the upsampling that reaches a skip's
-  resolution appends the skip's channels, each times its fixed scale (the weight file's ``"<index>.scale"``),
-  to the path cropped to the skip's size; blends, masks and alpha apply at every input alike; a decoder trained with weakened skips
-  (the file's ``skip_strength`` s, 1 when absent) is fed each skip times 1 - alpha * (1 - s), after the blend
+* a decoder with skips (relu1_1, relu2_1, and relu3_1 for one of relu4_1) takes AdaIN at each of its inputs, every
+  one with the style's own statistics at that layer, and after the upsampling that reaches a skip's resolution
+  appends the skip's channels, each times its fixed scale (the weight file's ``"<index>.scale"``), to the path
+  cropped to the skip's size; blends, masks and alpha apply at every input alike; a decoder trained with weakened
+  skips (the file's ``skip_strength`` s, 1 when absent) is fed each skip times 1 - alpha * (1 - s), after the blend
   with alpha;
 * a blend of styles is sum_i w_i AdaIN(f(c), f(s_i)), with w normalised to sum 1;
 * the strength alpha gives t = alpha * target + (1 - alpha) * f(c), decoded by g;

@@ -83,3 +83,15 @@ def test_losses_fall_when_the_output_moves_towards_the_painting(photo, painting)
     out = c.clone().requires_grad_(True)
     (colour_loss(out, s) + texture_loss(out, s)).backward()
     assert out.grad is not None and torch.isfinite(out.grad).all() and out.grad.abs().sum() > 0
+
+
+def test_a_flat_painting_crop_keeps_the_texture_loss_within_bounds(photo) -> None:
+    """A flat style crop (energies near 0) costs a bounded loss, not the square of the log of almost nothing."""
+    from adain import ops
+    from adain.train.appearance import texture_energies
+
+    flat = torch.full_like(photo[None], 0.5)
+    luma = ops.rgb_to_ycbcr(photo[None])[:, :1]
+    unfloored = float(torch.nn.functional.mse_loss(texture_energies(luma), texture_energies(flat[:, :1])))
+    assert unfloored > 300
+    assert 10 < float(texture_loss(photo[None], flat)) < 50

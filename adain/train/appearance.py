@@ -77,9 +77,10 @@ def _derivative_of_gaussian(sigma: float, dtype: torch.dtype, device: torch.devi
     return g, -t / sigma**2 * g
 
 
-def texture_energies(luma: Tensor) -> Tensor:
+def texture_energies(luma: Tensor, floor: float = 1e-12) -> Tensor:
     """Log mean energy of first-derivative-of-Gaussian responses of luminance (N, 1, H, W), each energy times
-    sigma squared, at :data:`ORIENTATIONS` x :data:`SIGMAS`: (N, 16), orientation-major within each sigma.
+    sigma squared, plus ``floor``, at :data:`ORIENTATIONS` x :data:`SIGMAS`: (N, 16), orientation-major within each
+    sigma.
 
     The oriented response at angle theta is cos(theta) d/dx + sin(theta) d/dy of the Gaussian-blurred image
     (first derivatives of a Gaussian are steerable); borders are reflected.
@@ -98,5 +99,5 @@ def texture_energies(luma: Tensor) -> Tensor:
         for degrees in ORIENTATIONS:
             theta = math.radians(degrees)
             response = math.cos(theta) * dx + math.sin(theta) * dy
-            out.append(torch.log(response.square().mean((1, 2, 3)) * sigma**2 + 1e-12))
+            out.append(torch.log(response.square().mean((1, 2, 3)) * sigma**2 + floor))
     return torch.stack(out, 1)
