@@ -15,8 +15,8 @@ reached, after a fixed per-channel scale (a :class:`SkipJoin` in the stack, whos
 ``scale`` buffer is part of the file). The decoder's ``inputs`` are then
 (*skips, layer), shallowest first, and it takes one feature map per input.
 A decoder trained with weakened skips in its style steps has a ``skip_strength``
-below 1 (in the file's metadata): the skips it is fed are then scaled by
-:meth:`Decoder.skip_gain` of the stylization's alpha.
+below 1 (in the file's metadata; one for all skips, or one per skip): the skips
+it is fed are then scaled by :meth:`Decoder.skip_gains` of the stylization's alpha.
 """
 
 from __future__ import annotations
@@ -67,6 +67,18 @@ def scale_of(layer: str) -> int:
 def channels_of(layer: str) -> int:
     """Channels of ``layer`` (the same in VGG16 and VGG19)."""
     return int(_config_to("vgg19", layer)[-1])
+
+
+def skip_strengths(strength: float | Sequence[float], skips: Sequence[str]) -> tuple[float, ...]:
+    """One strength per skip from one for all of them or one each (shallowest first); ValueError unless each
+    is in (0, 1]."""
+    values = (strength,) * len(skips) if isinstance(strength, (int, float)) else tuple(strength)
+    if len(values) != len(skips):
+        raise ValueError(f"{len(values)} skip strengths for {len(skips)} skips")
+    for value in values:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"skip strength must be in (0, 1], got {value}")
+    return tuple(float(v) for v in values)
 
 
 def _config_to(arch: Arch, layer: str) -> list[int | str]:
@@ -164,15 +176,13 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, arch: Arch = "vgg19", layer: Layer = "relu4_1", skips: Sequence[str] = (),
-                 skip_strength: float = 1.0) -> None:
+                 skip_strength: float | Sequence[float] = 1.0) -> None:
         super().__init__()
         _check(arch, layer, skips)
-        if not 0.0 < skip_strength <= 1.0:
-            raise ValueError(f"skip strength must be in (0, 1], got {skip_strength}")
         self.arch = arch
         self.layer = layer
         self.skips = tuple(sorted(set(skips), key=FEATURE_LAYERS.index))
-        self.skip_strength = float(skip_strength) if self.skips else 1.0
+        self.skip_strength = skip_strength
         self.inputs = (*self.skips, layer)
         self.scale = scale_of(layer)
         widths = [3, *_config_to(arch, layer)]
@@ -195,10 +205,21 @@ class Decoder(nn.Module):
                 layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
 
-    def skip_gain(self, alpha: float) -> float:
-        """What the skips are multiplied by at ``alpha``: 1 at alpha 0 (the photo's own features, as in
-        reconstruction), ``skip_strength`` at alpha 1 (as in the style steps it was trained with), linear between."""
-        return 1.0 - alpha * (1.0 - self.skip_strength)
+    @property
+    def skip_strength(self) -> float | tuple[float, ...]:
+        """What the skips were multiplied by in the style steps the decoder was trained with: one number when
+        it is the same for every skip (1 without skips), else one per skip, shallowest first."""
+        values = self.skip_strengths
+        return values[0] if len(set(values)) == 1 else (values or 1.0)
+
+    @skip_strength.setter
+    def skip_strength(self, value: float | Sequence[float]) -> None:
+        self.skip_strengths = skip_strengths(value, self.skips) if self.skips else ()
+
+    def skip_gains(self, alpha: float) -> tuple[float, ...]:
+        """What each skip is multiplied by at ``alpha``: 1 at alpha 0 (the photo's own features, as in
+        reconstruction), its strength at alpha 1 (as in the style steps it was trained with), linear between."""
+        return tuple(1.0 - alpha * (1.0 - s) for s in self.skip_strengths)
 
     def forward(self, t: Tensor | Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
         """Decode features of ``inputs`` (one map, or one per input, shallowest first); crop to ``size`` (H, W)

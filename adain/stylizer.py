@@ -371,15 +371,15 @@ class Stylizer:
             per_target = [(ops.split_stats(ops.Stats(t.stats.mean.to(self.device), t.stats.std.to(self.device)),
                                            channels),
                            None if t.masks is None else t.masks.to(self.device, torch.float32),
-                           self.decoder.skip_gain(t.alpha)) for t in targets]
+                           (*self.decoder.skip_gains(t.alpha), 1.0)) for t in targets]
             # Level by level, each map let go of once restyled: with skips, the full-resolution relu1_1 of a large
             # image would otherwise be held several times over.
             for level in range(len(levels)):
                 feats, mixed = levels[level], []
                 levels[level] = None
-                for i, (t, (stats, masks, gain)) in enumerate(zip(targets, per_target, strict=True)):
+                for i, (t, (stats, masks, gains)) in enumerate(zip(targets, per_target, strict=True)):
                     f = _restyled(feats[i: i + 1], stats[level], t, masks, content_stats, level)
-                    mixed.append(f.mul_(gain) if level < len(levels) - 1 and gain != 1.0 else f)
+                    mixed.append(f.mul_(gains[level]) if gains[level] != 1.0 else f)
                 del feats
                 levels[level] = mixed[0] if len(mixed) == 1 else torch.cat(mixed)
                 del mixed

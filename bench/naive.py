@@ -21,7 +21,7 @@ def _mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
 def naive_stylize(encoder: Encoder, decoder: Decoder, content: Tensor, styles: list[Tensor],
                   weights: list[float], alpha: float = 1.0) -> Tensor:
     """One content (1, 3, H, W), styles each (1, 3, h, w): blend of AdaIN targets, decoded. A decoder with skips
-    gets the same blend at each of its inputs, the skips times its ``skip_gain(alpha)``."""
+    gets the same blend at each of its inputs, the skips times its ``skip_gains(alpha)``."""
     with torch.no_grad():
         targets = []
         content_feats = encoder.levels(content, decoder.inputs)
@@ -34,5 +34,5 @@ def naive_stylize(encoder: Encoder, decoder: Decoder, content: Tensor, styles: l
                 s_mean, s_std = _mean_std(feats[i])
                 t = t + w * (normalized * s_std + s_mean)
             t = alpha * t + (1 - alpha) * c
-            targets.append(t if i == len(content_feats) - 1 else t * decoder.skip_gain(alpha))
+            targets.append(t if i == len(content_feats) - 1 else t * decoder.skip_gains(alpha)[i])
         return decoder(targets)[..., : content.shape[-2], : content.shape[-1]].clamp(0, 1)

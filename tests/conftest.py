@@ -107,7 +107,7 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
     weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1 of the same encoder (so "encoder_relu3_1" is
     "encoder_st"); "decoder_skips" decodes relu3_1 with skips from relu1_1 and relu2_1; "decoder_weak" is it with
     a skip strength of WEAK_SKIP_STRENGTH in its metadata; "decoder_deep" decodes relu4_1 with skips from
-    relu1_1, relu2_1 and relu3_1, at that strength too.
+    relu1_1, relu2_1 and relu3_1, the first two at that strength, relu3_1 whole.
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -141,7 +141,7 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         save_safetensors(skip_decoder, paths["decoder_weak"], arch)
         paths["encoder_deep"], paths["decoder_deep"] = paths["encoder_st"], root / f"{arch}_decoder_deep.safetensors"
         deep_decoder = random_networks(arch, skips=("relu1_1", "relu2_1", "relu3_1"))[1]
-        deep_decoder.skip_strength = WEAK_SKIP_STRENGTH
+        deep_decoder.skip_strength = (WEAK_SKIP_STRENGTH, WEAK_SKIP_STRENGTH, 1.0)
         save_safetensors(deep_decoder, paths["decoder_deep"], arch)
         files[arch] = paths
     return files

@@ -14,8 +14,8 @@ Equations:
   one with the style's own statistics at that layer, and after the upsampling that reaches a skip's resolution
   appends the skip's channels, each times its fixed scale (the weight file's ``"<index>.scale"``), to the path
   cropped to the skip's size; blends, masks and alpha apply at every input alike; a decoder trained with weakened
-  skips (the file's ``skip_strength`` s, 1 when absent) is fed each skip times 1 - alpha * (1 - s), after the blend
-  with alpha;
+  skips (the file's ``skip_strength`` s, one for all or one per skip, 1 when absent) is fed each skip times
+  1 - alpha * (1 - s), after the blend with alpha;
 * a blend of styles is sum_i w_i AdaIN(f(c), f(s_i)), with w normalised to sum 1;
 * the strength alpha gives t = alpha * target + (1 - alpha) * f(c), decoded by g;
 * a mask gives region k of the content style k, with the content statistics of
@@ -203,7 +203,7 @@ def with_content_chroma(stylized: np.ndarray, content: np.ndarray) -> np.ndarray
 
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: State, arch: str,
             weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_color: str = "none",
-            masks: np.ndarray | None = None, skip_strength: float = 1.0) -> np.ndarray:
+            masks: np.ndarray | None = None, skip_strength: float | Sequence[float] = 1.0) -> np.ndarray:
     """Stylize ``content`` (3, H, W) with ``styles``; ``masks`` (K, H, W) sum to 1 per pixel. Returns [0, 1]."""
     w = np.ones(len(styles)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
@@ -225,8 +225,8 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: 
             target = sum(m * adain(f, *st, content_stats=stats(f, m)) for m, st in zip(fm, style_stats,
                                                                                      strict=True))
         inputs.append(alpha * target + (1.0 - alpha) * f)
-    gain = 1.0 - alpha * (1.0 - skip_strength)
-    inputs = [x * gain for x in inputs[:-1]] + inputs[-1:]
+    strengths = np.broadcast_to(np.asarray(skip_strength, dtype=np.float64), (len(levels) - 1,))
+    inputs = [x * (1.0 - alpha * (1.0 - s)) for x, s in zip(inputs[:-1], strengths, strict=True)] + inputs[-1:]
     out = decode(inputs, dec, arch, content.shape[1:])
     return with_content_chroma(out, content) if preserve_color == "luminance" else out
 

@@ -31,7 +31,7 @@ STYLE_SIZES = ((38, 30), (29, 43), (50, 27))
 MIN_AGREEMENT = 0.999
 
 #: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips, "weak"
-#: for one with weakened skips, "deep" for a relu4_1 one with weakened skips down from relu3_1),
+#: for one with weakened skips, "deep" for a relu4_1 one with skips down from relu3_1, a strength for each),
 #: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
@@ -81,12 +81,13 @@ def images(tmp_path_factory, content_paths, style_paths) -> dict[str, Path | lis
     }
 
 
-def _skip_strength(path: Path) -> float:
-    """The decoder file's ``skip_strength`` metadata (1 when absent), read without the adain package."""
+def _skip_strength(path: Path) -> list[float]:
+    """The decoder file's ``skip_strength`` metadata (one or one per skip; 1 when absent), read without the adain
+    package."""
     if path.suffix != ".safetensors":
-        return 1.0
+        return [1.0]
     with safe_open(str(path), framework="numpy") as f:
-        return float((f.metadata() or {}).get("skip_strength", 1.0))
+        return [float(v) for v in (f.metadata() or {}).get("skip_strength", "1").split(",")]
 
 
 def _raw_state(path: Path) -> oracle.State:

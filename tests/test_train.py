@@ -238,6 +238,16 @@ def test_weak_skips_train_with_reconstruction_steps_between_and_the_file_keeps_t
     fork = tmp_path / "fork"  # a new run from the file takes its strength
     assert run_train(data, train_argv(data, fork, steps=1, init_decoder=out)) == 0
     assert latest_checkpoint(fork)[1]["skip_strength"] == 0.3
+    deep = tmp_path / "deep"  # deepened: its skips keep their strength, the file's relu3_1 comes whole
+    assert run_train(data, train_argv(data, deep, steps=1, init_decoder=out, layer="relu4_1",
+                                      skips="relu1_1,relu2_1,relu3_1")) == 0
+    assert latest_checkpoint(deep)[1]["skip_strength"] == (0.3, 0.3, 1.0)
+    assert export_main([str(deep), "-o", str(tmp_path / "deep.safetensors"), "--no-eval"]) == 0
+    assert read_metadata(tmp_path / "deep.safetensors")["skip_strength"] == "0.3,0.3,1.0"
+    assert build_decoder(tmp_path / "deep.safetensors", "vgg16").skip_gains(1.0) == pytest.approx((0.3, 0.3, 1.0))
+    assert run_train(data, train_argv(data, tmp_path / "two", steps=1, init_decoder=out, layer="relu4_1",
+                                      skips="relu1_1,relu2_1,relu3_1", skip_strength="0.3,1")) == 2
+    assert "--skip-strength: 2 strengths for 3 skips" in capsys.readouterr().err
 
     plain = tmp_path / "plain"
     assert run_train(data, train_argv(data, plain, steps=1, layer="relu3_1", skip_strength=0.5)) == 2

@@ -70,6 +70,12 @@ def test_style_steps_feed_weak_skips_and_reconstruction_steps_whole() -> None:
     style_step = decoder_targets(weak, c, s)
     torch.testing.assert_close(style_step, [0.3 * full[0], 0.3 * full[1], full[2]])
     torch.testing.assert_close(decoder_targets(weak, c, s, alpha=0.0), full)
-    assert weak.skip_gain(0.5) == pytest.approx(0.65)
+    assert weak.skip_gains(0.5) == pytest.approx((0.65, 0.65))
     with pytest.raises(ValueError, match="skip strength"):
         Decoder("vgg16", "relu3_1", ("relu1_1",), skip_strength=0.0)
+
+    each = Decoder("vgg16", "relu3_1", ("relu1_1", "relu2_1"), skip_strength=(0.3, 1.0))  # one per skip
+    torch.testing.assert_close(decoder_targets(each, c, s), [0.3 * full[0], full[1], full[2]])
+    assert each.skip_strength == (0.3, 1.0) and each.skip_gains(0.5) == pytest.approx((0.65, 1.0))
+    with pytest.raises(ValueError, match="1 skip strengths for 2 skips"):
+        Decoder("vgg16", "relu3_1", ("relu1_1", "relu2_1"), skip_strength=[0.3])

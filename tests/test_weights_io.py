@@ -181,31 +181,38 @@ def test_a_decoder_with_skips_grows_one_more_keeping_its_own(tmp_path) -> None:
         torch.testing.assert_close(grown([s1, s2, x]), source([s2, x]))
 
 
-@pytest.mark.parametrize("strength", [1.0, 0.3])
-def test_a_relu3_1_decoder_deepens_to_relu4_1_passing_its_layer_through(tmp_path, strength) -> None:
-    """Grown to relu4_1, the file's relu3_1 comes in as a skip and decodes as before at alpha 1 (skips at
-    strength), whatever relu4_1 holds; the new convs learn from zero on the deeper path."""
+@pytest.mark.parametrize("relu3_1_strength", [1.0, 0.3])
+def test_a_relu3_1_decoder_deepens_to_relu4_1_passing_its_layer_through(tmp_path, relu3_1_strength) -> None:
+    """Grown to relu4_1, the file's relu3_1 comes in as a skip and decodes as before at alpha 1, whatever relu4_1
+    holds, and at alpha 0 too when that skip is fed whole; the new convs learn from zero on the deeper path."""
     from adain.bundles.layouts import load_or_grow, read_metadata
     from adain.net import SkipJoin
     from tests.conftest import random_networks
 
     source = random_networks("vgg16", seed=3, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1]
-    source.skip_strength = strength
+    source.skip_strength = 0.3
     save_safetensors(source, tmp_path / "shallow.safetensors", "vgg16")
-    deep = Decoder("vgg16", "relu4_1", ("relu1_1", "relu2_1", "relu3_1"), strength)
+    strengths = (0.3, 0.3, relu3_1_strength)
+    deep = Decoder("vgg16", "relu4_1", ("relu1_1", "relu2_1", "relu3_1"), strengths)
     joins = {m.layer: m for m in deep.layers if isinstance(m, SkipJoin)}
     joins["relu3_1"].scale.uniform_(0.5, 2.0)  # as calibrated before growing
     assert load_or_grow(deep, tmp_path / "shallow.safetensors")
     g = torch.Generator().manual_seed(0)
     s1, s2, s3 = (torch.rand(1, c, n, n, generator=g) for c, n in ((64, 32), (128, 16), (256, 8)))
     x4 = torch.randn(1, 512, 4, 4, generator=g)
-    k = deep.skip_gain(1.0)
     with torch.no_grad():
-        torch.testing.assert_close(deep([k * s1, k * s2, k * s3, x4]), source([k * s1, k * s2, s3]))
+        for alpha in (1.0, 0.0):
+            k1, k2, k3 = deep.skip_gains(alpha)
+            as_file = source([k1 * s1, k2 * s2, s3])
+            if alpha == 1.0 or relu3_1_strength == 1.0:
+                torch.testing.assert_close(deep([k1 * s1, k2 * s2, k3 * s3, x4]), as_file)
+            else:  # relu3_1 whole, passed through as if at 0.3: too strong until trained
+                assert not torch.allclose(deep([k1 * s1, k2 * s2, k3 * s3, x4]), as_file, atol=1e-3)
     convs = [m for m in deep.layers if isinstance(m, torch.nn.Conv2d)]
     assert [c.in_channels for c in convs[:3]] == [512, 512, 256]
     assert convs[1].weight[:, :256].abs().sum() == 0  # the deeper path starts silent
     save_safetensors(deep, tmp_path / "deep.safetensors", "vgg16")
     assert read_metadata(tmp_path / "deep.safetensors")["skips"] == "relu1_1,relu2_1,relu3_1"
     again = build_decoder(tmp_path / "deep.safetensors", "vgg16")
-    assert (again.layer, again.skips, again.skip_strength) == ("relu4_1", ("relu1_1", "relu2_1", "relu3_1"), strength)
+    assert (again.layer, again.skips, again.skip_strengths) == ("relu4_1", ("relu1_1", "relu2_1", "relu3_1"),
+                                                                strengths)

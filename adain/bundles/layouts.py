@@ -6,7 +6,7 @@ the original release's ``.pth`` (a pickled state dict, loaded with
 metadata under ``"arch"``, and a decoder's layer and skips under ``"layer"`` and
 ``"skips"``). A decoder with skips also holds ``"<index>.scale"``, the fixed
 per-channel scale of each skip where it joins, and, when it was trained with
-weakened skips, their strength under ``"skip_strength"`` (1 when absent).
+weakened skips, their strength under ``"skip_strength"`` (one number, or one per skip; 1 when absent).
 """
 
 from __future__ import annotations
@@ -112,10 +112,10 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
 
     * more skips: each conv takes the file's weights for the channels it had and zeros for the new skip channels;
     * a deeper layer (relu4_1 from a relu3_1 file): the file's layer enters as a skip, and the new convs at its
-      resolution pass it through (identity over the skip's ``scale`` and the decoder's ``skip_strength``, zeros
-      for the deeper path): as the file at alpha 1, the style steps, where its values are non-negative (AdaIN's
-      may dip below 0, which the ReLUs clip); at alpha 0 the skip comes 1 / ``skip_strength`` times too strong
-      until reconstruction steps have trained it.
+      resolution pass it through (identity over the skip's ``scale`` and its strength, zeros for the deeper
+      path): as the file at alpha 1, the style steps, where its values are non-negative (AdaIN's may dip below 0,
+      which the ReLUs clip). At a strength of 1 for that skip (the default when deepening) that holds at every
+      alpha; below 1 the skip comes 1 / strength times too strong at alpha 0 until training adapts.
 
     The file's skips keep its scales; the new skips keep ``decoder``'s (calibrate them first).
     """
@@ -147,13 +147,14 @@ def _pass_through(decoder: Decoder, join: SkipJoin, head: list[nn.Conv2d]) -> No
     """Set the convs of ``head`` after ``join`` to hand its skip on as it comes at alpha 1 (undoing the skip's
     scale and the decoder's skip strength)."""
     at = list(decoder.layers).index(join)
+    strength = decoder.skip_strengths[decoder.skips.index(join.layer)]
     passing = [m for m in decoder.layers[at:] if isinstance(m, nn.Conv2d) and any(m is h for h in head)]
     channels = join.scale.numel()
     for i, conv in enumerate(passing):
         conv.weight.zero_()
         conv.bias.zero_()
         first = conv.in_channels - channels if i == 0 else 0  # the join conv: the skip comes after the path
-        diagonal = 1.0 / (join.scale * decoder.skip_strength) if i == 0 else torch.ones(channels)
+        diagonal = 1.0 / (join.scale * strength) if i == 0 else torch.ones(channels)
         centre = conv.kernel_size[0] // 2
         conv.weight[torch.arange(channels), first + torch.arange(channels), centre, centre] = diagonal
 
@@ -196,8 +197,9 @@ def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: tor
     state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in layers.state_dict().items()}
     if isinstance(module, Decoder):  # what the file decodes, for a reader (the loader tells it from the shapes)
         skips = {"skips": ",".join(module.skips)} if module.skips else {}
-        if module.skip_strength != 1.0:
-            skips["skip_strength"] = repr(module.skip_strength)
+        if any(s != 1.0 for s in module.skip_strengths):
+            strength = module.skip_strength
+            skips["skip_strength"] = ",".join(map(repr, strength)) if isinstance(strength, tuple) else repr(strength)
         metadata = {"layer": module.layer, **skips, **(metadata or {})}
     # not save_file(): that makes the file private to its owner, whatever the umask
     Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
@@ -235,16 +237,17 @@ def decoder_skips(path: str | Path, state: dict[str, Tensor] | None = None) -> t
     return tuple(sorted((by_channels[v.numel()] for v in scales), key=FEATURE_LAYERS.index))
 
 
-def decoder_skip_strength(path: str | Path) -> float:
-    """The skip strength a decoder file was trained with (its ``skip_strength`` metadata; 1 when absent)."""
+def decoder_skip_strength(path: str | Path) -> float | tuple[float, ...]:
+    """The skip strength a decoder file was trained with (its ``skip_strength`` metadata: one number, or one per
+    skip, comma-separated; 1 when absent)."""
     text = read_metadata(path).get("skip_strength", "1")
     try:
-        strength = float(text)
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        strength = float("nan")
-    if not 0.0 < strength <= 1.0:
-        raise WeightsError(f"{path}: skip_strength {text!r} is not a number in (0, 1]")
-    return strength
+        values = (float("nan"),)
+    if not all(0.0 < v <= 1.0 for v in values):
+        raise WeightsError(f"{path}: skip_strength {text!r} is not one or more numbers in (0, 1]")
+    return values[0] if len(values) == 1 else values
 
 
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
@@ -253,6 +256,9 @@ def build_decoder(path: str | Path, arch: Arch) -> Decoder:
     (:func:`decoder_skip_strength`)."""
     state = read_state_dict(path)
     skips = decoder_skips(path, state)
-    dec = Decoder(arch, decoder_layer(path, state), skips, decoder_skip_strength(path) if skips else 1.0)
+    try:
+        dec = Decoder(arch, decoder_layer(path, state), skips, decoder_skip_strength(path) if skips else 1.0)
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from e
     load_into(dec, path, state)
     return dec

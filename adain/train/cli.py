@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --skips: what the skips are multiplied by in style steps (reconstruction steps feed "
                         "them whole), so that the decoder does not copy the photo's fine detail into every "
                         "stylization; kept in the decoder file, where stylizing at alpha a multiplies them by "
-                        "1 - a * (1 - strength). That of --init-decoder, else 1")
+                        "1 - a * (1 - strength). One for all skips, or one per skip (e.g. 0.3,0.3,1). That of "
+                        "--init-decoder for its skips, else 1")
     p.add_argument("--recon-every", type=count_arg(0), default=0,
                    help="after --recon-steps, every N-th step is a reconstruction step too (0: none), which keeps "
                         "the photo's shapes within the decoder's reach while it learns the styles")

@@ -36,11 +36,11 @@ TEXTURE_LOSS_FLOOR = 1e-5
 def decoder_targets(decoder: Decoder, content_feats: Sequence[Tensor], style_feats: Sequence[Tensor],
                     alpha: float = 1.0) -> list[Tensor]:
     """AdaIN at each of the ``decoder``'s inputs, from relu1_1, relu2_1, ... feature lists; its skips times
-    :meth:`Decoder.skip_gain` of ``alpha`` (1: a style step; 0: a reconstruction step, skips at full strength)."""
+    :meth:`Decoder.skip_gains` of ``alpha`` (1: a style step; 0: a reconstruction step, skips at full strength)."""
     targets = [ops.adain(content_feats[i], ops.channel_stats(style_feats[i]))
                for i in (FEATURE_LAYERS.index(name) for name in decoder.inputs)]
-    gain = decoder.skip_gain(alpha)
-    return [t * gain for t in targets[:-1]] + targets[-1:] if gain != 1.0 else targets
+    gains = decoder.skip_gains(alpha)
+    return [t * gain if gain != 1.0 else t for t, gain in zip(targets[:-1], gains, strict=True)] + targets[-1:]
 
 
 def colour_loss(output: Tensor, style: Tensor) -> Tensor:

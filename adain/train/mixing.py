@@ -21,7 +21,7 @@ from ..bundles.layouts import (
     read_state_dict,
 )
 from ..errors import InputError, WeightsError
-from ..net import Decoder
+from ..net import Decoder, skip_strengths
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,9 @@ def _checked_decoder(path: Path, state: dict) -> dict:
     skips, own = tuple(state.get("skips", ())), decoder_skips(path, weights)
     if own != skips:
         raise WeightsError(f"{path}: takes skips {list(own)}, the run's decoder takes {list(skips)}")
-    strength = decoder_skip_strength(path) if skips else 1.0
-    if strength != state.get("skip_strength", 1.0):
-        raise WeightsError(f"{path}: trained with skip strength {strength}, the run's decoder with "
-                           f"{state.get('skip_strength', 1.0)}")
+    strength, theirs = decoder_skip_strength(path) if skips else 1.0, state.get("skip_strength", 1.0)
+    if skip_strengths(strength, skips) != skip_strengths(theirs, skips):
+        raise WeightsError(f"{path}: trained with skip strength {strength}, the run's decoder with {theirs}")
     encoder = metadata.get("encoder_sha256", "None")
     if encoder not in ("None", state["encoder"].get("sha256")):
         raise WeightsError(f"{path}: trained against encoder {encoder[:12]}..., not the run's")

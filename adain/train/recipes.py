@@ -6,6 +6,7 @@ import argparse
 
 from ..bundles.layouts import decoder_layer, decoder_skip_strength, decoder_skips
 from ..errors import InputError
+from ..net import skip_strengths
 
 LOSS_DEFAULTS = {"paper": {"structure_weight": 0.0, "layout_weight": 0.0},
                  "hybrid": {"structure_weight": 1.0, "layout_weight": 1.0}}
@@ -29,15 +30,25 @@ def recipe_help(key: str) -> str:
     return f"default: {show(RECIPES['vgg16'][key])} for vgg16 encoders, {show(RECIPES['vgg19'][key])} for vgg19"
 
 
+def _inherited_strength(file_strength: float | tuple[float, ...], file_skips: tuple[str, ...], skips: list[str]
+                         ) -> float | list[float]:
+    """The skip strength a run takes from its --init-decoder: the file's for the skips it has, 1 for those grown
+    onto it (a deepened file's own layer among them, which it was always fed whole)."""
+    own = dict(zip(file_skips, skip_strengths(file_strength, file_skips), strict=True))
+    values = [own.get(name, 1.0) for name in skips]
+    return values[0] if len(set(values)) == 1 else values
+
+
 def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
     """What was not given: the --init-decoder's layer, skips and skip strength, else :data:`RECIPES` of the
     encoder's architecture (and full-strength skips); the loss's weights from :data:`LOSS_DEFAULTS`.
-    InputError for a skip strength without skips."""
+    InputError for a skip strength without skips, or for more or fewer strengths than skips."""
     if args.init_decoder is not None:
         args.layer = args.layer or decoder_layer(args.init_decoder)
         args.skips = list(decoder_skips(args.init_decoder)) if args.skips is None else args.skips
         if args.skip_strength is None and args.skips:
-            args.skip_strength = decoder_skip_strength(args.init_decoder)
+            args.skip_strength = _inherited_strength(decoder_skip_strength(args.init_decoder),
+                                                     decoder_skips(args.init_decoder), args.skips)
     for key, value in RECIPES[arch].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -48,3 +59,6 @@ def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
         args.skip_strength = 1.0
     elif args.skip_strength != 1.0 and not args.skips:
         raise InputError("--skip-strength needs a decoder with skips (--skips)")
+    elif isinstance(args.skip_strength, list | tuple) and len(args.skip_strength) != len(args.skips):
+        raise InputError(f"--skip-strength: {len(args.skip_strength)} strengths for {len(args.skips)} skips "
+                         f"({','.join(args.skips)}); give one for all, or one per skip")

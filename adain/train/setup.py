@@ -30,7 +30,7 @@ class Models:
 
 
 def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None,
-                layer: Layer = "relu4_1", skips: Sequence[str] = (), skip_strength: float = 1.0
+                layer: Layer = "relu4_1", skips: Sequence[str] = (), skip_strength: float | Sequence[float] = 1.0
                 ) -> tuple[Models, dict]:
     """The encoder (a bundle's or a file) and a fresh decoder for ``layer`` (and ``skips``, fed at
     ``skip_strength`` in style steps) whose initial weights depend only on ``seed``.
@@ -81,15 +81,16 @@ def skips_arg(text: str) -> list[str]:
     return sorted(set(names), key=FEATURE_LAYERS.index)
 
 
-def strength_arg(text: str) -> float:
-    """An argparse type: a skip strength, a number in (0, 1]."""
+def strength_arg(text: str) -> float | list[float]:
+    """An argparse type: a skip strength, a number in (0, 1], or one per skip, comma-separated."""
     try:
-        value = float(text)
+        values = [float(v) for v in text.split(",")]
     except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a skip strength is a number in (0, 1], got {text!r}")
-    return value
+        values = [float("nan")]
+    if not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"a skip strength is a number in (0, 1], or one per skip, comma-separated; "
+                                         f"got {text!r}")
+    return values[0] if len(values) == 1 else values
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
