@@ -203,9 +203,13 @@ def test_a_decoder_with_skips_trains_resumes_and_exports(data: TinyData, tmp_pat
 
     deep = tmp_path / "deep"  # deepened to relu4_1: the file's relu3_1 a skip, calibrated before the pass-through
     assert run_train(data, train_argv(data, deep, steps=1, init_decoder=out, layer="relu4_1",
-                                      skips="relu1_1,relu2_1,relu3_1", lr=0.0)) == 0
+                                      skips="relu1_1,relu2_1,relu3_1", lr=0.0, content_layers="relu4_1,relu3_1")) == 0
     state = latest_checkpoint(deep)[1]
     assert state["layer"] == "relu4_1" and state["skips"] == ["relu1_1", "relu2_1", "relu3_1"]
+    assert state["args"]["content_layers"] == ["relu3_1", "relu4_1"]
+    assert run_train(data, train_argv(data, tmp_path / "deeper", steps=1, content_layers="relu4_1",
+                                      layer="relu3_1")) == 2
+    assert "--content-layers: none may be deeper than the decoder's layer (relu3_1)" in capsys.readouterr().err
     relu3_1_scale = next(v for k, v in state["decoder"].items() if k.endswith(".scale") and len(v) == 256)
     assert not torch.allclose(relu3_1_scale, torch.ones_like(relu3_1_scale))
     join_conv = next(v for k, v in state["decoder"].items() if k.endswith(".weight") and v.shape[1] == 512

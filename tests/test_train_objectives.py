@@ -68,6 +68,27 @@ def test_each_term_of_the_objective_adds_to_the_content_side_loss(content_paths:
     assert set(features[3]) == {"features"} and features[3]["features"] > 0
 
 
+def test_content_layers_add_the_paper_content_loss_at_each_against_adain_there(content_paths: list[Path]) -> None:
+    from adain import ops
+    from adain.images import prepare, read_image
+
+    enc, dec = random_networks("vgg16", seed=2, skips=("relu1_1", "relu2_1", "relu3_1"))
+    dec.skip_strength = (0.3, 0.3, 0.5)  # the extra term's target is not weakened
+    models = Models(enc, dec)
+    c = prepare(read_image(content_paths[0]), 32, True)[None]
+    s = prepare(read_image(content_paths[1]), 32, True)[None]
+    with torch.no_grad():
+        paper, _, out, _ = compute_losses(models, c, s)
+        more = compute_losses(models, c, s, TrainingObjective(content_layers=("relu3_1",)))[0]
+        cf, sf, of = enc.features(c), enc.features(s), enc.features(out)
+        expected = torch.nn.functional.mse_loss(of[2], ops.adain(cf[2], ops.channel_stats(sf[2])))
+        torch.testing.assert_close(more - paper, expected)
+        recon = compute_losses(models, c, c, TrainingObjective(content_layers=("relu3_1",)))
+        recon_paper = compute_losses(models, c, c)[0]
+        of = enc.features(recon[2])
+        torch.testing.assert_close(recon[0] - recon_paper, torch.nn.functional.mse_loss(of[2], cf[2]))
+
+
 def test_the_feature_distribution_loss_sees_what_means_and_stds_miss() -> None:
     """Two feature maps with the same per-channel means and stds but different joint distributions: the paper's
     style loss cannot tell them apart, the sliced Wasserstein distance can; it is 0 for any reordering of the

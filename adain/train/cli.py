@@ -29,7 +29,7 @@ from .loop import train
 from .recipes import LOSS_DEFAULTS, recipe_help
 from .resume import as_paths, resume_args
 from .runs import checkpoints, remove_stale_tmp
-from .setup import skips_arg, strength_arg
+from .setup import layers_arg, skips_arg, strength_arg
 
 LOCK = ".lock"
 
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "paper; hybrid: plus --structure-weight * MSE of instance-normalised relu3_1 and --layout-weight * "
                    "MSE of the coarse standardised luminance, both against the content photo; "
                    + recipe_help("loss"))
+    p.add_argument("--content-layers", type=layers_arg,
+                   help="comma-separated layers where the content loss compares the output's features with AdaIN "
+                        "of the photo's to the style's there (unweakened; the photo's own in reconstruction steps), "
+                        "each a term of its own, summed; none deeper than --layer. Default: --layer alone, as in "
+                        "the paper. relu3_1,relu4_1 for a decoder deepened from relu3_1 keeps the term that "
+                        "decoder was trained with (docs/training.md)")
     p.add_argument("--structure-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
     p.add_argument("--layout-weight", type=float, help="default: 1 with --loss hybrid, 0 with paper")
     p.add_argument("--grid-weight", type=float, default=0.0,

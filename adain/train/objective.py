@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import ops
 from ..net import FEATURE_LAYERS, Encoder
 from .losses import (
     colour_loss,
@@ -38,6 +39,7 @@ class TrainingObjective:
     the sliced Wasserstein distance of the encoder's relu1_1..relu3_1 feature distributions to the style image's
     (:func:`adain.train.losses.feature_distribution_loss`); ``coarse``: weight of the style loss and texture term
     taken again at half size (:func:`coarse_losses`). These four are off in reconstruction steps.
+    ``content_layers``: shallower layers where the paper's content loss is taken too, each against AdaIN there.
     """
 
     structure: float = 0.0
@@ -48,6 +50,7 @@ class TrainingObjective:
     texture: float = 0.0
     features: float = 0.0
     coarse: float = 0.0
+    content_layers: tuple[str, ...] = ()  # where the content loss is taken besides the decoder's layer
 
 
 STRUCTURE_LAYER = 2  # relu3_1
@@ -59,7 +62,8 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Tr
                    ) -> tuple[Tensor, list[Tensor], Tensor, dict[str, Tensor]]:
     """(content-side loss, per-layer style losses, output, weighted feature terms) of one batch.
 
-    The content-side loss is the paper's (MSE of the AdaIN layer's features to the AdaIN target) plus the
+    The content-side loss is the paper's (MSE of the AdaIN layer's features to the AdaIN target, and the same at
+    each of the ``objective``'s ``content_layers`` against AdaIN there, unweakened) plus the
     ``objective``'s structure, layout, pixel and grid terms; the feature terms hold its ``features`` term when on
     (its colour and texture terms are :func:`appearance_losses`'). AdaIN works at every input of the decoder (its
     layer and its skips), each with the style's own statistics there; ``style is content`` makes it a
@@ -75,6 +79,10 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Tr
     out = dec(targets, tuple(content.shape[-2:]))
     out_feats = enc.features(out)
     lc = content_loss(out_feats[k], targets[-1])
+    for name in objective.content_layers:
+        i = FEATURE_LAYERS.index(name)
+        target = content_feats[i] if recon else ops.adain(content_feats[i], ops.channel_stats(style_feats[i]))
+        lc = lc + content_loss(out_feats[i], target)
     if objective.structure:
         lc = lc + objective.structure * normalised_feature_loss(out_feats[STRUCTURE_LAYER],
                                                                 content_feats[STRUCTURE_LAYER])
@@ -130,4 +138,6 @@ def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective
     pixel = RECON_PIXEL_WEIGHT if recon else 0.0
     style_terms = ((0.0, 0.0, 0.0, 0.0) if recon
                    else (args.colour_weight, args.texture_weight, args.features_weight, args.coarse_weight))
-    return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, *style_terms), recon
+    extra = tuple(name for name in (args.content_layers or ()) if name != args.layer)
+    return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, *style_terms,
+                             extra), recon

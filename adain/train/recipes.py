@@ -6,7 +6,7 @@ import argparse
 
 from ..bundles.layouts import decoder_layer, decoder_skip_strength, decoder_skips
 from ..errors import InputError
-from ..net import skip_strengths
+from ..net import FEATURE_LAYERS, skip_strengths
 
 LOSS_DEFAULTS = {"paper": {"structure_weight": 0.0, "layout_weight": 0.0},
                  "hybrid": {"structure_weight": 1.0, "layout_weight": 1.0}}
@@ -42,7 +42,8 @@ def _inherited_strength(file_strength: float | tuple[float, ...], file_skips: tu
 def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
     """What was not given: the --init-decoder's layer, skips and skip strength, else :data:`RECIPES` of the
     encoder's architecture (and full-strength skips); the loss's weights from :data:`LOSS_DEFAULTS`.
-    InputError for a skip strength without skips, or for more or fewer strengths than skips."""
+    InputError for a skip strength without skips, for more or fewer strengths than skips, or for content layers
+    deeper than the decoder's."""
     if args.init_decoder is not None:
         args.layer = args.layer or decoder_layer(args.init_decoder)
         args.skips = list(decoder_skips(args.init_decoder)) if args.skips is None else args.skips
@@ -59,6 +60,8 @@ def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
         args.skip_strength = 1.0
     elif args.skip_strength != 1.0 and not args.skips:
         raise InputError("--skip-strength needs a decoder with skips (--skips)")
-    elif isinstance(args.skip_strength, list | tuple) and len(args.skip_strength) != len(args.skips):
+    if any(FEATURE_LAYERS.index(name) > FEATURE_LAYERS.index(args.layer) for name in args.content_layers or ()):
+        raise InputError(f"--content-layers: none may be deeper than the decoder's layer ({args.layer})")
+    if isinstance(args.skip_strength, list | tuple) and len(args.skip_strength) != len(args.skips):
         raise InputError(f"--skip-strength: {len(args.skip_strength)} strengths for {len(args.skips)} skips "
                          f"({','.join(args.skips)}); give one for all, or one per skip")

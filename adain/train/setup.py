@@ -72,13 +72,25 @@ def calibrate_skips(models: Models, photos: Sequence[Path], size: int) -> None:
         join.scale.copy_(1.0 / (sums[join.layer] / used + SKIP_OFFSET))
 
 
+def _layer_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown[0]!r}; expected {', '.join(allowed)}")
+    return sorted(set(names), key=FEATURE_LAYERS.index)
+
+
 def skips_arg(text: str) -> list[str]:
     """An argparse type: comma-separated skip layers (empty for none)."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SKIP_LAYERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown skip layer {unknown[0]!r}; expected {', '.join(SKIP_LAYERS)}")
-    return sorted(set(names), key=FEATURE_LAYERS.index)
+    return _layer_list(text, SKIP_LAYERS, "skip layer")
+
+
+def layers_arg(text: str) -> list[str]:
+    """An argparse type: comma-separated encoder layers (relu1_1 ... relu4_1), at least one."""
+    names = _layer_list(text, FEATURE_LAYERS, "layer")
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one layer")
+    return names
 
 
 def strength_arg(text: str) -> float | list[float]:

@@ -3,12 +3,14 @@
 # (issue 29) for TRAIN_SECONDS, export it, then the GPU benchmarks. Everything lands in $OUT (8 files at most).
 #   run(command="bash bench/device/session.sh", carry=[".carry"], timeout_s=600)
 # A dry run on a CPU machine: DEVICE=cpu TRAIN_SECONDS=60 BENCH=0 OUT=/tmp/out bash bench/device/session.sh
+# RECIPE=deep (default) deepens the shipped decoder to relu4_1; RECIPE=skips trains it further as it is.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the folder that comes back}
 DEVICE=${DEVICE:-cuda}
 TRAIN_SECONDS=${TRAIN_SECONDS:-270}
 BENCH=${BENCH:-1}
+RECIPE=${RECIPE:-deep}
 CARRY=$PWD/.carry
 RUN=/tmp/adain-run
 export PYTHONUNBUFFERED=1 ADAIN_HOME=/tmp/adain-home ADAIN_BENCH_DATA=$CARRY/data
@@ -24,14 +26,21 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 
 # Training (issue 29): the shipped decoder (with weak skips since December 7: AdaIN also at relu1_1 and relu2_1,
-# fed at strength 0.3 in style steps) further on its own recipe, run H2's (style weight 1.25, grid loss, colour
-# and texture terms, every 4th step a reconstruction step; docs/training.md, "Decoders with skips"), at the
-# evaluation's scale (192 px crops of 448 px images); SIGTERM at the deadline saves a checkpoint.
+# fed at strength 0.3 in style steps) on its own recipe, run H2's (style weight 1.25, grid loss, colour and
+# texture terms, every 4th step a reconstruction step; docs/training.md, "Decoders with skips"), at the
+# evaluation's scale (192 px crops of 448 px images); SIGTERM at the deadline saves a checkpoint. RECIPE=deep
+# first deepens it to relu4_1 (its relu3_1 a skip fed whole; run H11 of the sixth session), where a painting's
+# strokes are in reach of AdaIN; RECIPE=skips trains it further as it is (run H2).
 # The checkpoint comes back with the export, so a later session resumes it (adain train --output-dir RUN --resume).
+case "$RECIPE" in
+    deep) structure=(--layer relu4_1 --skips relu1_1,relu2_1,relu3_1) ;;
+    skips) structure=(--skips relu1_1,relu2_1 --skip-strength 0.3) ;;
+    *) echo "RECIPE must be deep or skips, not $RECIPE"; exit 2 ;;
+esac
 rm -rf "$RUN"
 timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
     --style-dir "$CARRY/data/style" "$CARRY/data/style_vivid" --encoder "$CARRY/encoder.safetensors" --arch vgg16 \
-    --init-decoder weights/vgg16-hed-decoder.safetensors --skips relu1_1,relu2_1 --skip-strength 0.3 --loss paper \
+    --init-decoder weights/vgg16-hed-decoder.safetensors "${structure[@]}" --loss paper \
     --recon-steps 0 --recon-every 4 --warmup 50 --lr 1.5e-4 --lr-decay 0 --style-weight 1.25 --grid-weight 1000 \
     --colour-weight 20 --texture-weight 200 --output-dir "$RUN" --device "$DEVICE" \
     --steps 200000 --batch-size 8 --resize 448 --crop 192 --workers "$(( $(nproc) - 2 ))" \
