@@ -29,11 +29,11 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 # fed at strength 0.3 in style steps) on its own recipe, run H2's (style weight 1.25, grid loss, colour and
 # texture terms, every 4th step a reconstruction step; docs/training.md, "Decoders with skips"), at the
 # evaluation's scale (192 px crops of 448 px images); SIGTERM at the deadline saves a checkpoint. RECIPE=deep
-# first deepens it to relu4_1 (its relu3_1 a skip fed whole; run H11 of the sixth session), where a painting's
-# strokes are in reach of AdaIN; RECIPE=skips trains it further as it is (run H2).
+# first deepens it to relu4_1 (its relu3_1 a skip fed whole, the content loss at relu3_1 and relu4_1; run H12 of
+# the sixth session), where a painting's strokes are in reach of AdaIN; RECIPE=skips trains it as it is (run H2).
 # The checkpoint comes back with the export, so a later session resumes it (adain train --output-dir RUN --resume).
 case "$RECIPE" in
-    deep) structure=(--layer relu4_1 --skips relu1_1,relu2_1,relu3_1) ;;
+    deep) structure=(--layer relu4_1 --skips relu1_1,relu2_1,relu3_1 --content-layers relu3_1,relu4_1) ;;
     skips) structure=(--skips relu1_1,relu2_1 --skip-strength 0.3) ;;
     *) echo "RECIPE must be deep or skips, not $RECIPE"; exit 2 ;;
 esac
