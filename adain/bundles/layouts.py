@@ -145,7 +145,7 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
 
 def _pass_through(decoder: Decoder, join: SkipJoin, head: list[nn.Conv2d]) -> None:
     """Set the convs of ``head`` after ``join`` to hand its skip on as it comes at alpha 1 (undoing the skip's
-    scale and the decoder's skip strength)."""
+    scale and strength)."""
     at = list(decoder.layers).index(join)
     strength = decoder.skip_strengths[decoder.skips.index(join.layer)]
     passing = [m for m in decoder.layers[at:] if isinstance(m, nn.Conv2d) and any(m is h for h in head)]
