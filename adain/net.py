@@ -81,6 +81,18 @@ def skip_strengths(strength: float | Sequence[float], skips: Sequence[str]) -> t
     return tuple(float(v) for v in values)
 
 
+def parse_skip_strength(text: str) -> float | tuple[float, ...]:
+    """A skip strength as written in a file's metadata or on the command line: one number in (0, 1], or one per
+    skip, comma-separated; ValueError otherwise."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = (float("nan"),)
+    if not all(0.0 < v <= 1.0 for v in values):
+        raise ValueError(f"{text!r} is not one or more numbers in (0, 1]")
+    return values[0] if len(values) == 1 else values
+
+
 def _config_to(arch: Arch, layer: str) -> list[int | str]:
     """The conv widths and pools of ``arch`` up to the conv of ``layer``."""
     config = _CONFIGS[arch]

@@ -23,7 +23,18 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from ..errors import WeightsError
-from ..net import FEATURE_LAYERS, LAYERS, SKIP_LAYERS, Arch, Decoder, Encoder, Layer, SkipJoin, channels_of
+from ..net import (
+    FEATURE_LAYERS,
+    LAYERS,
+    SKIP_LAYERS,
+    Arch,
+    Decoder,
+    Encoder,
+    Layer,
+    SkipJoin,
+    channels_of,
+    parse_skip_strength,
+)
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
@@ -240,14 +251,10 @@ def decoder_skips(path: str | Path, state: dict[str, Tensor] | None = None) -> t
 def decoder_skip_strength(path: str | Path) -> float | tuple[float, ...]:
     """The skip strength a decoder file was trained with (its ``skip_strength`` metadata: one number, or one per
     skip, comma-separated; 1 when absent)."""
-    text = read_metadata(path).get("skip_strength", "1")
     try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = (float("nan"),)
-    if not all(0.0 < v <= 1.0 for v in values):
-        raise WeightsError(f"{path}: skip_strength {text!r} is not one or more numbers in (0, 1]")
-    return values[0] if len(values) == 1 else values
+        return parse_skip_strength(read_metadata(path).get("skip_strength", "1"))
+    except ValueError as e:
+        raise WeightsError(f"{path}: skip_strength {e}") from e
 
 
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:

@@ -46,10 +46,10 @@ def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
     deeper than the decoder's."""
     if args.init_decoder is not None:
         args.layer = args.layer or decoder_layer(args.init_decoder)
-        args.skips = list(decoder_skips(args.init_decoder)) if args.skips is None else args.skips
+        file_skips = decoder_skips(args.init_decoder)
+        args.skips = list(file_skips) if args.skips is None else args.skips
         if args.skip_strength is None and args.skips:
-            args.skip_strength = _inherited_strength(decoder_skip_strength(args.init_decoder),
-                                                     decoder_skips(args.init_decoder), args.skips)
+            args.skip_strength = _inherited_strength(decoder_skip_strength(args.init_decoder), file_skips, args.skips)
     for key, value in RECIPES[arch].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)

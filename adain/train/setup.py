@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..images import resize_shorter
-from ..net import FEATURE_LAYERS, SKIP_LAYERS, Decoder, Encoder, Layer, SkipJoin, channels_of
+from ..net import FEATURE_LAYERS, SKIP_LAYERS, Decoder, Encoder, Layer, SkipJoin, channels_of, parse_skip_strength
 from .data import Pairs, UnreadableImage, fixed_pairs, read_rgb
 
 HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
@@ -96,13 +96,11 @@ def layers_arg(text: str) -> list[str]:
 def strength_arg(text: str) -> float | list[float]:
     """An argparse type: a skip strength, a number in (0, 1], or one per skip, comma-separated."""
     try:
-        values = [float(v) for v in text.split(",")]
+        value = parse_skip_strength(text)
     except ValueError:
-        values = [float("nan")]
-    if not all(0.0 < v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"a skip strength is a number in (0, 1], or one per skip, comma-separated; "
-                                         f"got {text!r}")
-    return values[0] if len(values) == 1 else values
+                                         f"got {text!r}") from None
+    return list(value) if isinstance(value, tuple) else value  # a list, as the run's arguments are stored
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
