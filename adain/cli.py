@@ -18,10 +18,12 @@ from .bundles.commands import add_weights_parser
 from .errors import AdainError, exit_status
 from .options import (
     IMAGE_SUFFIXES,
+    MAX_GRAIN,
     STYLE_SCALES,
     TILE_PIXELS,
     TILE_SIZE,
     check_alpha,
+    check_grain,
     check_style_scale,
     check_tiling,
     normalised_weights,
@@ -100,6 +102,10 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style-scale", type=float, default=1.0,
                    help=f"texture scale: resize the styles by this factor after --style-size, {STYLE_SCALES[0]:g} "
                         f"to {STYLE_SCALES[1]:g}; above 1 their strokes come out larger, below 1 finer (default 1)")
+    p.add_argument("--grain", type=float,
+                   help=f"noise added to the content before it is encoded (0 to {MAX_GRAIN:g}, times --alpha), "
+                        "from which the decoder paints the style's texture where the photo is flat; default: the "
+                        "decoder file's (0 unless it was trained with grain; docs/training.md, \"Grain\")")
     p.add_argument("--crop", action="store_true", help="center-crop to a square of the given size")
     p.add_argument("-o", "--output", type=Path, help="output file (.png, .jpg, .webp)")
     p.add_argument("--quality", type=count_arg(1, 100), default=95, help="JPEG/WebP quality, 1..100")
@@ -123,7 +129,7 @@ def build_stylizer(args: argparse.Namespace):
     tiling = {"tiling": args.tiling, "tile_pixels": args.tile_pixels, "tile_size": args.tile_size} \
         if hasattr(args, "tiling") else {}
     stylizer = Stylizer.from_files(found.encoder, found.decoder, arch=args.arch or found.arch, device=args.device,
-                                   precision=args.precision, **tiling)
+                                   precision=args.precision, grain=getattr(args, "grain", None), **tiling)
     if args.verbose:
         chosen = " (auto)" if args.precision == "auto" else ""
         print(f"adain: {stylizer.device}, precision {stylizer.precision}{chosen}", file=sys.stderr)
@@ -151,6 +157,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     normalised_weights(args.weights, n_styles)
     check_alpha(args.alpha)
     check_style_scale(args.style_scale)
+    if args.grain is not None:
+        check_grain(args.grain)
     check_tiling(args.tiling, args.tile_pixels, args.tile_size)
     for path in (*args.style, *args.mask, *contents):
         open_file(path).close()

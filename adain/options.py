@@ -77,6 +77,18 @@ def check_style_scale(scale: float) -> float:
     return scale
 
 
+#: The most grain (``adain.stylizer``) may be: noise of this standard deviation (images in [0, 1]) hides the photo.
+MAX_GRAIN = 0.5
+
+
+def check_grain(grain: float) -> float:
+    """grain must lie in [0, :data:`MAX_GRAIN`]."""
+    grain = float(grain)
+    if not 0.0 <= grain <= MAX_GRAIN:  # also refuses NaN
+        raise InputError(f"grain must be between 0 and {MAX_GRAIN:g}, got {grain}")
+    return grain
+
+
 def check_tiling(tiling_mode: str, tile_pixels: int, tile_size: int) -> None:
     """Tiling options: a known mode, a threshold >= 1 and a tile side that is a positive multiple of 8."""
     if tiling_mode not in TILINGS:

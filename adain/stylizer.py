@@ -7,6 +7,10 @@
 Images above ``tile_pixels`` pixels (default 2**21, about 1448x1448) run through the encoder and the
 decoder in overlapping tiles (``adain.tiling``), with the AdaIN statistics still taken over the whole
 image; ``tiling="always"`` / ``"never"`` forces or disables this.
+
+``grain`` adds a fixed noise to the content before it is encoded, times alpha: the encoder (HED's VGG16 above all)
+gives flat regions such as a sky almost constant features, which AdaIN leaves flat; with grain the decoder paints
+the style's texture there too (docs/training.md, "Grain").
 """
 
 from __future__ import annotations
@@ -32,7 +36,16 @@ from .errors import InputError
 from .images import DEFAULT_LIMITS, SizeLimits, check_prepared, prepare, scaled_size, to_tensor
 from .masks import feature_masks, fit_masks
 from .net import MIN_SIDE, Arch, Decoder, Encoder, channels_of
-from .options import TILE_PIXELS, TILE_SIZE, Tiling, check_alpha, check_style_scale, check_tiling, normalised_weights
+from .options import (
+    TILE_PIXELS,
+    TILE_SIZE,
+    Tiling,
+    check_alpha,
+    check_grain,
+    check_style_scale,
+    check_tiling,
+    normalised_weights,
+)
 from .precision import auto_precision
 from .upconv import FusedDecoder
 
@@ -43,6 +56,10 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 ImageLike = Image.Image | Tensor
 
 log = logging.getLogger("adain.stylizer")
+
+#: Seed of the grain's noise: every image of one size gets the same noise, so results are reproducible, tiles agree
+#: with the whole image and the frames of a video share it (no flicker).
+GRAIN_SEED = 0
 
 
 def check_weights(weights: Sequence[float] | None, n_styles: int) -> Tensor:
@@ -88,6 +105,22 @@ def prepare_style(style: ImageLike, preserve_color: ColorMode = "none", content:
 def model_input(content: Tensor, preserve_color: ColorMode = "none") -> Tensor:
     """What the encoder sees of the prepared content: the content itself, or its luminance."""
     return ops.luminance(content) if preserve_color == "luminance" else content
+
+
+def grain_noise(size: tuple[int, int], seed: int = GRAIN_SEED) -> Tensor:
+    """Standard normal noise (3, H, W) for the grain of contents of ``size`` (H, W); drawn on the CPU, so every
+    device gets the same."""
+    return torch.randn((3, *size), generator=torch.Generator().manual_seed(seed))
+
+
+def with_grain(contents: Tensor, amounts: Sequence[float]) -> Tensor:
+    """Contents (N, 3, H, W) in [0, 1] plus :func:`grain_noise` times each one's amount, clipped to [0, 1]; the
+    contents themselves when every amount is 0."""
+    if not any(amounts):
+        return contents
+    noise = grain_noise(tuple(contents.shape[-2:])).to(contents.device, contents.dtype)
+    scale = torch.tensor(amounts, dtype=contents.dtype, device=contents.device).view(-1, 1, 1, 1)
+    return contents.add(noise * scale).clamp_(0, 1)
 
 
 def finish(out: Tensor, content: Tensor, preserve_color: ColorMode = "none") -> Tensor:
@@ -145,6 +178,7 @@ class Target:
     weights: Tensor
     alpha: float = 1.0
     masks: Tensor | None = None  # (S, H, W) soft masks at image resolution
+    grain: float | None = None  # None: the Stylizer's
 
 
 @dataclass
@@ -171,16 +205,17 @@ class Stylization:
     style_size: int = 0
     style_scale: float = 1.0  # the styles are resized by it after style_size
     crop: bool = False
+    grain: float | None = None  # None: the Stylizer's
 
     @classmethod
     def checked(cls, content: ImageLike, styles: Sequence[StyleRef], weights: Sequence[float] | None = None,
                 alpha: float = 1.0, preserve_color: ColorMode = "none", mask: Tensor | None = None,
                 content_size: int = 0, style_size: int = 0, crop: bool = False, style_scale: float = 1.0,
-                limits: SizeLimits = DEFAULT_LIMITS) -> Self:
+                limits: SizeLimits = DEFAULT_LIMITS, grain: float | None = None) -> Self:
         """Check the stylize arguments (see :meth:`Stylizer.stylize`) and prepare the content and its mask."""
         c, w, masks = prepare_content(content, len(styles), weights, preserve_color, mask, content_size, crop, limits)
         return cls(c, list(styles), w, check_alpha(alpha), masks, preserve_color, style_size,
-                   check_style_scale(style_scale), crop)
+                   check_style_scale(style_scale), crop, None if grain is None else check_grain(grain))
 
     @property
     def model_input(self) -> Tensor:
@@ -206,6 +241,8 @@ def _check_target(t: Target, size: tuple[int, int], channels: int) -> None:
     if t.masks is not None and tuple(t.masks.shape) != (n, *size):
         raise InputError(f"target masks are {tuple(t.masks.shape)}, expected {(n, *size)}")
     check_alpha(t.alpha)
+    if t.grain is not None:
+        check_grain(t.grain)
 
 
 #: Maps the content statistics of one decoder input (its index, and the Stats of one feature map: (1, C), or
@@ -238,12 +275,14 @@ class Stylizer:
     ``precision="auto"`` becomes bf16 on CPUs with native bf16 and on CUDA devices that support it, else
     fp32 (``adain.precision``); ``self.precision`` is the one chosen.
     ``limits`` (a plain attribute too) bounds what ``stylize`` lets images become once prepared.
+    ``grain`` (a plain attribute too; :func:`check_grain`): the noise added to every content, times its alpha
+    (the module docstring), unless a stylization gives its own; by default the decoder's (:attr:`Decoder.grain`).
     The encoder passed in is set, in place, to stop at the decoder's layer (``Encoder.at``).
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, device: str | torch.device = "auto",
                  precision: Precision = "fp32", cache_size: int = 512, tiling: Tiling = "auto",
-                 tile_pixels: int = TILE_PIXELS, tile_size: int = TILE_SIZE) -> None:
+                 tile_pixels: int = TILE_PIXELS, tile_size: int = TILE_SIZE, grain: float | None = None) -> None:
         if encoder.arch != decoder.arch:
             raise InputError(f"encoder is {encoder.arch} but decoder is {decoder.arch}")
         if precision != "auto" and precision not in PRECISIONS:
@@ -263,6 +302,7 @@ class Stylizer:
         self.decoder_fused: nn.Module = FusedDecoder(self.decoder)  # what decodes (adain.upconv); same results
         self.cache = StatsCache(cache_size)
         self.limits = DEFAULT_LIMITS  # what images may become once prepared (checked before resizing)
+        self.grain = check_grain(decoder.grain if grain is None else grain)
         self._local = threading.local()  # each thread's safe-point check (see safe_points)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -364,8 +404,10 @@ class Stylizer:
         size = tuple(contents.shape[-2:])
         for t in targets:
             _check_target(t, size, self.stats_channels)
+        grains = [(self.grain if t.grain is None else t.grain) * t.alpha for t in targets]
+        images = with_grain(self._to_device(contents, "content image"), grains)
         with self._autocast():
-            levels: list[Tensor | None] = list(self._encoder_pass(self._to_device(contents, "content image")))
+            levels: list[Tensor | None] = list(self._encoder_pass(images))
             self._safe_point()
             channels = [f.shape[1] for f in levels]
             per_target = [(ops.split_stats(ops.Stats(t.stats.mean.to(self.device), t.stats.std.to(self.device)),
@@ -401,22 +443,24 @@ class Stylizer:
         style_size: int = 0,
         crop: bool = False,
         style_scale: float = 1.0,
+        grain: float | None = None,
     ) -> Tensor:
         """Stylize one content image with one or more styles; returns (3, H, W) in [0, 1] on the CPU.
 
         ``mask`` (S, H, W) assigns regions of the content (at its original size, the prepared size, or that shape)
         to the styles; then ``weights`` must be None. ``style_scale`` (0.25 to 4) resizes the styles by that factor
-        after ``style_size``: above 1 their strokes come out larger, below 1 finer.
+        after ``style_size``: above 1 their strokes come out larger, below 1 finer. ``grain``: this image's, instead
+        of the Stylizer's (the module docstring).
         """
         job = Stylization.checked(content, [StyleRef(image=s) for s in styles], weights, alpha, preserve_color, mask,
-                                  content_size, style_size, crop, style_scale, self.limits)
+                                  content_size, style_size, crop, style_scale, self.limits, grain)
         return self.stylize_batch([job])[0]
 
     def stylize_batch(self, batch: Sequence[Stylization]) -> list[Tensor]:
         """Run stylizations whose contents have one size as one batch; each result is (3, H, W) in [0, 1] on the
         CPU, as :meth:`stylize` returns it. Each style's statistics are taken once (:meth:`style_stats`)."""
         targets = [Target(stack_stats([self._stats_of(job, ref) for ref in job.styles]), job.weights, job.alpha,
-                          job.masks) for job in batch]
+                          job.masks, job.grain) for job in batch]
         out = self.render(torch.stack([job.model_input for job in batch]), targets).cpu()
         return [job.finish(image) for job, image in zip(batch, out, strict=True)]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adain.arguments import count_arg
-from adain.options import DEFAULT_MAX_ASPECT, FORMAT_ALIASES, TILE_PIXELS, TILE_SIZE
+from adain.errors import InputError
+from adain.options import DEFAULT_MAX_ASPECT, FORMAT_ALIASES, TILE_PIXELS, TILE_SIZE, check_grain
 
 if TYPE_CHECKING:
     from adain.images import SizeLimits
@@ -48,6 +49,7 @@ class Settings:
     formats: tuple[str, ...] = ("jpeg", "png", "webp")
     content_size: int = 512
     style_size: int = 512
+    grain: float | None = None  # None: the decoder file's
     style_cache: int = 1024
     tile_pixels: int = TILE_PIXELS
     tile_size: int = TILE_SIZE
@@ -114,6 +116,13 @@ def _aspect(text: str) -> float:
     if value < 1:
         raise ValueError(f"must be at least 1, got {text!r}")
     return value
+
+
+def _grain(text: str) -> float:
+    try:
+        return check_grain(_float(text))
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -222,6 +231,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("formats", _formats, "accepted input formats, recognised by content (415)"),
     Option("content_size", count_arg(0), "default shorter side of the content (0: keep)"),
     Option("style_size", count_arg(0), "default shorter side of the styles (0: keep); stored styles are encoded at it"),
+    Option("grain", _grain, "noise added to every content before it is encoded, times its alpha (0 to 0.5): the "
+           "decoder paints the style's texture from it where the photo is flat (default: the decoder file's; "
+           "docs/training.md, Grain)"),
     Option("style_cache", count_arg(1), "style statistics kept per worker (LRU, about 4 KiB each)"),
     Option("tile_pixels", count_arg(0), "images (content or style, as prepared) with more pixels than this run through "
            "the networks in overlapping tiles, bounding memory (0: never tile)"),

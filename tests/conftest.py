@@ -98,16 +98,19 @@ def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1",
 
 
 WEAK_SKIP_STRENGTH = 0.4
+GRAIN = 0.2  # of "decoder_grain"
 
 
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1",
-    "encoder_skips", "decoder_skips", "encoder_weak", "decoder_weak", "encoder_deep", "decoder_deep"}}: random
+    "encoder_skips", "decoder_skips", "encoder_weak", "decoder_weak", "encoder_deep", "decoder_deep",
+    "encoder_grain", "decoder_grain"}}: random
     weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1 of the same encoder (so "encoder_relu3_1" is
     "encoder_st"); "decoder_skips" decodes relu3_1 with skips from relu1_1 and relu2_1; "decoder_weak" is it with
     a skip strength of WEAK_SKIP_STRENGTH in its metadata; "decoder_deep" decodes relu4_1 with skips from
-    relu1_1, relu2_1 and relu3_1, the first two at that strength, relu3_1 whole.
+    relu1_1, relu2_1 and relu3_1, the first two at that strength, relu3_1 whole; "decoder_grain" is "decoder_weak"
+    with a grain of GRAIN in its metadata.
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -143,5 +146,8 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         deep_decoder = random_networks(arch, skips=("relu1_1", "relu2_1", "relu3_1"))[1]
         deep_decoder.skip_strength = (WEAK_SKIP_STRENGTH, WEAK_SKIP_STRENGTH, 1.0)
         save_safetensors(deep_decoder, paths["decoder_deep"], arch)
+        paths["encoder_grain"], paths["decoder_grain"] = paths["encoder_st"], root / f"{arch}_decoder_grain.safetensors"
+        skip_decoder.grain = GRAIN
+        save_safetensors(skip_decoder, paths["decoder_grain"], arch)
         files[arch] = paths
     return files

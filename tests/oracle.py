@@ -21,6 +21,9 @@ Equations:
 * a mask gives region k of the content style k, with the content statistics of
   region k taken over that region only (soft masks are per-position weights,
   averaged down to the feature grid);
+* grain (ours, not the paper's): a decoder file's ``grain`` g (0 when absent) adds g * alpha * n to what the
+  encoder sees of the content, clipped to [0, 1], n (3, H, W) being given noise (the production draws it from
+  torch's generator seeded 0);
 * colour preservation (Gatys et al., 2016): ``coral`` maps the style's pixels
   x -> Sigma_c^(1/2) Sigma_s^(-1/2) (x - mu_s) + mu_c; ``luminance`` stylizes
   Y (BT.601) of content and style and keeps the content's Cb, Cr.
@@ -203,8 +206,10 @@ def with_content_chroma(stylized: np.ndarray, content: np.ndarray) -> np.ndarray
 
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: State, arch: str,
             weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_color: str = "none",
-            masks: np.ndarray | None = None, skip_strength: float | Sequence[float] = 1.0) -> np.ndarray:
-    """Stylize ``content`` (3, H, W) with ``styles``; ``masks`` (K, H, W) sum to 1 per pixel. Returns [0, 1]."""
+            masks: np.ndarray | None = None, skip_strength: float | Sequence[float] = 1.0, grain: float = 0.0,
+            noise: np.ndarray | None = None) -> np.ndarray:
+    """Stylize ``content`` (3, H, W) with ``styles``; ``masks`` (K, H, W) sum to 1 per pixel; ``noise`` (3, H, W)
+    is needed for a ``grain`` above 0. Returns [0, 1]."""
     w = np.ones(len(styles)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     if preserve_color == "coral":
@@ -212,6 +217,8 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: 
     c_in = content
     if preserve_color == "luminance":
         c_in, styles = grey(content), [grey(s) for s in styles]
+    if grain:
+        c_in = np.clip(c_in + grain * alpha * noise, 0.0, 1.0)
     levels = [*decoder_skips(dec), decoder_depth(dec)]  # AdaIN works at every input of the decoder
     c_feats, s_feats = encode_all(c_in, enc, arch), [encode_all(s, enc, arch) for s in styles]
     inputs = []

@@ -52,6 +52,7 @@ BAD_INPUT = {
     "usage error": ("--content {content} --style {s1} --weights a,b", "argument --weights: weights must be"),
     "style scale": ("--content {content} --style {s1} --style-scale 5",
                     "style_scale must be between 0.25 and 4, got 5.0"),
+    "grain": ("--content {content} --style {s1} --grain 0.8", "grain must be between 0 and 0.5, got 0.8"),
 }
 
 #: name -> arguments of runs that must succeed
@@ -62,6 +63,7 @@ GOOD_RUNS = {
                                "--crop --preserve-color coral -o {root}/good/mask.jpg",
     "style scale 2 at 10 px": "--content {content} --style {s1} --style-size 10 --style-scale 2 -o {root}/good/x2.png",
     "style at 20 px": "--content {content} --style {s1} --style-size 20 -o {root}/good/20.png",
+    "grain 0.2": "--content {content} --style {s1} --style-size 20 --grain 0.2 -o {root}/good/grain.png",
     "batch": "--content-dir {root}/contents --style-dir {root}/styles --output-dir {root}/batch --ext webp "
              "--content-size 19 --style-size 19",
 }
@@ -151,6 +153,7 @@ def test_quiet_by_default(runs):
     ["--content", "missing.jpg", "--style", "x.jpg", "--alpha", "1.5", "-o", "out.png"],
     ["--content", "missing.jpg", "--style", "x.jpg", "--weights", "1,2", "-o", "out.png"],
     ["--content", "missing.jpg", "--style", "x.jpg", "--style-scale", "0.1", "-o", "out.png"],
+    ["--content", "missing.jpg", "--style", "x.jpg", "--grain", "-1", "-o", "out.png"],
 ])
 def test_bad_arguments_and_missing_files_are_refused_before_torch_is_imported(tmp_path, args):
     script = ("import sys; from adain.cli import main; status = main(sys.argv[1:]); "
@@ -175,6 +178,12 @@ def test_cropped_jpeg_output(runs, paths):
 def test_style_scale_resizes_the_style_by_the_factor(runs, paths):
     scaled, direct = (np.asarray(Image.open(paths["root"] / "good" / name)) for name in ("x2.png", "20.png"))
     assert np.array_equal(scaled, direct)  # --style-size 10 --style-scale 2 is the style at 20 px
+
+
+def test_grain_changes_the_picture(runs, paths):
+    grainy, plain = (np.asarray(Image.open(paths["root"] / "good" / name), dtype=float)
+                     for name in ("grain.png", "20.png"))
+    assert grainy.shape == plain.shape and np.abs(grainy - plain).mean() > 2
 
 
 def test_batch_writes_every_content_style_pair(runs, paths):

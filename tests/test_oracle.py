@@ -31,7 +31,8 @@ STYLE_SIZES = ((38, 30), (29, 43), (50, 27))
 MIN_AGREEMENT = 0.999
 
 #: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips, "weak"
-#: for one with weakened skips, "deep" for a relu4_1 one with skips down from relu3_1, a strength for each),
+#: for one with weakened skips, "deep" for a relu4_1 one with skips down from relu3_1, a strength for each, "grain"
+#: for the weakened one with a grain),
 #: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
@@ -54,6 +55,9 @@ CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     # a relu4_1 decoder with weakened skips from relu1_1, relu2_1 and relu3_1: AdaIN at all four
     "deep_skips": ("vgg16", "deep", 2, {"weights": (0.6, 0.4), "alpha": 0.8}, None),
     "deep_skips_mask": ("vgg19", "deep", 2, {}, "labels"),
+    # the weak-skips decoder with a grain in its file: noise added to the content before it is encoded
+    "grain": ("vgg16", "grain", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),
+    "grain_luminance": ("vgg19", "grain", 1, {"preserve_color": "luminance"}, None),
 }
 
 
@@ -81,13 +85,27 @@ def images(tmp_path_factory, content_paths, style_paths) -> dict[str, Path | lis
     }
 
 
-def _skip_strength(path: Path) -> list[float]:
-    """The decoder file's ``skip_strength`` metadata (one or one per skip; 1 when absent), read without the adain
-    package."""
+def _metadata(path: Path) -> dict[str, str]:
+    """The decoder file's metadata (empty for a .pth), read without the adain package."""
     if path.suffix != ".safetensors":
-        return [1.0]
+        return {}
     with safe_open(str(path), framework="numpy") as f:
-        return [float(v) for v in (f.metadata() or {}).get("skip_strength", "1").split(",")]
+        return f.metadata() or {}
+
+
+def _skip_strength(path: Path) -> list[float]:
+    """The decoder file's ``skip_strength`` metadata (one or one per skip; 1 when absent)."""
+    return [float(v) for v in _metadata(path).get("skip_strength", "1").split(",")]
+
+
+def _grain(path: Path, size: tuple[int, int]) -> dict:
+    """The decoder file's ``grain`` (0 when absent) and, when above 0, the noise for a content of ``size`` (W, H):
+    standard normal from torch's generator seeded 0, drawn as (3, H, W) (the spec in tests/oracle.py)."""
+    grain = float(_metadata(path).get("grain", "0"))
+    if not grain:
+        return {}
+    noise = torch.randn((3, size[1], size[0]), generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    return {"grain": grain, "noise": noise.double().numpy()}
 
 
 def _raw_state(path: Path) -> oracle.State:
@@ -123,9 +141,11 @@ def oracle_outputs(images, weight_files) -> dict[str, np.ndarray]:
         enc, dec = states[arch, fmt]
         styles = [_pixels(p) for p in images["styles"][:n]]
         masks = _oracle_masks(mask, images[mask]) if mask else None
-        strength = _skip_strength(_files(weight_files, arch, fmt)[1])
+        decoder_file = _files(weight_files, arch, fmt)[1]
+        strength = _skip_strength(decoder_file)
         outs[name] = oracle.to_uint8(oracle.stylize(_pixels(images["content"]), styles, enc, dec, arch,
-                                                    masks=masks, skip_strength=strength, **kwargs))
+                                                    masks=masks, skip_strength=strength,
+                                                    **_grain(decoder_file, CONTENT_SIZE), **kwargs))
     return outs
 
 
@@ -172,7 +192,7 @@ def test_outputs_are_not_degenerate(oracle_outputs, name):
 
 @pytest.mark.parametrize(("a", "b"), [("single", "alpha"), ("single", "coral"), ("single", "luminance"),
                                       ("blend3", "single"), ("mask_labels", "mask_soft_alpha"),
-                                      ("skips_single", "weak_skips")])
+                                      ("skips_single", "weak_skips"), ("weak_skips_alpha", "grain")])
 def test_cases_are_told_apart(oracle_outputs, a, b):
     """Negative control: the agreement measure fails clearly when the settings differ."""
     assert agreement(oracle_outputs[a], oracle_outputs[b]) < 0.5

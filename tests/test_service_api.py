@@ -119,7 +119,8 @@ async def test_health_readiness_metrics_and_docs(tmp_path: Path, stylizers: list
 MASK_SCALES = {"mask": 1, "mask_of_the_output_size": 0.2, "mask_at_half_the_content_size": 0.5}
 
 
-@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", "style_scale", *MASK_SCALES])
+@pytest.mark.parametrize("variant", ["blend", "huge_weights", "luminance", "coral", "style_scale", "grain",
+                                     *MASK_SCALES])
 async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Stylizer], content: bytes,
                                           styles: list[bytes], variant: str) -> None:
     data: dict[str, str] = {}
@@ -131,6 +132,8 @@ async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Styliz
         data, kwargs = {"weights": "1e308,1e308"}, {"weights": [1, 1]}
     elif variant == "style_scale":
         data, kwargs = {"style_scale": "1.5"}, {"style_scale": 1.5}
+    elif variant == "grain":  # the request's own, whatever the server's
+        data, kwargs = {"grain": "0.2", "alpha": "0.7"}, {"grain": 0.2, "alpha": 0.7}
     elif variant in MASK_SCALES:
         w, h = (round(side * MASK_SCALES[variant]) for side in Image.open(io.BytesIO(content)).size)
         label = np.zeros((h, w), np.uint8)
@@ -149,6 +152,16 @@ async def test_stylize_equals_the_library(tmp_path: Path, stylizers: list[Styliz
     timing = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
     assert set(timing) == {"decode", "queue", "model", "encode"} and all(float(v) >= 0 for v in timing.values())
     assert np.array_equal(pixels(r.content), expected(stylizers[0], content, styles, **kwargs))
+    if variant == "grain":  # which differs from the picture without
+        without = expected(stylizers[0], content, styles, alpha=0.7)
+        assert np.abs(pixels(r.content).astype(float) - without).mean() > 1
+
+
+async def test_a_grain_out_of_range_is_refused(tmp_path: Path, stylizers: list[Stylizer], content: bytes,
+                                               styles: list[bytes]) -> None:
+    async with running_app(app_settings(tmp_path), stylizers) as app:
+        r = await app.client.post("/v1/stylize", files=form(content, styles), data={"grain": "0.9"})
+    assert r.status_code == 422 and "grain must be between 0 and 0.5, got 0.9" in error_of(r)["message"]
 
 
 async def test_output_format_from_field_then_accept_header(tmp_path: Path, stylizers: list[Stylizer],

@@ -35,12 +35,22 @@ def test_flags_beat_environment_beat_defaults() -> None:
     (["--formats", "jpeg,svg"], {}, "--formats"),
     (["--precision", "fp8"], {}, "--precision"),
     ([], {"ADAIN_REQUEST_TIMEOUT": "-1"}, "ADAIN_REQUEST_TIMEOUT"),
+    (["--grain", "0.6"], {}, "--grain"),
 ])
 def test_bad_values_are_usage_errors(argv: list[str], env: dict[str, str], culprit: str,
                                      capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         load_settings(argv, env)
     assert exc.value.code == 2 and culprit in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "grain"), [([], 0.2), (["--grain", "0"], 0.0), (["--grain", "0.05"], 0.05)])
+def test_the_engine_stylizes_with_the_decoders_grain_unless_told(argv: list[str], grain: float,
+                                                                 weight_files: dict) -> None:
+    weights = weight_files["vgg16"]  # "decoder_grain" has a grain of 0.2 in its file
+    settings = load_settings(argv, {"ADAIN_DEVICE": "cpu", "ADAIN_ENCODER": str(weights["encoder_grain"]),
+                                    "ADAIN_DECODER": str(weights["decoder_grain"])})
+    assert Engine.load(settings).workers[0].stylizer.grain == grain
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp32"])

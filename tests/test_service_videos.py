@@ -105,6 +105,7 @@ def test_a_job_from_upload_to_result(server, keys, clips):
     ("short", {"stability": "9"}, 422, "invalid_input"),
     ("short", {"alpha": "2"}, 422, "invalid_input"),
     ("short", {"style_scale": "9"}, 422, "invalid_input"),
+    ("short", {"grain": "0.9"}, 422, "invalid_input"),
     ("short", {"style_size": "999999"}, 422, "invalid_request"),
     ("short", {"style_id": "nosuchstyle"}, 422, "unknown_style"),
     ("short", {"quality": "101"}, 422, "invalid_request"),
@@ -158,11 +159,11 @@ def _result(url: str, headers: dict, response: httpx.Response) -> np.ndarray:
 def test_stored_styles_mix_with_uploaded_ones_as_the_command_mixes_them(server, keys, clips, paintings, local):
     alice = _auth(keys, "alice")
     stored = httpx.post(f"{server.url}/v1/styles", files={"image": ("b.jpg", paintings[1])}, headers=alice).json()["id"]
-    options = {"weights": "0.3,0.7", "style_scale": "2", "alpha": "0.8"}
+    options = {"weights": "0.3,0.7", "style_scale": "2", "alpha": "0.8", "grain": "0.2"}
     got = _result(server.url, alice, _submit(server.url, alice, clips["short"], (paintings[0],), style_id=stored,
                                              **options))
-    want = local(clips["short"], paintings, weights=[0.3, 0.7], style_scale=2.0, alpha=0.8)
-    first_only = local(clips["short"], paintings[:1], style_scale=2.0, alpha=0.8)
+    want = local(clips["short"], paintings, weights=[0.3, 0.7], style_scale=2.0, alpha=0.8, grain=0.2)
+    first_only = local(clips["short"], paintings[:1], style_scale=2.0, alpha=0.8, grain=0.2)
     assert got.shape == want.shape
     _assert_closer(got, want, first_only)
 

@@ -238,6 +238,33 @@ def test_bf16_on_cpu_stays_close_to_fp32(networks, content, styles):
     assert (diff <= 4).float().mean() >= 0.99
 
 
+def test_grain_is_reproducible_scaled_by_alpha_and_the_decoders_by_default(networks, content, styles):
+    enc, dec = networks
+    plain, grainy = Stylizer(enc, dec, device="cpu"), Stylizer(enc, dec, device="cpu", grain=0.2)
+    assert plain.grain == 0.0
+    once = grainy.stylize(content, styles[:1])
+    assert torch.equal(once, grainy.stylize(content, styles[:1]))  # the same noise every time
+    assert (once - plain.stylize(content, styles[:1])).abs().mean() > 0.01
+    # what the encoder sees: the content plus grain x alpha x standard normal noise from torch's generator seeded 0
+    noise = torch.randn((3, *content.shape[-2:]), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(grainy.stylize(content, styles[:1], alpha=0.5),
+                               plain.stylize((content + 0.1 * noise).clamp(0, 1), styles[:1], alpha=0.5),
+                               atol=1e-5, rtol=0)
+    # alpha 0 gives the photo's own decoding back, grain or not
+    assert torch.equal(grainy.stylize(content, styles[:1], alpha=0.0), plain.stylize(content, styles[:1], alpha=0.0))
+    grainy_file = Decoder(dec.arch, dec.layer, grain=0.2)
+    grainy_file.load_state_dict(dec.state_dict())
+    assert torch.equal(Stylizer(enc, grainy_file, device="cpu").stylize(content, styles[:1]), once)
+    assert torch.equal(Stylizer(enc, grainy_file, device="cpu", grain=0.0).stylize(content, styles[:1]),
+                       plain.stylize(content, styles[:1]))
+
+
+@pytest.mark.parametrize("grain", [-0.01, 0.51, math.nan, math.inf])
+def test_grain_outside_its_range(networks, grain):
+    with pytest.raises(InputError, match="grain must be between 0 and 0.5"):
+        Stylizer(*networks, device="cpu", grain=grain)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"precision": "fp16"}, "fp16 needs a CUDA device"),
     ({"precision": "fp8"}, "precision must be one of"),

@@ -95,6 +95,18 @@ def test_stylizer_tiles_above_the_threshold_only(networks, small, style_paths):
     assert always.tiled_passes == 3  # the style's encoder pass too
 
 
+def test_grain_is_the_same_in_tiles(networks, small, style_paths):
+    """The grain's noise is drawn for the whole image, so a tiled image gets the untiled image's."""
+    style = resize_shorter(read_image(style_paths[0]), 64)
+    whole = Stylizer(*networks, device="cpu", tiling="never", grain=0.2)
+    always = Stylizer(*networks, device="cpu", tiling="always", tile_size=128, grain=0.2)
+    reference = whole.stylize(content := small, [style])
+    _close(always.stylize(content, [style]), reference)
+    assert always.tiled_passes == 3
+    plain = Stylizer(*networks, device="cpu", tiling="never").stylize(content, [style])
+    assert (to_uint8(plain).int() - to_uint8(reference).int()).abs().float().mean() > 2  # the grain shows
+
+
 def test_tiled_bf16_keeps_bf16_features(networks, small):
     st = Stylizer(*networks, device="cpu", precision="bf16", tiling="always", tile_size=128)
     assert st.encode(small)[-1].dtype == torch.bfloat16 and st.tiled_passes == 1

@@ -89,6 +89,32 @@ def test_content_layers_add_the_paper_content_loss_at_each_against_adain_there(c
         torch.testing.assert_close(recon[0] - recon_paper, torch.nn.functional.mse_loss(of[2], cf[2]))
 
 
+def test_grain_noises_the_photo_the_encoder_sees_in_style_steps(content_paths: list[Path]) -> None:
+    """With grain the AdaIN target is the noisy photo's (a new draw each step); the grid term, against the photo
+    itself, is unchanged; reconstruction steps take no grain."""
+    from adain import ops
+    from adain.images import prepare, read_image
+    from adain.train.losses import grid_loss
+
+    enc, dec = random_networks("vgg16", seed=2)
+    models = Models(enc, dec)
+    c = prepare(read_image(content_paths[0]), 32, True)[None]
+    s = prepare(read_image(content_paths[1]), 32, True)[None]
+    grainy = TrainingObjective(grain=0.1, grid=1.0)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        lc, _, out, _ = compute_losses(models, c, s, grainy)
+        torch.manual_seed(5)
+        seen = (c + 0.1 * torch.randn_like(c)).clamp(0, 1)
+        target = ops.adain(enc.features(seen, "relu4_1")[-1], ops.channel_stats(enc.features(s)[-1]))
+        expected = torch.nn.functional.mse_loss(enc.features(out)[-1], target) + grid_loss(out, c)
+        torch.testing.assert_close(lc, expected)
+        torch.testing.assert_close(out, dec([target], tuple(c.shape[-2:])))
+        assert not torch.equal(compute_losses(models, c, s, grainy)[2], out)  # another draw
+        plain = compute_losses(models, c, c, TrainingObjective(grid=1.0))
+        torch.testing.assert_close(compute_losses(models, c, c, grainy)[0], plain[0])  # no grain in reconstruction
+
+
 def test_the_feature_distribution_loss_sees_what_means_and_stds_miss() -> None:
     """Two feature maps with the same per-channel means and stds but different joint distributions: the paper's
     style loss cannot tell them apart, the sliced Wasserstein distance can; it is 0 for any reordering of the
@@ -121,12 +147,13 @@ def test_reconstruction_steps_come_first_then_every_nth() -> None:
 
     args = Namespace(recon_steps=3, recon_every=4, structure_weight=0.0, layout_weight=0.0, grid_weight=0.0,
                      colour_weight=5.0, texture_weight=6.0, features_weight=7.0, coarse_weight=8.0, layer="relu4_1",
-                     content_layers=["relu3_1", "relu4_1"])
+                     content_layers=["relu3_1", "relu4_1"], grain=0.1)
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2, 3, 7, 11, 15]
     extra = ("relu3_1",)  # the content loss's layers besides the decoder's, in every step
-    assert objective_at(args, 7) == (TrainingObjective(pixel=10.0, content_layers=extra), True)  # style terms off
+    # style terms and grain off
+    assert objective_at(args, 7) == (TrainingObjective(pixel=10.0, content_layers=extra), True)
     assert objective_at(args, 8) == (TrainingObjective(colour=5.0, texture=6.0, features=7.0, coarse=8.0,
-                                                       content_layers=extra), False)
+                                                       content_layers=extra, grain=0.1), False)
     args.recon_every = 0
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2]
 
@@ -245,7 +272,7 @@ def test_a_relu3_1_run_trains_exports_and_stylizes_at_that_layer(tmp_path: Path,
     out = tmp_path / "decoder.safetensors"
     assert run_train(data, ["export", str(run), "-o", str(out), "--no-eval"]) == 0
     decoder = build_decoder(out, "vgg16")
-    assert decoder.layer == "relu3_1" and decoder.scale == 4
+    assert decoder.layer == "relu3_1" and decoder.scale == 4 and decoder.grain == 0.0
     stylizer = Stylizer.from_files(data.encoder, out, device="cpu")
     assert stylizer.encoder.layer == "relu3_1"
     from adain.images import read_image
@@ -257,3 +284,20 @@ def test_a_relu3_1_run_trains_exports_and_stylizes_at_that_layer(tmp_path: Path,
     assert run_train(data, train_argv(data, again, steps=1, holdout_content=1, holdout_style=1, loss="paper",
                                       init_decoder=out)) == 0
     assert latest_checkpoint(again)[1]["layer"] == "relu3_1"
+
+
+def test_a_run_with_grain_exports_a_decoder_that_stylizes_with_it(tmp_path: Path, weight_files: dict) -> None:
+    """--grain is in the checkpoint, the model card's objective and the decoder file, whose Stylizer takes it."""
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"], n_content=2, n_style=2, size=(32, 32))
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=2, holdout_content=1, holdout_style=1, loss="paper",
+                                      grain=0.1)) == 0
+    assert latest_checkpoint(run)[1]["args"]["grain"] == 0.1
+    out = tmp_path / "decoder.safetensors"
+    assert run_train(data, ["export", str(run), "-o", str(out), "--no-eval"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["objective"]["grain"] == 0.1
+    assert build_decoder(out, "vgg16").grain == 0.1
+    assert Stylizer.from_files(data.encoder, out, device="cpu").grain == 0.1
+    with pytest.raises(SystemExit) as refused:
+        run_train(data, train_argv(data, tmp_path / "bad", steps=1, grain=0.7))
+    assert refused.value.code == 2 and not (tmp_path / "bad").exists()

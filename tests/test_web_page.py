@@ -113,6 +113,7 @@ def test_stylize_with_an_upload_and_a_stored_style(page, server: Server, content
     assert page.locator("#alpha-value").inner_text() == "0.90"
     page.select_option("#preserve-color", "luminance")
     page.select_option("#content-size", str(SIZE))
+    page.select_option("#grain", "0.1")
 
     held = []  # hold the request to see the pending state, then let it through
     page.route("**/v1/stylize", lambda route: held.append(route))
@@ -124,7 +125,8 @@ def test_stylize_with_an_upload_and_a_stored_style(page, server: Server, content
     assert len(held) == 1
     body = held[0].request.post_data_buffer or b""
     for name, value in (("alpha", b"0.9"), ("preserve_color", b"luminance"), ("content_size", str(SIZE).encode()),
-                        ("weights", b"1"), ("weights", b"0.3"), ("style_id", r.json()["id"].encode())):
+                        ("weights", b"1"), ("weights", b"0.3"), ("style_id", r.json()["id"].encode()),
+                        ("grain", b"0.1")):
         assert f'name="{name}"\r\n\r\n'.encode() + value + b"\r\n" in body, name
     assert f'name="content"; filename="{content.name}"'.encode() in body
     assert f'name="style"; filename="{style_paths[0].name}"'.encode() in body
@@ -203,6 +205,7 @@ def test_a_mask_goes_to_the_styles_as_the_list_numbers_them_and_the_texture_scal
     page.click("#go")
     got = result_pixels(page)
     assert len(bodies) == 1 and b'name="style_scale"\r\n\r\n2\r\n' in bodies[0]
+    assert b'name="grain"' not in bodies[0]  # the server's grain unless one is picked
 
     def alone(path: Path) -> bytes:  # that style alone, through the API, as the page asked
         reply = httpx.post(f"{server.url}/v1/stylize", data={"content_size": str(SIZE), "style_scale": "2"},

@@ -6,7 +6,8 @@ the original release's ``.pth`` (a pickled state dict, loaded with
 metadata under ``"arch"``, and a decoder's layer and skips under ``"layer"`` and
 ``"skips"``). A decoder with skips also holds ``"<index>.scale"``, the fixed
 per-channel scale of each skip where it joins, and, when it was trained with
-weakened skips, their strength under ``"skip_strength"`` (one number, or one per skip; 1 when absent).
+weakened skips, their strength under ``"skip_strength"`` (one number, or one per skip; 1 when absent), and when
+it is meant to be stylized with grain (``adain.stylizer``), its amount under ``"grain"`` (0 when absent).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError
 from ..net import (
     FEATURE_LAYERS,
     LAYERS,
@@ -35,6 +36,7 @@ from ..net import (
     channels_of,
     parse_skip_strength,
 )
+from ..options import MAX_GRAIN, check_grain
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
@@ -211,6 +213,8 @@ def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: tor
         if any(s != 1.0 for s in module.skip_strengths):
             strength = module.skip_strength
             skips["skip_strength"] = ",".join(map(repr, strength)) if isinstance(strength, tuple) else repr(strength)
+        if module.grain:
+            skips["grain"] = repr(module.grain)
         metadata = {"layer": module.layer, **skips, **(metadata or {})}
     # not save_file(): that makes the file private to its owner, whatever the umask
     Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
@@ -257,14 +261,24 @@ def decoder_skip_strength(path: str | Path) -> float | tuple[float, ...]:
         raise WeightsError(f"{path}: skip_strength {e}") from e
 
 
+def decoder_grain(path: str | Path) -> float:
+    """The grain a decoder file is meant to be stylized with (its ``grain`` metadata; 0 when absent)."""
+    text = read_metadata(path).get("grain", "0")
+    try:
+        return check_grain(float(text))
+    except (ValueError, InputError):
+        raise WeightsError(f"{path}: grain {text!r} is not a number from 0 to {MAX_GRAIN:g}") from None
+
+
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
     """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`),
-    the skips they take (:func:`decoder_skips`) and the strength they were trained with
-    (:func:`decoder_skip_strength`)."""
+    the skips they take (:func:`decoder_skips`), the strength they were trained with
+    (:func:`decoder_skip_strength`) and the grain they are meant for (:func:`decoder_grain`)."""
     state = read_state_dict(path)
     skips = decoder_skips(path, state)
     try:
-        dec = Decoder(arch, decoder_layer(path, state), skips, decoder_skip_strength(path) if skips else 1.0)
+        dec = Decoder(arch, decoder_layer(path, state), skips, decoder_skip_strength(path) if skips else 1.0,
+                      decoder_grain(path))
     except ValueError as e:
         raise WeightsError(f"{path}: {e}") from e
     load_into(dec, path, state)

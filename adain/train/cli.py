@@ -29,7 +29,7 @@ from .loop import train
 from .recipes import LOSS_DEFAULTS, recipe_help
 from .resume import as_paths, resume_args
 from .runs import checkpoints, remove_stale_tmp
-from .setup import layers_arg, skips_arg, strength_arg
+from .setup import grain_arg, layers_arg, skips_arg, strength_arg
 
 LOCK = ".lock"
 
@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the style loss and texture loss taken again on output and style image at half "
                         "size, for strokes as large as a picture twice the training scale shows them; 1 weighs both "
                         "sizes alike (not in reconstruction steps)")
+    p.add_argument("--grain", type=grain_arg, default=0.0,
+                   help="standard deviation of the noise added to the photo (images in [0, 1]) in style steps, a new "
+                        "draw each step, which the decoder learns to paint the style's texture from where the photo "
+                        "is flat (a sky); kept in the decoder file, where stylizing adds a fixed noise of this size "
+                        "times alpha (docs/training.md, \"Grain\"). 0: none")
     p.add_argument("--skip-strength", type=strength_arg,
                    help="with --skips: what the skips are multiplied by in style steps (reconstruction steps feed "
                         "them whole), so that the decoder does not copy the photo's fine detail into every "

@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default: {METRIC_MODEL}'s, unnormalised)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--grain", type=float, help="grain to stylize with (default: the decoder's)")
     p.add_argument("--sheet", type=Path, help="write a contact sheet (content | style | output) here")
     p.add_argument("--json", type=Path, help="write the per-pair results and medians here")
     p.add_argument("--against", type=Path, metavar="REPORT",
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> dict:
     reference = read_report(args.against) if args.against else None
     contents, styles = held_out(args.content_dir, args.style_dir, args.holdout_content, args.holdout_style, args.seed)
     w = resolve(model=args.model, encoder=args.encoder, decoder=args.decoder)
-    stylizer = Stylizer.from_files(w.encoder, w.decoder, w.arch, device=args.device, precision=args.precision)
+    stylizer = Stylizer.from_files(w.encoder, w.decoder, w.arch, device=args.device, precision=args.precision,
+                                   grain=args.grain)
     metric = (build_encoder(args.metric_encoder, "vgg16") if args.metric_encoder else metric_encoder())
     metric = metric.to(stylizer.device)
     results, rows, photos = [], [], {}
@@ -190,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
         results.append(result)
         rows.append((c, s, out))
     report = {"model": w.model, "encoder": str(w.encoder), "decoder": str(w.decoder), "size": args.size,
-              "alpha": args.alpha, "pairs": len(results), "median": summary(results),
+              "alpha": args.alpha, "grain": stylizer.grain, "pairs": len(results), "median": summary(results),
               "ceiling": ceiling(stylizer, list(photos.values())), "results": [asdict(r) for r in results]}
     for r in results:
         print(f"{r.content} x {r.style}: {_line(asdict(r))}")

@@ -40,6 +40,9 @@ class TrainingObjective:
     (:func:`adain.train.losses.feature_distribution_loss`); ``coarse``: weight of the style loss and texture term
     taken again at half size (:func:`coarse_losses`). These four are off in reconstruction steps.
     ``content_layers``: shallower layers where the paper's content loss is taken too, each against AdaIN there.
+    ``grain``: the standard deviation of the noise added to the photo before it is encoded (a new draw each step;
+    off in reconstruction steps): the AdaIN targets come from the noisy photo, the layout and grid terms compare
+    with the photo itself.
     """
 
     structure: float = 0.0
@@ -51,6 +54,7 @@ class TrainingObjective:
     features: float = 0.0
     coarse: float = 0.0
     content_layers: tuple[str, ...] = ()  # where the content loss is taken besides the decoder's layer
+    grain: float = 0.0
 
 
 STRUCTURE_LAYER = 2  # relu3_1
@@ -73,7 +77,10 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Tr
     k = FEATURE_LAYERS.index(enc.layer)
     recon = style is content
     with torch.no_grad():
-        content_feats = enc.features(content, FEATURE_LAYERS[-1] if recon else enc.layer)
+        seen = content
+        if objective.grain and not recon:
+            seen = (content + objective.grain * torch.randn_like(content)).clamp_(0, 1)
+        content_feats = enc.features(seen, FEATURE_LAYERS[-1] if recon else enc.layer)
         style_feats = content_feats if recon else enc.features(style)
         targets = decoder_targets(dec, content_feats, style_feats, 0.0 if recon else 1.0)
     out = dec(targets, tuple(content.shape[-2:]))
@@ -140,4 +147,4 @@ def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective
                    else (args.colour_weight, args.texture_weight, args.features_weight, args.coarse_weight))
     extra = tuple(name for name in (args.content_layers or ()) if name != args.layer)
     return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, *style_terms,
-                             extra), recon
+                             extra, 0.0 if recon else args.grain), recon

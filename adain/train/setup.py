@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..images import resize_shorter
 from ..net import FEATURE_LAYERS, SKIP_LAYERS, Decoder, Encoder, Layer, SkipJoin, channels_of, parse_skip_strength
+from ..options import MAX_GRAIN, check_grain
 from .data import Pairs, UnreadableImage, fixed_pairs, read_rgb
 
 HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
@@ -101,6 +103,14 @@ def strength_arg(text: str) -> float | list[float]:
         raise argparse.ArgumentTypeError(f"a skip strength is a number in (0, 1], or one per skip, comma-separated; "
                                          f"got {text!r}") from None
     return list(value) if isinstance(value, tuple) else value  # a list, as the run's arguments are stored
+
+
+def grain_arg(text: str) -> float:
+    """An argparse type: a grain, a number in [0, :data:`adain.options.MAX_GRAIN`]."""
+    try:
+        return check_grain(float(text))
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(f"a grain is a number from 0 to {MAX_GRAIN:g}; got {text!r}") from None
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:

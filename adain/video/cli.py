@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..cli import _Parser, add_image_args, add_model_args, add_tiling_args, blend_weights, build_stylizer
 from ..errors import AdainError, exit_status
-from ..options import check_alpha, check_style_scale, check_tiling, normalised_weights, open_file
+from ..options import check_alpha, check_grain, check_style_scale, check_tiling, normalised_weights, open_file
 from .writer import DEFAULT_QUALITY
 
 
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     normalised_weights(args.weights, len(args.style))
     check_alpha(args.alpha)
     check_style_scale(args.style_scale)
+    if args.grain is not None:
+        check_grain(args.grain)
     check_tiling(args.tiling, args.tile_pixels, args.tile_size)
     for path in (args.content, *args.style, *args.mask):
         open_file(path).close()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..options import check_alpha, check_style_scale
+from ..options import check_alpha, check_grain, check_style_scale
 from ..stylizer import ColorMode, ImageLike, Stylizer, Target, finish, model_input, prepare_content, stack_stats
 from .temporal import DEFAULT_LEVEL, LEVELS, FlowBlend, RunningStats, Stability
 
@@ -23,9 +23,11 @@ class FrameStylizer:
 
     def __init__(self, stylizer: Stylizer, styles: Sequence[ImageLike], weights: Sequence[float] | None = None,
                  alpha: float = 1.0, preserve_color: ColorMode = "none", mask: Tensor | None = None,
-                 style_size: int = 0, style_scale: float = 1.0, stability: Stability = LEVELS[DEFAULT_LEVEL]) -> None:
+                 style_size: int = 0, style_scale: float = 1.0, stability: Stability = LEVELS[DEFAULT_LEVEL],
+                 grain: float | None = None) -> None:
         self.stylizer, self.styles, self.weights, self.mask = stylizer, list(styles), weights, mask
         self.alpha, self.style_scale = check_alpha(alpha), check_style_scale(style_scale)
+        self.grain = None if grain is None else check_grain(grain)  # None: the stylizer's
         self.preserve_color, self.style_size = preserve_color, style_size
         self.running = RunningStats(stability.stats_momentum)
         self.blend = FlowBlend(stability.flow_blend)
@@ -36,7 +38,7 @@ class FrameStylizer:
                                       self.stylizer.limits)
         stats = stack_stats([self.stylizer.style_stats(s, self.preserve_color, c, self.style_size, False,
                                                        self.style_scale) for s in self.styles])
-        return Target(stats, w, self.alpha, masks)
+        return Target(stats, w, self.alpha, masks, self.grain)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """A stylized frame, float32 (H, W, 3) in [0, 1], of an RGB uint8 frame (H, W, 3)."""

@@ -47,7 +47,7 @@ def stylize_video(stylizer: Stylizer, source: str | Path, dest: str | Path, styl
                   mask: Tensor | None = None, content_size: int = 512, crop: bool = False, style_size: int = 512,
                   style_scale: float = 1.0, stability: Stability = LEVELS[DEFAULT_LEVEL], audio: bool = True,
                   quality: int = DEFAULT_QUALITY, limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
-                  on_start: Callable[[ClipInfo], None] | None = None,
+                  grain: float | None = None, on_start: Callable[[ClipInfo], None] | None = None,
                   on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Stylize the clip ``source`` into ``dest`` (H.264 in .mp4, .mov or .mkv) with the options of
     :meth:`Stylizer.stylize`, keeping the frame times (so the rate and duration) and, with ``audio``, the audio
@@ -66,7 +66,7 @@ def stylize_video(stylizer: Stylizer, source: str | Path, dest: str | Path, styl
         fitted = None if mask is None else fit_masks(mask, (info.height, info.width), content_size, crop,
                                                      stylizer.limits)
         frames = FrameStylizer(stylizer, styles, weights, alpha, preserve_color, fitted, style_size, style_scale,
-                               stability)
+                               stability, grain)
         side = min(read_hw) if crop else 0
         out_hw = even_size((side, side) if crop else read_hw)
         with_audio = audio and reader.audio is not None

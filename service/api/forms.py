@@ -32,6 +32,7 @@ class StyleFields:
     content_size: int | None
     style_size: int | None
     style_scale: float
+    grain: float | None
 
     @property
     def n_styles(self) -> int:
@@ -39,7 +40,7 @@ class StyleFields:
 
 
 #: the single-valued fields among :class:`StyleFields`
-SINGLE_STYLE_FIELDS = ("alpha", "preserve_color", "content_size", "style_size", "style_scale")
+SINGLE_STYLE_FIELDS = ("alpha", "preserve_color", "content_size", "style_size", "style_scale", "grain")
 
 
 @dataclass
@@ -108,10 +109,14 @@ def style_fields(
     style_scale: Annotated[float, Form(description="Texture scale, 0.25 to 4: the styles are resized by this factor "
                                        "after style_size, so their strokes come out larger (above 1) or finer "
                                        "(below 1). style_size x style_scale is bounded like style_size.")] = 1.0,
+    grain: Annotated[float | None, Form(description="Noise added to the content before it is encoded (0 to 0.5, "
+                                        "times alpha), from which the decoder paints the style's texture where "
+                                        "the photo is flat; 0 turns it off. Default: the server's (its decoder's "
+                                        "unless --grain is set).")] = None,
 ) -> StyleFields:
     """Collect the style fields (FastAPI validates types and ranges; the rest is checked when decoding)."""
     return StyleFields(style or [], [s.strip() for s in style_id or []], parse_weights(weights), alpha,
-                       preserve_color, mask or [], content_size, style_size, style_scale)
+                       preserve_color, mask or [], content_size, style_size, style_scale, grain)
 
 
 def _fields(fields: StyleFields) -> dict:

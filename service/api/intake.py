@@ -30,7 +30,7 @@ from adain.images import (
     style_read_size,
 )
 from adain.masks import fitted_masks, read_mask_images
-from adain.options import check_style_scale
+from adain.options import check_grain, check_style_scale
 from adain.stylizer import ColorMode, StyleRef, check_alpha
 
 from ..errors import ServiceError
@@ -90,6 +90,7 @@ class Plan:
     style_size: int
     alpha: float
     style_scale: float = 1.0
+    grain: float | None = None  # None: the server's
 
     @property
     def _images(self) -> list[Source]:
@@ -196,10 +197,11 @@ def plan_job(form: StylizeForm, content: bytes, styles: list[bytes], masks: list
     (masks too) and the stored styles."""
     sizes = checked_sizes(form, settings)
     alpha = check_alpha(form.alpha)
+    grain = None if form.grain is None else check_grain(form.grain)
     refs = style_sources(styles, form.style_ids, sizes, settings, lambda sid: _stored_style(
         sid, form.preserve_color, sizes.style, sizes.style_scale, store, stats_key, settings))
     return Plan(source(content, "content", sizes.content, settings), refs, mask_sources(masks, sizes, settings),
-                sizes.content, sizes.style, alpha, sizes.style_scale)
+                sizes.content, sizes.style, alpha, sizes.style_scale, grain)
 
 
 def render_job(plan: Plan, form: StylizeForm, settings: Settings) -> RenderJob:
@@ -216,7 +218,8 @@ def render_job(plan: Plan, form: StylizeForm, settings: Settings) -> RenderJob:
         mask = fitted_masks(images, form.n_styles, content.source_hw, plan.content_size, labels=labels,
                             limits=settings.limits)
     return RenderJob.checked(content.image, refs, form.weights, plan.alpha, form.preserve_color, mask,
-                             plan.content_size, plan.style_size, style_scale=plan.style_scale, limits=settings.limits)
+                             plan.content_size, plan.style_size, style_scale=plan.style_scale, limits=settings.limits,
+                             grain=plan.grain)
 
 
 @dataclass

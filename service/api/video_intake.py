@@ -14,7 +14,7 @@ from typing import BinaryIO
 from adain.errors import VideoError, VideoTooLarge
 from adain.images import prepared_size, save_image, style_read_size
 from adain.masks import fit_masks, read_masks
-from adain.options import check_alpha, normalised_weights
+from adain.options import check_alpha, check_grain, normalised_weights
 from adain.stylizer import prepare_content
 from adain.video import ClipReader, stability_level
 from adain.video.pipeline import first_frame
@@ -43,6 +43,8 @@ def plan_video(form: VideoForm, styles: list[bytes], masks: list[bytes], setting
     (only this key's own and the public ones: ``store`` is its view)."""
     sizes = intake.checked_sizes(form, settings)
     check_alpha(form.alpha)
+    if form.grain is not None:
+        check_grain(form.grain)
     normalised_weights(form.weights, form.n_styles)
     stability_level(form.stability)
     sources = intake.style_sources(styles, form.style_ids, sizes, settings, lambda sid: intake.stored_image(
@@ -51,7 +53,7 @@ def plan_video(form: VideoForm, styles: list[bytes], masks: list[bytes], setting
                "masks": [f"mask_{i}" for i in range(len(masks))], "weights": form.weights, "alpha": form.alpha,
                "preserve_color": form.preserve_color, "content_size": sizes.content, "style_size": sizes.style,
                "style_scale": sizes.style_scale, "stability": form.stability, "audio": form.audio,
-               "quality": form.quality}
+               "quality": form.quality, "grain": form.grain}
     return VideoPlan(sources, intake.mask_sources(masks, sizes, settings), options)
 
 

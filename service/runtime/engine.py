@@ -76,7 +76,8 @@ class Engine(BaseEngine):
         found = resolve(settings.model, settings.encoder, settings.decoder, settings.arch)
         arch = settings.arch or found.arch
         stylizers = [Stylizer.from_files(found.encoder, found.decoder, arch=arch, device=dev,
-                                         precision=settings.precision, cache_size=settings.style_cache)
+                                         precision=settings.precision, cache_size=settings.style_cache,
+                                         grain=settings.grain)
                      for dev in devices(settings.device) for _ in range(settings.workers)]
         engine = cls(stylizers, settings, "")
         inputs = "+".join(stylizers[0].decoder.inputs)  # the layers style statistics are taken at

@@ -5,9 +5,9 @@ A request's images are read straight to their prepared size (``adain.images.read
 one takes :data:`DECODE_BYTES` per pixel that PIL decodes (fewer pixels than the file has for a JPEG at reduced
 scale) plus :data:`RESIZED_BYTES` per pixel of its resized 8-bit copy; once decoded, the request holds float images
 (:data:`FLOAT_RGB` per pixel) until it is answered: each style still to encode, and the content
-(:data:`CONTENT_COPIES` copies: the input, what the encoder sees, the result and its encoding), the masks' 8-bit
-files (one byte per pixel) and one float mask per style at the content's size (at the masks' own size when they
-have another, larger one).
+(:data:`CONTENT_COPIES` copies: the input, what the encoder sees, with grain its noise and the noisy copy, the result
+and its encoding), the masks' 8-bit files (one byte per pixel) and one float mask per style at the content's size
+(at the masks' own size when they have another, larger one).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DECODE_BYTES = 16
 RESIZED_BYTES = 8
 FLOAT_RGB = 12  # float32 (3, H, W)
 FLOAT_MASK = 4  # float32 (H, W)
-CONTENT_COPIES = 4
+CONTENT_COPIES = 6
 #: Bytes per pixel the networks hold while a batch runs (activations; bf16 on the CPU, the default bundle's
 #: vgg16 relu3_1 decoder with skips: about 1.1 GiB per megapixel above idle, docs/deploy.md "Sizing").
 ACTIVATION_BYTES = 1200

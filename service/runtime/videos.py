@@ -133,14 +133,14 @@ class VideoRunner:
         folder, o = self.job_dir(job.id), job.options
         try:
             styles = [read_image(folder / name) for name in o["styles"]]
-            masks = o.get("masks")  # absent, like the three options below, from jobs journaled before they existed
+            masks = o.get("masks")  # absent, like the four options below, from jobs journaled before they existed
             mask = read_masks([folder / name for name in masks], len(styles)) if masks else None
             stylize_video(self.stylizer, folder / INPUT, folder / RESULT, styles, weights=o["weights"],
                           alpha=o["alpha"], preserve_color=o["preserve_color"], mask=mask,
                           content_size=o["content_size"], style_size=o.get("style_size", 0),
                           style_scale=o.get("style_scale", 1.0), stability=stability_level(o["stability"]),
                           audio=o["audio"], quality=o.get("quality", DEFAULT_QUALITY), limits=self.limits,
-                          on_frame=progress)
+                          grain=o.get("grain"), on_frame=progress)
         except _Stop as stop:
             if stop.requeue:
                 job.state, job.frames_done = "queued", 0

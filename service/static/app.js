@@ -194,6 +194,7 @@ async function stylize() {
   if (!state.mask) state.styles.forEach((s) => form.append("weights", String(s.weight)));
   form.append("alpha", $("alpha").value);
   form.append("style_scale", $("style-scale").value);
+  if ($("grain").value) form.append("grain", $("grain").value);  // else the server's
   form.append("preserve_color", $("preserve-color").value);
   form.append("content_size", $("content-size").value);
   if (state.mask) form.append("mask", state.mask, state.mask.name);
