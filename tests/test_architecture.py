@@ -14,7 +14,7 @@ PACKAGES = ("adain", "service")
 
 #: What each part may import of this project (its own modules always); anything else is an upward arrow.
 ALLOWED = {
-    "adain.bundles": {"adain.errors", "adain.files", "adain.net"},
+    "adain.bundles": {"adain.errors", "adain.files", "adain.net", "adain.options"},
     "adain.optimize": {"adain.errors", "adain.masks", "adain.net", "adain.ops", "adain.options", "adain.stylizer"},
     "service.store": {"adain.errors", "adain.ops"},
     "service.runtime": {"adain", "service.errors", "service.metrics", "service.settings"},
