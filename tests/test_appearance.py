@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from adain.images import prepare, read_image
-from adain.train.appearance import rgb_to_lab, sliced_wasserstein, texture_energies
-from adain.train.losses import colour_loss, texture_loss
+from adain.train.appearance import patch_distance, rgb_to_lab, sliced_wasserstein, texture_energies
+from adain.train.losses import colour_loss, patch_loss, texture_loss
 from adain.train.quality import color_transfer, colour_ratio, texture_ratio
 
 
@@ -78,10 +78,10 @@ def test_losses_fall_when_the_output_moves_towards_the_painting(photo, painting)
     torch.manual_seed(0)
     c, s = photo[None], painting[None]
     mid = 0.5 * c + 0.5 * s
-    for loss in (colour_loss, texture_loss):
+    for loss in (colour_loss, texture_loss, patch_loss):
         assert float(loss(s, s)) < float(loss(mid, s)) < float(loss(c, s))
     out = c.clone().requires_grad_(True)
-    (colour_loss(out, s) + texture_loss(out, s)).backward()
+    (colour_loss(out, s) + texture_loss(out, s) + patch_loss(out, s)).backward()
     assert out.grad is not None and torch.isfinite(out.grad).all() and out.grad.abs().sum() > 0
 
 
@@ -95,3 +95,18 @@ def test_a_flat_painting_crop_keeps_the_texture_loss_within_bounds(photo) -> Non
     unfloored = float(torch.nn.functional.mse_loss(texture_energies(luma), texture_energies(flat[:, :1])))
     assert unfloored > 300
     assert 10 < float(texture_loss(photo[None], flat)) < 50
+
+
+def test_the_patch_distance_sees_strokes_that_a_gain_per_scale_cannot_give(photo) -> None:
+    """Oblique stripes against the same stripes turned upright: the same energy at every scale (texture_energies'
+    orientation average), other patches. Shuffling whole patches' places keeps the distribution: near 0."""
+    torch.manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    upright = (0.5 + 0.4 * torch.sin(x * 2 * math.pi / 8)).expand(1, 3, 64, 64)
+    oblique = (0.5 + 0.4 * torch.sin((x + y) * 2 * math.pi / (8 * math.sqrt(2)))).expand(1, 3, 64, 64)
+    assert float(patch_distance(oblique, upright, 64)[0]) > 0.1
+    shifted = torch.roll(upright, shifts=(8, 16), dims=(2, 3))  # whole periods: the same patches elsewhere
+    assert float(patch_distance(shifted, upright, 64)[0]) < 0.01
+    assert float(patch_distance(photo[None], photo[None], 64)[0]) == 0.0
+    two = patch_distance(torch.cat([upright, oblique]), upright[:, :, :48], 64)  # sizes may differ
+    assert two.shape == (2,) and float(two[0]) < 0.05 < float(two[1])

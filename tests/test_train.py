@@ -224,14 +224,15 @@ def test_weak_skips_train_with_reconstruction_steps_between_and_the_file_keeps_t
 
     run = tmp_path / "run"
     argv = train_argv(data, run, steps=6, layer="relu3_1", skips="relu1_1,relu2_1", skip_strength=0.3,
-                      recon_steps=1, recon_every=3, features_weight=5.0)
+                      recon_steps=1, recon_every=3, features_weight=5.0, patch_weight=2.0)
     assert run_train(data, argv) == 0
     state = latest_checkpoint(run)[1]
     assert state["skip_strength"] == 0.3
     records = train_records(run)
     recon = [r["step"] for r in records if "features" not in r]
     assert recon == [1, 3, 6]  # the first step, then every third
-    assert all(r["features"] > 0 for r in records if r["step"] not in recon)
+    assert all(r["features"] > 0 and r["patch"] > 0 for r in records if r["step"] not in recon)
+    assert not any("patch" in r for r in records if r["step"] in recon)
 
     assert run_train(data, resume_argv(run, steps=7, skip_strength=0.5)) == 2
     assert "--skip-strength cannot change on --resume" in capsys.readouterr().err

@@ -147,13 +147,13 @@ def test_reconstruction_steps_come_first_then_every_nth() -> None:
 
     args = Namespace(recon_steps=3, recon_every=4, structure_weight=0.0, layout_weight=0.0, grid_weight=0.0,
                      colour_weight=5.0, texture_weight=6.0, features_weight=7.0, coarse_weight=8.0, layer="relu4_1",
-                     content_layers=["relu3_1", "relu4_1"], grain=0.1)
+                     content_layers=["relu3_1", "relu4_1"], grain=0.1, patch_weight=9.0)
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2, 3, 7, 11, 15]
     extra = ("relu3_1",)  # the content loss's layers besides the decoder's, in every step
     # style terms and grain off
     assert objective_at(args, 7) == (TrainingObjective(pixel=10.0, content_layers=extra), True)
     assert objective_at(args, 8) == (TrainingObjective(colour=5.0, texture=6.0, features=7.0, coarse=8.0,
-                                                       content_layers=extra, grain=0.1), False)
+                                                       content_layers=extra, grain=0.1, patch=9.0), False)
     args.recon_every = 0
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2]
 

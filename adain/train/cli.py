@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the feature-distribution loss: sliced Wasserstein distance between the output's "
                         "and the style image's relu1_1..relu3_1 features, which matches strokes where the style "
                         "loss matches only means and stds (not in reconstruction steps)")
+    p.add_argument("--patch-weight", type=float, default=0.0,
+                   help="weight of the patch loss: sliced Wasserstein distance between the output's and the style "
+                        "image's 7x7 pixel patches at full, half and quarter size, which sees strokes and their "
+                        "sizes (not in reconstruction steps)")
     p.add_argument("--coarse-weight", type=float, default=0.0,
                    help="weight of the style loss and texture loss taken again on output and style image at half "
                         "size, for strokes as large as a picture twice the training scale shows them; 1 weighs both "

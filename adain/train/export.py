@@ -38,7 +38,7 @@ CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
 OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
                   "colour_weight", "texture_weight", "features_weight", "coarse_weight", "skip_strength", "recon_steps",
-                  "recon_every", "warmup", "content_layers", "grain")
+                  "recon_every", "warmup", "content_layers", "grain", "patch_weight")
 
 
 def objective_of(args: dict) -> dict:

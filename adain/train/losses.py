@@ -21,11 +21,12 @@ from torch import Tensor
 
 from .. import ops
 from ..net import FEATURE_LAYERS, Decoder, Encoder
-from .appearance import colour_distance, random_directions, texture_energies
+from .appearance import colour_distance, patch_distance, random_directions, texture_energies
 
 COLOUR_LOSS_DIRECTIONS = 32  # random projections per step
 COLOUR_LOSS_PIXELS = 4096  # random pixels of each image per step
 FEATURE_LOSS_DIRECTIONS = 32  # random projections per layer and step
+PATCH_LOSS_DIRECTIONS = 64  # random projections of the patches per size and step
 #: Added to each texture energy in the loss: a flat style crop (a sky, blank paper) has energies near 0, whose logs
 #: (down to -28) no output reaches: one such crop made a 10-step window's mean loss 14 times its usual size. Crops
 #: of the training paintings have log energies of -10.6 and up (median about -7), which this raises by 0.34 at
@@ -60,6 +61,13 @@ def texture_loss(output: Tensor, style: Tensor) -> Tensor:
     with torch.no_grad():
         reference = energies(style)
     return F.mse_loss(energies(output), reference)
+
+
+def patch_loss(output: Tensor, style: Tensor) -> Tensor:
+    """Sliced Wasserstein distance between the output's and the style image's 7 x 7 RGB patches at full, half and
+    quarter size (:func:`adain.train.appearance.patch_distance`), batch mean (directions from the global RNG: a
+    resumed run draws the same)."""
+    return patch_distance(output, style.detach(), PATCH_LOSS_DIRECTIONS).mean()
 
 
 def feature_distribution_loss(out_feats: Sequence[Tensor], style_feats: Sequence[Tensor],

@@ -1,5 +1,5 @@
 """What one training step minimises: the paper's content and style losses plus the optional terms of a
-:class:`TrainingObjective` (structure, layout, pixel, grid, colour, texture, features, coarse)."""
+:class:`TrainingObjective` (structure, layout, pixel, grid, colour, texture, features, coarse, patch)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .losses import (
     grid_loss,
     layout_loss,
     normalised_feature_loss,
+    patch_loss,
     style_losses,
     texture_loss,
 )
@@ -38,7 +39,9 @@ class TrainingObjective:
     (:func:`adain.train.losses.colour_loss`, :func:`adain.train.losses.texture_loss`), and ``features``: weight of
     the sliced Wasserstein distance of the encoder's relu1_1..relu3_1 feature distributions to the style image's
     (:func:`adain.train.losses.feature_distribution_loss`); ``coarse``: weight of the style loss and texture term
-    taken again at half size (:func:`coarse_losses`). These four are off in reconstruction steps.
+    taken again at half size (:func:`coarse_losses`); ``patch``: weight of the sliced Wasserstein distance of the
+    output's pixel patches to the style image's (:func:`adain.train.losses.patch_loss`). These five are off in
+    reconstruction steps.
     ``content_layers``: shallower layers where the paper's content loss is taken too, each against AdaIN there.
     ``grain``: the standard deviation of the noise added to the photo before it is encoded (a new draw each step;
     off in reconstruction steps): the AdaIN targets come from the noisy photo, the layout and grid terms compare
@@ -55,6 +58,7 @@ class TrainingObjective:
     coarse: float = 0.0
     content_layers: tuple[str, ...] = ()  # where the content loss is taken besides the decoder's layer
     grain: float = 0.0
+    patch: float = 0.0
 
 
 STRUCTURE_LAYER = 2  # relu3_1
@@ -107,12 +111,14 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Tr
 
 
 def appearance_losses(out: Tensor, style: Tensor, objective: TrainingObjective) -> dict[str, Tensor]:
-    """The weighted encoder-free style terms of ``objective`` that are on: colour and texture."""
+    """The weighted encoder-free style terms of ``objective`` that are on: colour, texture and patch."""
     terms = {}
     if objective.colour:
         terms["colour"] = objective.colour * colour_loss(out, style)
     if objective.texture:
         terms["texture"] = objective.texture * texture_loss(out, style)
+    if objective.patch:
+        terms["patch"] = objective.patch * patch_loss(out, style)
     return terms
 
 
@@ -147,4 +153,5 @@ def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective
                    else (args.colour_weight, args.texture_weight, args.features_weight, args.coarse_weight))
     extra = tuple(name for name in (args.content_layers or ()) if name != args.layer)
     return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, *style_terms,
-                             extra, 0.0 if recon else args.grain), recon
+                             extra, 0.0 if recon else args.grain,
+                             0.0 if recon else args.patch_weight), recon
