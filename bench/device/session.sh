@@ -32,15 +32,21 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
 # first deepens it to relu4_1 (its relu3_1 a skip fed whole, the content loss at relu3_1 and relu4_1; run H12 of
 # the sixth session), where a painting's strokes are in reach of AdaIN; RECIPE=skips trains it as it is (run H2).
 # The checkpoint comes back with the export, so a later session resumes it (adain train --output-dir RUN --resume).
+# RECIPE=deep goes on from the relu4_1 CPU run committed as weights/candidates/H13.safetensors (docs/training.md,
+# "Runs that outlive a session") when it is there; INIT=FILE starts from another decoder file.
+init=weights/vgg16-hed-decoder.safetensors
 case "$RECIPE" in
-    deep) structure=(--layer relu4_1 --skips relu1_1,relu2_1,relu3_1 --content-layers relu3_1,relu4_1) ;;
+    deep) structure=(--layer relu4_1 --skips relu1_1,relu2_1,relu3_1 --content-layers relu3_1,relu4_1)
+          [ -f weights/candidates/H13.safetensors ] && init=weights/candidates/H13.safetensors ;;
     skips) structure=(--skips relu1_1,relu2_1 --skip-strength 0.3) ;;
     *) echo "RECIPE must be deep or skips, not $RECIPE"; exit 2 ;;
 esac
+init=${INIT:-$init}
+echo "training from $init"
 rm -rf "$RUN"
 timeout -s TERM "$TRAIN_SECONDS" python3 -m adain.train --content-dir "$CARRY/data/content" \
     --style-dir "$CARRY/data/style" "$CARRY/data/style_vivid" --encoder "$CARRY/encoder.safetensors" --arch vgg16 \
-    --init-decoder weights/vgg16-hed-decoder.safetensors "${structure[@]}" --loss paper \
+    --init-decoder "$init" "${structure[@]}" --loss paper \
     --recon-steps 0 --recon-every 4 --warmup 50 --lr 1.5e-4 --lr-decay 0 --style-weight 1.25 --grid-weight 1000 \
     --colour-weight 20 --texture-weight 200 --output-dir "$RUN" --device "$DEVICE" \
     --steps 200000 --batch-size 8 --resize 448 --crop 192 --workers "$(( $(nproc) - 2 ))" \
