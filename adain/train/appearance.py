@@ -48,10 +48,13 @@ def sample_pixels(img: Tensor, n: int, generator: torch.Generator | None = None)
 
 
 def sliced_wasserstein(a: Tensor, b: Tensor, directions: Tensor) -> Tensor:
-    """Per batch item, the mean absolute difference of the sorted projections of point sets ``a`` and ``b``
-    (N, n, C) on the unit ``directions`` (D, C): the sliced Wasserstein-1 distance, shape (N,)."""
+    """Per batch item, the mean absolute difference of the sorted projections of point sets ``a`` (N, n, C) and
+    ``b`` (N, m, C) on the unit ``directions`` (D, C): the sliced Wasserstein-1 distance, shape (N,). Where m != n,
+    ``b``'s quantiles are interpolated to ``a``'s count."""
     pa = torch.sort(a @ directions.T, dim=1).values
     pb = torch.sort(b @ directions.T, dim=1).values
+    if pb.shape[1] != pa.shape[1]:
+        pb = F.interpolate(pb.transpose(1, 2), size=pa.shape[1], mode="linear").transpose(1, 2)
     return (pa - pb).abs().mean((1, 2))
 
 
@@ -109,7 +112,7 @@ def patch_distance(a: Tensor, b: Tensor, directions: int, patch: int = 7, scales
     """Per batch item, the sliced Wasserstein-1 distance between the ``patch`` x ``patch`` pixel patches of images
     ``a`` and ``b`` (N, C, H, W; sizes may differ), summed over ``scales`` sizes (each the previous one's 2x2
     means): the mean absolute difference of the sorted projections on ``directions`` random unit vectors (new ones
-    per size, from the global RNG), ``b``'s quantiles interpolated to ``a``'s count. Shape (N,).
+    per size, from the global RNG; :func:`sliced_wasserstein`). Shape (N,).
 
     Patches hold which intensities occur next to which, so strokes and their sizes; a gain per scale, which meets
     :func:`texture_energies`, does not meet this."""
@@ -120,10 +123,6 @@ def patch_distance(a: Tensor, b: Tensor, directions: int, patch: int = 7, scales
             a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
         if min(a.shape[-2:]) < patch or min(b.shape[-2:]) < patch:
             break
-        d = random_directions(directions, a.shape[1] * patch * patch).T.to(a)
-        pa = (F.unfold(a, patch).transpose(1, 2) @ d).sort(1).values  # (N, patches, directions)
-        pb = (F.unfold(b, patch).transpose(1, 2) @ d).sort(1).values
-        if pb.shape[1] != pa.shape[1]:
-            pb = F.interpolate(pb.transpose(1, 2), size=pa.shape[1], mode="linear").transpose(1, 2)
-        total = total + (pa - pb).abs().mean((1, 2))
+        d = random_directions(directions, a.shape[1] * patch * patch).to(a)
+        total = total + sliced_wasserstein(F.unfold(a, patch).transpose(1, 2), F.unfold(b, patch).transpose(1, 2), d)
     return total
