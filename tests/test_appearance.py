@@ -98,8 +98,8 @@ def test_a_flat_painting_crop_keeps_the_texture_loss_within_bounds(photo) -> Non
 
 
 def test_the_patch_distance_sees_strokes_that_a_gain_per_scale_cannot_give(photo) -> None:
-    """Oblique stripes against the same stripes turned upright: the same energy at every scale (texture_energies'
-    orientation average), other patches. Shuffling whole patches' places keeps the distribution: near 0."""
+    """Oblique stripes against the same stripes turned upright (the same period and contrast, other patches): far.
+    The stripes moved by whole periods (the same patches in other places): near 0."""
     torch.manual_seed(0)
     y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     upright = (0.5 + 0.4 * torch.sin(x * 2 * math.pi / 8)).expand(1, 3, 64, 64)
