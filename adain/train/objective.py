@@ -148,10 +148,10 @@ def is_reconstruction(args: argparse.Namespace, step: int) -> bool:
 def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective, bool]:
     """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
     recon = is_reconstruction(args, step)
-    pixel = RECON_PIXEL_WEIGHT if recon else 0.0
-    style_terms = ((0.0, 0.0, 0.0, 0.0) if recon
-                   else (args.colour_weight, args.texture_weight, args.features_weight, args.coarse_weight))
+    style = 0.0 if recon else 1.0  # the style terms and the grain are off in reconstruction steps
     extra = tuple(name for name in (args.content_layers or ()) if name != args.layer)
-    return TrainingObjective(args.structure_weight, args.layout_weight, pixel, args.grid_weight, *style_terms,
-                             extra, 0.0 if recon else args.grain,
-                             0.0 if recon else args.patch_weight), recon
+    return TrainingObjective(
+        structure=args.structure_weight, layout=args.layout_weight, pixel=RECON_PIXEL_WEIGHT if recon else 0.0,
+        grid=args.grid_weight, colour=style * args.colour_weight, texture=style * args.texture_weight,
+        features=style * args.features_weight, coarse=style * args.coarse_weight, patch=style * args.patch_weight,
+        content_layers=extra, grain=style * args.grain), recon
