@@ -47,14 +47,20 @@ def sample_pixels(img: Tensor, n: int, generator: torch.Generator | None = None)
     return flat.gather(2, idx.expand(-1, img.shape[1], -1)).transpose(1, 2)
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, directions: Tensor) -> Tensor:
-    """Per batch item, the mean absolute difference of the sorted projections of point sets ``a`` (N, n, C) and
-    ``b`` (N, m, C) on the unit ``directions`` (D, C): the sliced Wasserstein-1 distance, shape (N,). Where m != n,
-    ``b``'s quantiles are interpolated to ``a``'s count."""
+def sorted_projections(a: Tensor, b: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+    """The projections of point sets ``a`` (N, n, C) and ``b`` (N, m, C) on the unit ``directions`` (D, C), each
+    sorted along its points: two (N, n, D). Where m != n, ``b``'s quantiles are interpolated to ``a``'s count."""
     pa = torch.sort(a @ directions.T, dim=1).values
     pb = torch.sort(b @ directions.T, dim=1).values
     if pb.shape[1] != pa.shape[1]:
         pb = F.interpolate(pb.transpose(1, 2), size=pa.shape[1], mode="linear").transpose(1, 2)
+    return pa, pb
+
+
+def sliced_wasserstein(a: Tensor, b: Tensor, directions: Tensor) -> Tensor:
+    """Per batch item, the mean absolute difference of the sorted projections of point sets ``a`` (N, n, C) and
+    ``b`` (N, m, C) on the unit ``directions`` (D, C): the sliced Wasserstein-1 distance, shape (N,)."""
+    pa, pb = sorted_projections(a, b, directions)
     return (pa - pb).abs().mean((1, 2))
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import ops
 from ..net import FEATURE_LAYERS, Decoder, Encoder
-from .appearance import colour_distance, patch_distance, random_directions, texture_energies
+from .appearance import colour_distance, patch_distance, random_directions, sorted_projections, texture_energies
 
 COLOUR_LOSS_DIRECTIONS = 32  # random projections per step
 COLOUR_LOSS_PIXELS = 4096  # random pixels of each image per step
@@ -81,10 +81,7 @@ def feature_distribution_loss(out_feats: Sequence[Tensor], style_feats: Sequence
     for o, s in zip(out_feats, style_feats, strict=True):
         o, s = o.float().flatten(2).transpose(1, 2), s.float().flatten(2).transpose(1, 2)  # (N, pixels, C)
         d = torch.randn(o.shape[-1], directions).to(o)
-        d = d / d.norm(dim=0, keepdim=True)
-        po, ps = (o @ d).sort(1).values, (s @ d).sort(1).values
-        if ps.shape[1] != po.shape[1]:  # a style image of another size: its quantiles at the output's count
-            ps = F.interpolate(ps.transpose(1, 2), size=po.shape[1], mode="linear").transpose(1, 2)
+        po, ps = sorted_projections(o, s, (d / d.norm(dim=0, keepdim=True)).T)
         total = total + ((po - ps) ** 2).mean() / (ps.square().mean() + 1e-8)
     return total
 
