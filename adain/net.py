@@ -188,7 +188,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, arch: Arch = "vgg19", layer: Layer = "relu4_1", skips: Sequence[str] = (),
-                 skip_strength: float | Sequence[float] = 1.0, grain: float = 0.0) -> None:
+                 skip_strength: float | Sequence[float] = 1.0, grain: float = 0.0, strokes: float = 0.0) -> None:
         super().__init__()
         _check(arch, layer, skips)
         self.arch = arch
@@ -196,6 +196,7 @@ class Decoder(nn.Module):
         self.skips = tuple(sorted(set(skips), key=FEATURE_LAYERS.index))
         self.skip_strength = skip_strength
         self.grain = grain  # the grain it is meant to be stylized with (adain.stylizer), 0 for none
+        self.strokes = strokes  # the stroke noise it was trained with (adain.strokes), 0 for none
         self.inputs = (*self.skips, layer)
         self.scale = scale_of(layer)
         widths = [3, *_config_to(arch, layer)]

@@ -79,14 +79,26 @@ def check_style_scale(scale: float) -> float:
 
 #: The most grain (``adain.stylizer``) may be: noise of this standard deviation (images in [0, 1]) hides the photo.
 MAX_GRAIN = 0.5
+#: Most stroke noise a decoder may be trained with, in units of each channel's std (``adain.strokes``).
+MAX_STROKES = 2.0
+
+
+def check_amount(name: str, value: float, top: float) -> float:
+    """A noise amount ``name`` must lie in [0, ``top``]."""
+    value = float(value)
+    if not 0.0 <= value <= top:  # also refuses NaN
+        raise InputError(f"{name} must be between 0 and {top:g}, got {value}")
+    return value
 
 
 def check_grain(grain: float) -> float:
     """grain must lie in [0, :data:`MAX_GRAIN`]."""
-    grain = float(grain)
-    if not 0.0 <= grain <= MAX_GRAIN:  # also refuses NaN
-        raise InputError(f"grain must be between 0 and {MAX_GRAIN:g}, got {grain}")
-    return grain
+    return check_amount("grain", grain, MAX_GRAIN)
+
+
+def check_strokes(strokes: float) -> float:
+    """strokes must lie in [0, :data:`MAX_STROKES`]."""
+    return check_amount("strokes", strokes, MAX_STROKES)
 
 
 def check_tiling(tiling_mode: str, tile_pixels: int, tile_size: int) -> None:

@@ -10,7 +10,8 @@ image; ``tiling="always"`` / ``"never"`` forces or disables this.
 
 ``grain`` adds a fixed noise to the content before it is encoded, times alpha: the encoder (HED's VGG16 above all)
 gives flat regions such as a sky almost constant features, which AdaIN leaves flat; with grain the decoder paints
-the style's texture there too (docs/training.md, "Grain").
+the style's texture there too (docs/training.md, "Grain"). A decoder trained with stroke noise (``adain.strokes``)
+gets the same noise in its deepest input, times alpha: flat regions get oriented marks to paint.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .options import (
     normalised_weights,
 )
 from .precision import auto_precision
+from .strokes import stroke_noise
 from .upconv import FusedDecoder
 
 ColorMode = Literal["none", "coral", "luminance"]
@@ -425,6 +427,9 @@ class Stylizer:
                 del feats
                 levels[level] = mixed[0] if len(mixed) == 1 else torch.cat(mixed)
                 del mixed
+            amounts = [self.decoder.strokes * t.alpha for t in targets]
+            if any(amounts):
+                levels[-1] = levels[-1] + stroke_noise(levels[-1], amounts)
             self._safe_point()
             result = self._decoder_pass(levels, size)
         return result.float().clamp_(0, 1)

@@ -12,6 +12,7 @@ unfused for each decoder.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -44,32 +45,48 @@ def stylizer(skips: tuple[str, ...], precision: str, fused: bool) -> Stylizer:
     return st
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def timing_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a decoder-timing run (sizes, precisions, repeats, reports), described by ``doc``'s first
+    paragraph."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", default=["512", "1024"], help="N (square) or WxH")
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
-    args = p.parse_args()
-    rows, cells = [], []
+    return p
+
+
+def timing_cases(args: argparse.Namespace) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor, str]]:
+    """(size, content photo, style photo, precision) for each of ``args``' sizes and precisions."""
     for text in args.sizes:
         hw = parse_size(text)
         content, style = photo("content", hw), photo("style", (256, 256))
         for precision in args.precisions:
-            seconds = {}
-            for name, skips in DECODERS.items():
-                for fused in (True, False):
-                    st = stylizer(skips, precision, fused)
-                    stats = st.style_stats(style)
-                    times, _ = timed(lambda st=st, c=content, stats=stats: st.render(c[None], [_target(stats)]),
-                                     args.repeats)
-                    seconds[name, fused] = median(times)
-                    cells.append({"size": size_name(hw), "precision": precision, "decoder": name, "fused": fused,
-                                  "seconds": times})
-            plain, skip = seconds["relu3_1", True], seconds["relu3_1 + skips", True]
-            rows.append([size_name(hw), precision, fmt(plain), fmt(skip), fmt(skip / plain),
-                         fmt(seconds["relu3_1", False] / plain), fmt(seconds["relu3_1 + skips", False] / skip)])
+            yield hw, content, style, precision
+
+
+def render_times(st: Stylizer, content: torch.Tensor, style: torch.Tensor, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` renders of ``content`` with ``style`` at full strength (its statistics taken once)."""
+    stats = st.style_stats(style)
+    times, _ = timed(lambda: st.render(content[None], [_target(stats)]), repeats)
+    return times
+
+
+def main() -> None:
+    args = timing_parser(__doc__).parse_args()
+    rows, cells = [], []
+    for hw, content, style, precision in timing_cases(args):
+        seconds = {}
+        for name, skips in DECODERS.items():
+            for fused in (True, False):
+                times = render_times(stylizer(skips, precision, fused), content, style, args.repeats)
+                seconds[name, fused] = median(times)
+                cells.append({"size": size_name(hw), "precision": precision, "decoder": name, "fused": fused,
+                              "seconds": times})
+        plain, skip = seconds["relu3_1", True], seconds["relu3_1 + skips", True]
+        rows.append([size_name(hw), precision, fmt(plain), fmt(skip), fmt(skip / plain),
+                     fmt(seconds["relu3_1", False] / plain), fmt(seconds["relu3_1 + skips", False] / skip)])
     text = table(["size", "precision", "no skips (s)", "skips (s)", "skips / no skips",
                   "unfused / fused, no skips", "unfused / fused, skips"], rows)
     write_report(args, {"machine": cpu_facts(), "cells": cells}, text)

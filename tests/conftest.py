@@ -99,18 +99,19 @@ def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1",
 
 WEAK_SKIP_STRENGTH = 0.4
 GRAIN = 0.2  # of "decoder_grain"
+STROKES = 2.0  # of "decoder_strokes"
 
 
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1",
     "encoder_skips", "decoder_skips", "encoder_weak", "decoder_weak", "encoder_deep", "decoder_deep",
-    "encoder_grain", "decoder_grain"}}: random
+    "encoder_grain", "decoder_grain", "encoder_strokes", "decoder_strokes"}}: random
     weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1 of the same encoder (so "encoder_relu3_1" is
     "encoder_st"); "decoder_skips" decodes relu3_1 with skips from relu1_1 and relu2_1; "decoder_weak" is it with
     a skip strength of WEAK_SKIP_STRENGTH in its metadata; "decoder_deep" decodes relu4_1 with skips from
     relu1_1, relu2_1 and relu3_1, the first two at that strength, relu3_1 whole; "decoder_grain" is "decoder_weak"
-    with a grain of GRAIN in its metadata.
+    with a grain of GRAIN in its metadata, "decoder_strokes" with strokes of STROKES instead.
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -149,5 +150,9 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         paths["encoder_grain"], paths["decoder_grain"] = paths["encoder_st"], root / f"{arch}_decoder_grain.safetensors"
         skip_decoder.grain = GRAIN
         save_safetensors(skip_decoder, paths["decoder_grain"], arch)
+        paths["encoder_strokes"] = paths["encoder_st"]
+        paths["decoder_strokes"] = root / f"{arch}_decoder_strokes.safetensors"
+        skip_decoder.grain, skip_decoder.strokes = 0.0, STROKES
+        save_safetensors(skip_decoder, paths["decoder_strokes"], arch)
         files[arch] = paths
     return files

@@ -24,6 +24,18 @@ Equations:
 * grain (ours, not the paper's): a decoder file's ``grain`` g (0 when absent) adds g * alpha * n to what the
   encoder sees of the content, clipped to [0, 1], n (3, H, W) being given noise (the production draws it from
   torch's generator seeded 0);
+* strokes (ours, not the paper's): a decoder file's ``strokes`` k adds k * alpha * s to its deepest input t (C, h, w)
+  (after the blend with alpha), where, per channel c, s_c = psi_c / std(psi_c) * std(t_c) * flat (stds over the
+  map, with Bessel's correction):
+  - G: a Gaussian of sigma 4 cells, radius 12, normalised to sum 1, applied with the map's edges replicated;
+  - theta, the flow: J = G * (sum_c gx^2, sum_c gx gy, sum_c gy^2), gx and gy central differences of t (edges
+    replicated); theta = 1/2 atan2(2 J_xy, J_xx - J_yy) + pi/2, modulo pi;
+  - psi_c = sum_j w_j (n_c correlated with K_j), n (C, h + 18, w + 18) being given white noise (the production
+    draws it from torch's generator seeded 0 as one array), the correlation "valid"; K_j (19 x 19) the Gaussian
+    exp(-u^2 / 18 - v^2 / 0.72) with u, v the offsets along and across the angle pi j / 8, scaled to a sum of
+    squares of 1; w_j = max(0, 1 - |d_j|), d_j the difference of 8 theta / pi and j taken modulo 8 into [-4, 4);
+  - flat = clip(1 - sqrt(mean_c((G * t_c^2 - (G * t_c)^2) / var(t_c))), 0, 1), the local variance clipped at 0 and
+    a channel of variance at most 1e-10 (one that does not vary, up to rounding) counting 0;
 * colour preservation (Gatys et al., 2016): ``coral`` maps the style's pixels
   x -> Sigma_c^(1/2) Sigma_s^(-1/2) (x - mu_s) + mu_c; ``luminance`` stylizes
   Y (BT.601) of content and style and keeps the content's Cb, Cr.
@@ -169,6 +181,48 @@ def adaptive_avg_pool(mask: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
+# ---- strokes ----------------------------------------------------------------------
+
+def gaussian(x: np.ndarray, sigma: float = 4.0) -> np.ndarray:
+    """Each channel of (C, H, W) filtered by a normalised Gaussian of radius 3 sigma, edges replicated."""
+    radius = int(3 * sigma)
+    g = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
+    g /= g.sum()
+    padded = np.pad(x, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    rows = (sliding_window_view(padded, 2 * radius + 1, axis=2) * g).sum(-1)
+    return (sliding_window_view(rows, 2 * radius + 1, axis=1) * g).sum(-1)
+
+
+def flow(t: np.ndarray) -> np.ndarray:
+    """The direction (h, w) in [0, pi) in which the map t (C, h, w) changes least."""
+    p = np.pad(t, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    gx, gy = (p[:, 1:-1, 2:] - p[:, 1:-1, :-2]) / 2, (p[:, 2:, 1:-1] - p[:, :-2, 1:-1]) / 2
+    jxx, jxy, jyy = gaussian(np.stack([(gx * gx).sum(0), (gx * gy).sum(0), (gy * gy).sum(0)]))
+    return np.mod(0.5 * np.arctan2(2 * jxy, jxx - jyy) + np.pi / 2, np.pi)
+
+
+def stroke_field(t: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """s (C, h, w) of the deepest input t, from white ``noise`` (C, h + 18, w + 18)."""
+    theta = flow(t)
+    r = np.arange(-9, 10)
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    psi = np.zeros_like(t)
+    for j in range(8):
+        a = np.pi * j / 8
+        u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
+        kernel = np.exp(-u ** 2 / 18 - v ** 2 / 0.72)
+        kernel /= np.sqrt((kernel ** 2).sum())
+        d = np.mod(8 * theta / np.pi - j + 4, 8) - 4
+        filtered = (sliding_window_view(noise, kernel.shape, axis=(1, 2)) * kernel).sum(axis=(-2, -1))
+        psi += np.maximum(0.0, 1 - np.abs(d)) * filtered
+    local = np.maximum(gaussian(t * t) - gaussian(t) ** 2, 0.0)
+    var = t.var(axis=(1, 2), ddof=1)[:, None, None]
+    ratio = np.divide(local, var, out=np.zeros_like(local), where=var > 1e-10)  # a constant channel: 0
+    flat = np.clip(1 - np.sqrt(ratio.mean(0)), 0.0, 1.0)
+    scale = t.std(axis=(1, 2), ddof=1) / psi.std(axis=(1, 2), ddof=1)
+    return psi * scale[:, None, None] * flat
+
+
 # ---- colour -----------------------------------------------------------------------
 
 def _sqrtm(cov: np.ndarray, power: float) -> np.ndarray:
@@ -207,9 +261,11 @@ def with_content_chroma(stylized: np.ndarray, content: np.ndarray) -> np.ndarray
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: State, arch: str,
             weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_color: str = "none",
             masks: np.ndarray | None = None, skip_strength: float | Sequence[float] = 1.0, grain: float = 0.0,
-            noise: np.ndarray | None = None) -> np.ndarray:
+            noise: np.ndarray | None = None, strokes: float = 0.0, stroke_noise: np.ndarray | None = None
+            ) -> np.ndarray:
     """Stylize ``content`` (3, H, W) with ``styles``; ``masks`` (K, H, W) sum to 1 per pixel; ``noise`` (3, H, W)
-    is needed for a ``grain`` above 0. Returns [0, 1]."""
+    is needed for a ``grain`` above 0, ``stroke_noise`` (C, h + 18, w + 18) for ``strokes`` above 0. Returns
+    [0, 1]."""
     w = np.ones(len(styles)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     if preserve_color == "coral":
@@ -234,6 +290,8 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], enc: State, dec: 
         inputs.append(alpha * target + (1.0 - alpha) * f)
     strengths = np.broadcast_to(np.asarray(skip_strength, dtype=np.float64), (len(levels) - 1,))
     inputs = [x * (1.0 - alpha * (1.0 - s)) for x, s in zip(inputs[:-1], strengths, strict=True)] + inputs[-1:]
+    if strokes:
+        inputs[-1] = inputs[-1] + strokes * alpha * stroke_field(inputs[-1], stroke_noise)
     out = decode(inputs, dec, arch, content.shape[1:])
     return with_content_chroma(out, content) if preserve_color == "luminance" else out
 

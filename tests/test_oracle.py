@@ -32,7 +32,7 @@ MIN_AGREEMENT = 0.999
 
 #: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips, "weak"
 #: for one with weakened skips, "deep" for a relu4_1 one with skips down from relu3_1, a strength for each, "grain"
-#: for the weakened one with a grain),
+#: for the weakened one with a grain, "strokes" for it with strokes instead),
 #: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
@@ -58,7 +58,14 @@ CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     # the weak-skips decoder with a grain in its file: noise added to the content before it is encoded
     "grain": ("vgg16", "grain", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),
     "grain_luminance": ("vgg19", "grain", 1, {"preserve_color": "luminance"}, None),
+    # the weak-skips decoder with strokes in its file: oriented noise added to its deepest input where it is flat
+    "strokes": ("vgg16", "strokes", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),
+    "sky_weak_skips": ("vgg16", "weak", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),  # "strokes" without them
 }
+#: cases stylizing a photo of SKY_SIZE with a flat sky over its upper part ("sky"), where strokes show (the noise
+#: is weighted by flatness in a window of 4 cells, 16 px, at relu3_1), instead of "content"
+SKY_CASES = {"strokes", "sky_weak_skips"}
+SKY_SIZE = (128, 96)  # W, H
 
 
 def _crop_png(src: Path, size: tuple[int, int], dest: Path) -> Path:
@@ -76,8 +83,13 @@ def images(tmp_path_factory, content_paths, style_paths) -> dict[str, Path | lis
     labels = ((xx > 0.4 * w) & ((xx - 0.3 * w) ** 2 + (yy - 0.5 * h) ** 2 > (0.25 * h) ** 2)).astype(np.uint8)
     Image.fromarray(labels, mode="L").save(root / "labels.png")
     Image.fromarray((xx * 255 // (w - 1)).astype(np.uint8), mode="L").save(root / "soft.png")
+    sky = np.asarray(Image.open(_crop_png(content_paths[0], SKY_SIZE, root / "sky.png")), dtype=np.float64)
+    top = int(0.7 * SKY_SIZE[1])
+    sky[:top] = np.array([90.0, 140.0, 210.0]) + 30.0 * np.arange(top)[:, None, None] / top
+    Image.fromarray(np.round(sky).astype(np.uint8)).save(root / "sky.png")
     return {
         "content": _crop_png(content_paths[0], CONTENT_SIZE, root / "content.png"),
+        "sky": root / "sky.png",
         "styles": [_crop_png(p, s, root / f"style{i}.png")
                    for i, (p, s) in enumerate(zip(style_paths[: len(STYLE_SIZES)], STYLE_SIZES, strict=True))],
         "labels": root / "labels.png",
@@ -106,6 +118,26 @@ def _grain(path: Path, size: tuple[int, int]) -> dict:
         return {}
     noise = torch.randn((3, size[1], size[0]), generator=torch.Generator().manual_seed(0), dtype=torch.float32)
     return {"grain": grain, "noise": noise.double().numpy()}
+
+
+def _strokes(path: Path, enc: oracle.State, arch: str, size: tuple[int, int]) -> dict:
+    """The decoder file's ``strokes`` (0 when absent) and, when above 0, the white noise for a content of ``size``
+    (W, H): standard normal from torch's generator seeded 0, drawn as one (C, h + 18, w + 18) array for the
+    decoder's deepest input of C channels and h x w cells (the spec in tests/oracle.py)."""
+    strokes = float(_metadata(path).get("strokes", "0"))
+    if not strokes:
+        return {}
+    c, h, w = oracle.encode(np.zeros((3, size[1], size[0])), enc, arch, oracle.decoder_depth(_raw_state(path))).shape
+    noise = torch.randn((c, h + 18, w + 18), generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    return {"strokes": strokes, "stroke_noise": noise.double().numpy()}
+
+
+def _content_of(name: str) -> str:
+    return "sky" if name in SKY_CASES else "content"
+
+
+def _size_of(name: str) -> tuple[int, int]:
+    return SKY_SIZE if name in SKY_CASES else CONTENT_SIZE
 
 
 def _raw_state(path: Path) -> oracle.State:
@@ -143,9 +175,10 @@ def oracle_outputs(images, weight_files) -> dict[str, np.ndarray]:
         masks = _oracle_masks(mask, images[mask]) if mask else None
         decoder_file = _files(weight_files, arch, fmt)[1]
         strength = _skip_strength(decoder_file)
-        outs[name] = oracle.to_uint8(oracle.stylize(_pixels(images["content"]), styles, enc, dec, arch,
+        outs[name] = oracle.to_uint8(oracle.stylize(_pixels(images[_content_of(name)]), styles, enc, dec, arch,
                                                     masks=masks, skip_strength=strength,
-                                                    **_grain(decoder_file, CONTENT_SIZE), **kwargs))
+                                                    **_grain(decoder_file, CONTENT_SIZE),
+                                                    **_strokes(decoder_file, enc, arch, _size_of(name)), **kwargs))
     return outs
 
 
@@ -161,7 +194,7 @@ def _production(images, stylizers, name: str) -> np.ndarray:
     arch, fmt, n, kwargs, mask = CASES[name]
     stylizer = stylizers[arch, fmt]
     masks = read_masks([images[mask]], n) if mask else None
-    out = stylizer.stylize(read_image(images["content"]), [read_image(p) for p in images["styles"][:n]],
+    out = stylizer.stylize(read_image(images[_content_of(name)]), [read_image(p) for p in images["styles"][:n]],
                            mask=masks, content_size=0, style_size=0, **kwargs)
     return to_uint8(out).permute(1, 2, 0).numpy()
 
@@ -176,7 +209,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 def test_matches_oracle(images, stylizers, oracle_outputs, name):
     expected = oracle_outputs[name]
     got = _production(images, stylizers, name)
-    assert got.shape == (CONTENT_SIZE[1], CONTENT_SIZE[0], 3)
+    assert got.shape == (_size_of(name)[1], _size_of(name)[0], 3)
     # measured: 100% of pixels within 1/255 in every case (max difference 1)
     assert agreement(got, expected) >= MIN_AGREEMENT
 
@@ -192,7 +225,8 @@ def test_outputs_are_not_degenerate(oracle_outputs, name):
 
 @pytest.mark.parametrize(("a", "b"), [("single", "alpha"), ("single", "coral"), ("single", "luminance"),
                                       ("blend3", "single"), ("mask_labels", "mask_soft_alpha"),
-                                      ("skips_single", "weak_skips"), ("weak_skips_alpha", "grain")])
+                                      ("skips_single", "weak_skips"), ("weak_skips_alpha", "grain"),
+                                      ("sky_weak_skips", "strokes")])
 def test_cases_are_told_apart(oracle_outputs, a, b):
     """Negative control: the agreement measure fails clearly when the settings differ."""
     assert agreement(oracle_outputs[a], oracle_outputs[b]) < 0.5

@@ -10,6 +10,7 @@ import torch
 from adain import Stylizer, ops, tiling
 from adain.errors import InputError
 from adain.images import read_image, resize_shorter, to_uint8
+from adain.net import Decoder
 from tests.conftest import random_networks
 
 
@@ -105,6 +106,20 @@ def test_grain_is_the_same_in_tiles(networks, small, style_paths):
     assert always.tiled_passes == 3
     plain = Stylizer(*networks, device="cpu", tiling="never").stylize(content, [style])
     assert (to_uint8(plain).int() - to_uint8(reference).int()).abs().float().mean() > 2  # the grain shows
+
+
+def test_strokes_are_the_same_in_tiles(networks, small, style_paths):
+    """The stroke noise is made for the whole deepest map before it is decoded, so tiles get the untiled image's."""
+    enc, dec = networks
+    stroked = Decoder(dec.arch, dec.layer, strokes=2.0)
+    stroked.load_state_dict(dec.state_dict())
+    style = resize_shorter(read_image(style_paths[0]), 64)
+    reference = Stylizer(enc, stroked, device="cpu", tiling="never").stylize(small, [style])
+    always = Stylizer(enc, stroked, device="cpu", tiling="always", tile_size=128)
+    _close(always.stylize(small, [style]), reference)
+    assert always.tiled_passes == 3
+    plain = Stylizer(enc, dec, device="cpu", tiling="never").stylize(small, [style])
+    assert (to_uint8(plain).int() - to_uint8(reference).int()).abs().float().mean() > 0.5  # the strokes show
 
 
 def test_tiled_bf16_keeps_bf16_features(networks, small):

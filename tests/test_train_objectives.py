@@ -115,6 +115,32 @@ def test_grain_noises_the_photo_the_encoder_sees_in_style_steps(content_paths: l
         torch.testing.assert_close(compute_losses(models, c, c, grainy)[0], plain[0])  # no grain in reconstruction
 
 
+def test_strokes_go_into_the_decoder_but_not_into_the_content_target(content_paths: list[Path]) -> None:
+    """With strokes the decoder decodes AdaIN's output plus stroke noise (a new draw each step) while the content
+    loss's target stays AdaIN's output; reconstruction steps take none."""
+    from adain import ops
+    from adain.images import prepare, read_image
+    from adain.strokes import stroke_noise
+
+    enc, dec = random_networks("vgg16", seed=2, layer="relu3_1")
+    models = Models(enc.at("relu3_1"), dec)
+    c = prepare(read_image(content_paths[0]), 64, True)[None]
+    s = prepare(read_image(content_paths[1]), 64, True)[None]
+    stroked = TrainingObjective(strokes=1.0)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        lc, _, out, _ = compute_losses(models, c, s, stroked)
+        target = ops.adain(enc.features(c, "relu3_1")[-1], ops.channel_stats(enc.features(s)[2]))
+        torch.manual_seed(5)
+        given = target + stroke_noise(target, [1.0], seed=None)
+        torch.testing.assert_close(out, dec([given], tuple(c.shape[-2:])))
+        torch.testing.assert_close(lc, torch.nn.functional.mse_loss(enc.features(out)[2], target))
+        assert (out - dec([target], tuple(c.shape[-2:]))).abs().mean() > 1e-4  # the strokes changed the output
+        assert not torch.equal(compute_losses(models, c, s, stroked)[2], out)  # another draw
+        plain = compute_losses(models, c, c, TrainingObjective())
+        torch.testing.assert_close(compute_losses(models, c, c, stroked)[2], plain[2])  # none in reconstruction
+
+
 def test_the_feature_distribution_loss_sees_what_means_and_stds_miss() -> None:
     """Two feature maps with the same per-channel means and stds but different joint distributions: the paper's
     style loss cannot tell them apart, the sliced Wasserstein distance can; it is 0 for any reordering of the
@@ -147,13 +173,13 @@ def test_reconstruction_steps_come_first_then_every_nth() -> None:
 
     args = Namespace(recon_steps=3, recon_every=4, structure_weight=0.0, layout_weight=0.0, grid_weight=0.0,
                      colour_weight=5.0, texture_weight=6.0, features_weight=7.0, coarse_weight=8.0, layer="relu4_1",
-                     content_layers=["relu3_1", "relu4_1"], grain=0.1, patch_weight=9.0)
+                     content_layers=["relu3_1", "relu4_1"], grain=0.1, patch_weight=9.0, strokes=0.5)
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2, 3, 7, 11, 15]
     extra = ("relu3_1",)  # the content loss's layers besides the decoder's, in every step
-    # style terms and grain off
+    # style terms, grain and strokes off
     assert objective_at(args, 7) == (TrainingObjective(pixel=10.0, content_layers=extra), True)
     assert objective_at(args, 8) == (TrainingObjective(colour=5.0, texture=6.0, features=7.0, coarse=8.0,
-                                                       content_layers=extra, grain=0.1, patch=9.0), False)
+                                                       content_layers=extra, grain=0.1, patch=9.0, strokes=0.5), False)
     args.recon_every = 0
     assert [s for s in range(16) if is_reconstruction(args, s)] == [0, 1, 2]
 
@@ -286,18 +312,21 @@ def test_a_relu3_1_run_trains_exports_and_stylizes_at_that_layer(tmp_path: Path,
     assert latest_checkpoint(again)[1]["layer"] == "relu3_1"
 
 
-def test_a_run_with_grain_exports_a_decoder_that_stylizes_with_it(tmp_path: Path, weight_files: dict) -> None:
-    """--grain is in the checkpoint, the model card's objective and the decoder file, whose Stylizer takes it."""
+@pytest.mark.parametrize(("option", "value", "too_much"), [("grain", 0.1, 0.7), ("strokes", 0.5, 2.5)])
+def test_a_run_with_noise_exports_a_decoder_that_stylizes_with_it(tmp_path: Path, weight_files: dict, option: str,
+                                                                  value: float, too_much: float) -> None:
+    """--grain (--strokes) is in the checkpoint, the model card's objective and the decoder file, whose Stylizer
+    takes it; an amount out of range is refused before the run starts."""
     data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"], n_content=2, n_style=2, size=(32, 32))
     run = tmp_path / "run"
     assert run_train(data, train_argv(data, run, steps=2, holdout_content=1, holdout_style=1, loss="paper",
-                                      grain=0.1)) == 0
-    assert latest_checkpoint(run)[1]["args"]["grain"] == 0.1
+                                      **{option: value})) == 0
+    assert latest_checkpoint(run)[1]["args"][option] == value
     out = tmp_path / "decoder.safetensors"
     assert run_train(data, ["export", str(run), "-o", str(out), "--no-eval"]) == 0
-    assert json.loads(out.with_suffix(".json").read_text())["training"]["objective"]["grain"] == 0.1
-    assert build_decoder(out, "vgg16").grain == 0.1
-    assert Stylizer.from_files(data.encoder, out, device="cpu").grain == 0.1
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["objective"][option] == value
+    assert getattr(build_decoder(out, "vgg16"), option) == value
+    assert getattr(Stylizer.from_files(data.encoder, out, device="cpu").decoder, option) == value
     with pytest.raises(SystemExit) as refused:
-        run_train(data, train_argv(data, tmp_path / "bad", steps=1, grain=0.7))
+        run_train(data, train_argv(data, tmp_path / "bad", steps=1, **{option: too_much}))
     assert refused.value.code == 2 and not (tmp_path / "bad").exists()

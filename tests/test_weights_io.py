@@ -108,24 +108,26 @@ def test_save_safetensors_records_the_arch(tmp_path):
     build_encoder(path, "vgg16")
 
 
-def test_a_decoder_file_keeps_its_grain(tmp_path):
-    """The grain a decoder is meant for is in its file's metadata (absent, and read as 0, when there is none); a
-    value out of range or not a number is refused, naming the file."""
+@pytest.mark.parametrize(("key", "value", "top", "too_much"), [("grain", 0.15, "0.5", "0.9"),
+                                                                ("strokes", 0.5, "2", "2.5")])
+def test_a_decoder_file_keeps_its_noise(tmp_path, key, value, top, too_much):
+    """The grain a decoder is meant for (the strokes it was trained with) is in its file's metadata (absent, and read
+    as 0, when there is none); a value out of range or not a number is refused, naming the file."""
     from safetensors.torch import save_file
 
     from adain.bundles.layouts import read_metadata
 
     dec = Decoder("vgg16", "relu3_1")
     save_safetensors(dec, tmp_path / "plain.safetensors", "vgg16")
-    assert "grain" not in read_metadata(tmp_path / "plain.safetensors")
-    assert build_decoder(tmp_path / "plain.safetensors", "vgg16").grain == 0.0
-    dec.grain = 0.15
-    save_safetensors(dec, tmp_path / "grain.safetensors", "vgg16")
-    assert build_decoder(tmp_path / "grain.safetensors", "vgg16").grain == 0.15
+    assert key not in read_metadata(tmp_path / "plain.safetensors")
+    assert getattr(build_decoder(tmp_path / "plain.safetensors", "vgg16"), key) == 0.0
+    setattr(dec, key, value)
+    save_safetensors(dec, tmp_path / "noise.safetensors", "vgg16")
+    assert getattr(build_decoder(tmp_path / "noise.safetensors", "vgg16"), key) == value
     state = {k: v.contiguous() for k, v in dec.layers.state_dict().items()}
-    for bad in ("0.9", "-0.1", "lots"):
-        save_file(state, tmp_path / "bad.safetensors", metadata={"arch": "vgg16", "grain": bad})
-        with pytest.raises(WeightsError, match=f"bad.safetensors: grain '{bad}' is not a number from 0 to 0.5"):
+    for bad in (too_much, "-0.1", "lots"):
+        save_file(state, tmp_path / "bad.safetensors", metadata={"arch": "vgg16", key: bad})
+        with pytest.raises(WeightsError, match=f"bad.safetensors: {key} '{bad}' is not a number from 0 to {top}"):
             build_decoder(tmp_path / "bad.safetensors", "vgg16")
 
 

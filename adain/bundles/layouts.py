@@ -7,7 +7,8 @@ metadata under ``"arch"``, and a decoder's layer and skips under ``"layer"`` and
 ``"skips"``). A decoder with skips also holds ``"<index>.scale"``, the fixed
 per-channel scale of each skip where it joins, and, when it was trained with
 weakened skips, their strength under ``"skip_strength"`` (one number, or one per skip; 1 when absent), and when
-it is meant to be stylized with grain (``adain.stylizer``), its amount under ``"grain"`` (0 when absent).
+it is meant to be stylized with grain (``adain.stylizer``), its amount under ``"grain"`` (0 when absent), and when it
+was trained with stroke noise (``adain.strokes``), its amount under ``"strokes"`` (0 when absent).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..net import (
     channels_of,
     parse_skip_strength,
 )
-from ..options import MAX_GRAIN, check_grain
+from ..options import MAX_GRAIN, MAX_STROKES, check_amount
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".st")
 
@@ -215,6 +216,8 @@ def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: tor
             skips["skip_strength"] = ",".join(map(repr, strength)) if isinstance(strength, tuple) else repr(strength)
         if module.grain:
             skips["grain"] = repr(module.grain)
+        if module.strokes:
+            skips["strokes"] = repr(module.strokes)
         metadata = {"layer": module.layer, **skips, **(metadata or {})}
     # not save_file(): that makes the file private to its owner, whatever the umask
     Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
@@ -261,24 +264,35 @@ def decoder_skip_strength(path: str | Path) -> float | tuple[float, ...]:
         raise WeightsError(f"{path}: skip_strength {e}") from e
 
 
+def _decoder_amount(path: str | Path, key: str, top: float) -> float:
+    """A noise amount in a decoder file's metadata under ``key`` (0 when absent), checked against ``top``."""
+    text = read_metadata(path).get(key, "0")
+    try:
+        return check_amount(key, float(text), top)
+    except (ValueError, InputError):
+        raise WeightsError(f"{path}: {key} {text!r} is not a number from 0 to {top:g}") from None
+
+
 def decoder_grain(path: str | Path) -> float:
     """The grain a decoder file is meant to be stylized with (its ``grain`` metadata; 0 when absent)."""
-    text = read_metadata(path).get("grain", "0")
-    try:
-        return check_grain(float(text))
-    except (ValueError, InputError):
-        raise WeightsError(f"{path}: grain {text!r} is not a number from 0 to {MAX_GRAIN:g}") from None
+    return _decoder_amount(path, "grain", MAX_GRAIN)
+
+
+def decoder_strokes(path: str | Path) -> float:
+    """The stroke noise a decoder file was trained with (its ``strokes`` metadata; 0 when absent)."""
+    return _decoder_amount(path, "strokes", MAX_STROKES)
 
 
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
     """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`),
     the skips they take (:func:`decoder_skips`), the strength they were trained with
-    (:func:`decoder_skip_strength`) and the grain they are meant for (:func:`decoder_grain`)."""
+    (:func:`decoder_skip_strength`), the grain they are meant for (:func:`decoder_grain`) and the stroke noise
+    they were trained with (:func:`decoder_strokes`)."""
     state = read_state_dict(path)
     skips = decoder_skips(path, state)
     try:
         dec = Decoder(arch, decoder_layer(path, state), skips, decoder_skip_strength(path) if skips else 1.0,
-                      decoder_grain(path))
+                      decoder_grain(path), decoder_strokes(path))
     except ValueError as e:
         raise WeightsError(f"{path}: {e}") from e
     load_into(dec, path, state)

@@ -29,7 +29,7 @@ from .loop import train
 from .recipes import LOSS_DEFAULTS, recipe_help
 from .resume import as_paths, resume_args
 from .runs import checkpoints, remove_stale_tmp
-from .setup import grain_arg, layers_arg, skips_arg, strength_arg
+from .setup import grain_arg, layers_arg, skips_arg, strength_arg, strokes_arg
 
 LOCK = ".lock"
 
@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "draw each step, which the decoder learns to paint the style's texture from where the photo "
                         "is flat (a sky); kept in the decoder file, where stylizing adds a fixed noise of this size "
                         "times alpha (docs/training.md, \"Grain\"). 0: none")
+    p.add_argument("--strokes", type=strokes_arg, default=0.0,
+                   help="stroke noise added to the decoder's deepest input in style steps (a new draw each step), in "
+                        "units of each channel's std: noise drawn out along the flow of the features where the photo "
+                        "is flat, which the decoder learns to paint as strokes; kept in the decoder file, where "
+                        "stylizing adds a fixed noise of this size times alpha (docs/training.md, \"Strokes\"). "
+                        "0: none")
     p.add_argument("--skip-strength", type=strength_arg,
                    help="with --skips: what the skips are multiplied by in style steps (reconstruction steps feed "
                         "them whole), so that the decoder does not copy the photo's fine detail into every "

@@ -38,7 +38,7 @@ CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
 OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
                   "colour_weight", "texture_weight", "features_weight", "coarse_weight", "skip_strength", "recon_steps",
-                  "recon_every", "warmup", "content_layers", "grain", "patch_weight")
+                  "recon_every", "warmup", "content_layers", "grain", "patch_weight", "strokes")
 
 
 def objective_of(args: dict) -> dict:
@@ -123,7 +123,7 @@ def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
     """Write the checkpoint's decoder to ``output``; returns it as read back from the file."""
     arch, layer = state["arch"], state.get("layer", "relu4_1")
     decoder = Decoder(arch, layer, state.get("skips", ()), state.get("skip_strength", 1.0),
-                      state["args"].get("grain", 0.0))
+                      state["args"].get("grain", 0.0), state["args"].get("strokes", 0.0))
     decoder.layers.load_state_dict(state["decoder"])
     if dtype == "fp16":
         peak = max(v.abs().max().item() for v in state["decoder"].values())

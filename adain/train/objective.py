@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .. import ops
 from ..net import FEATURE_LAYERS, Encoder
+from ..strokes import stroke_noise
 from .losses import (
     colour_loss,
     content_loss,
@@ -46,6 +47,9 @@ class TrainingObjective:
     ``grain``: the standard deviation of the noise added to the photo before it is encoded (a new draw each step;
     off in reconstruction steps): the AdaIN targets come from the noisy photo, the layout and grid terms compare
     with the photo itself.
+    ``strokes``: the amount of stroke noise (:func:`adain.strokes.stroke_noise`, a new draw each step; off in
+    reconstruction steps) added to the decoder's deepest input; the content loss's target stays the AdaIN output
+    without it.
     """
 
     structure: float = 0.0
@@ -59,6 +63,7 @@ class TrainingObjective:
     content_layers: tuple[str, ...] = ()  # where the content loss is taken besides the decoder's layer
     grain: float = 0.0
     patch: float = 0.0
+    strokes: float = 0.0
 
 
 STRUCTURE_LAYER = 2  # relu3_1
@@ -87,7 +92,11 @@ def compute_losses(models: Models, content: Tensor, style: Tensor, objective: Tr
         content_feats = enc.features(seen, FEATURE_LAYERS[-1] if recon else enc.layer)
         style_feats = content_feats if recon else enc.features(style)
         targets = decoder_targets(dec, content_feats, style_feats, 0.0 if recon else 1.0)
-    out = dec(targets, tuple(content.shape[-2:]))
+        given = targets
+        if objective.strokes and not recon:
+            deepest = targets[-1]
+            given = [*targets[:-1], deepest + stroke_noise(deepest, [objective.strokes] * len(deepest), seed=None)]
+    out = dec(given, tuple(content.shape[-2:]))
     out_feats = enc.features(out)
     lc = content_loss(out_feats[k], targets[-1])
     for name in objective.content_layers:
@@ -148,10 +157,10 @@ def is_reconstruction(args: argparse.Namespace, step: int) -> bool:
 def objective_at(args: argparse.Namespace, step: int) -> tuple[TrainingObjective, bool]:
     """The objective of step ``step`` (0-based) and whether it is a reconstruction step (style = content)."""
     recon = is_reconstruction(args, step)
-    style = 0.0 if recon else 1.0  # the style terms and the grain are off in reconstruction steps
+    style = 0.0 if recon else 1.0  # the style terms, the grain and the strokes are off in reconstruction steps
     extra = tuple(name for name in (args.content_layers or ()) if name != args.layer)
     return TrainingObjective(
         structure=args.structure_weight, layout=args.layout_weight, pixel=RECON_PIXEL_WEIGHT if recon else 0.0,
         grid=args.grid_weight, colour=style * args.colour_weight, texture=style * args.texture_weight,
         features=style * args.features_weight, coarse=style * args.coarse_weight, patch=style * args.patch_weight,
-        content_layers=extra, grain=style * args.grain), recon
+        content_layers=extra, grain=style * args.grain, strokes=style * args.strokes), recon

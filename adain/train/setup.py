@@ -6,7 +6,7 @@ pairs. Both import them from here, so the dependency runs one way: adain.train.c
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import torch
 from ..errors import InputError
 from ..images import resize_shorter
 from ..net import FEATURE_LAYERS, SKIP_LAYERS, Decoder, Encoder, Layer, SkipJoin, channels_of, parse_skip_strength
-from ..options import MAX_GRAIN, check_grain
+from ..options import MAX_GRAIN, MAX_STROKES, check_amount
 from .data import Pairs, UnreadableImage, fixed_pairs, read_rgb
 
 HELD_OUT_SEED = 0  # crop positions of the held-out pairs (the same in every run and in model cards)
@@ -105,12 +105,18 @@ def strength_arg(text: str) -> float | list[float]:
     return list(value) if isinstance(value, tuple) else value  # a list, as the run's arguments are stored
 
 
-def grain_arg(text: str) -> float:
-    """An argparse type: a grain, a number in [0, :data:`adain.options.MAX_GRAIN`]."""
-    try:
-        return check_grain(float(text))
-    except (ValueError, InputError):
-        raise argparse.ArgumentTypeError(f"a grain is a number from 0 to {MAX_GRAIN:g}; got {text!r}") from None
+def amount_arg(name: str, top: float) -> Callable[[str], float]:
+    """An argparse type: a noise amount ``name``, a number in [0, ``top``]."""
+    def parse(text: str) -> float:
+        try:
+            return check_amount(name, float(text), top)
+        except (ValueError, InputError):
+            raise argparse.ArgumentTypeError(f"{name} is a number from 0 to {top:g}; got {text!r}") from None
+    return parse
+
+
+grain_arg = amount_arg("grain", MAX_GRAIN)
+strokes_arg = amount_arg("strokes", MAX_STROKES)
 
 
 def held_out_pairs(data: dict, resize: int, crop: int, n: int) -> Pairs:
