@@ -96,11 +96,6 @@ def check_grain(grain: float) -> float:
     return check_amount("grain", grain, MAX_GRAIN)
 
 
-def check_strokes(strokes: float) -> float:
-    """strokes must lie in [0, :data:`MAX_STROKES`]."""
-    return check_amount("strokes", strokes, MAX_STROKES)
-
-
 def check_tiling(tiling_mode: str, tile_pixels: int, tile_size: int) -> None:
     """Tiling options: a known mode, a threshold >= 1 and a tile side that is a positive multiple of 8."""
     if tiling_mode not in TILINGS:
