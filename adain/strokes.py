@@ -45,15 +45,20 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def flow_angle(feat: Tensor, scale: float = FLOW_SCALE) -> Tensor:
+def flow_angle(feat: Tensor, scale: float = FLOW_SCALE, chunk: int = CHUNK) -> Tensor:
     """(N, 1, H, W): the direction, in radians from the x axis in [0, pi), in which the features (N, C, H, W)
-    change least, from their structure tensor summed over channels and smoothed with a Gaussian of ``scale``."""
-    gx = F.pad(feat, (1, 1, 0, 0), mode="replicate")
-    gx = (gx[..., 2:] - gx[..., :-2]) / 2
-    gy = F.pad(feat, (0, 0, 1, 1), mode="replicate")
-    gy = (gy[..., 2:, :] - gy[..., :-2, :]) / 2
-    tensor = gaussian_blur(torch.cat([(gx * gx).sum(1, keepdim=True), (gx * gy).sum(1, keepdim=True),
-                                      (gy * gy).sum(1, keepdim=True)], 1), scale)
+    change least, from their structure tensor summed over channels and smoothed with a Gaussian of ``scale``.
+    ``chunk`` channels at a time, to bound the memory."""
+    tensor = feat.new_zeros((feat.shape[0], 3, *feat.shape[2:]), dtype=torch.float32)
+    for part in feat.split(chunk, 1):
+        x = part.float()
+        gx = F.pad(x, (1, 1, 0, 0), mode="replicate")
+        gx = (gx[..., 2:] - gx[..., :-2]) / 2
+        gy = F.pad(x, (0, 0, 1, 1), mode="replicate")
+        gy = (gy[..., 2:, :] - gy[..., :-2, :]) / 2
+        tensor += torch.cat([(gx * gx).sum(1, keepdim=True), (gx * gy).sum(1, keepdim=True),
+                             (gy * gy).sum(1, keepdim=True)], 1)
+    tensor = gaussian_blur(tensor, scale)
     most = 0.5 * torch.atan2(2 * tensor[:, 1:2], tensor[:, 0:1] - tensor[:, 2:3])
     return torch.remainder(most + math.pi / 2, math.pi)
 
@@ -93,7 +98,7 @@ def stroke_noise(feat: Tensor, amounts: Sequence[float], seed: int | None = STRO
     ``chunk`` channels at a time."""
     n, c, h, w = feat.shape
     scale = torch.tensor(list(amounts), dtype=torch.float32, device=feat.device).view(n, 1, 1, 1)
-    position = flow_angle(feat.float()) * (ORIENTATIONS / math.pi)  # in [0, ORIENTATIONS)
+    position = flow_angle(feat, chunk=chunk) * (ORIENTATIONS / math.pi)  # in [0, ORIENTATIONS)
     kernels = [stroke_kernel(math.pi * k / ORIENTATIONS).to(feat.device) for k in range(ORIENTATIONS)]
     m = kernels[0].shape[-1] // 2
     shares = []  # each direction's share of each pixel: the two nearest directions, linearly
