@@ -17,6 +17,9 @@ reached, after a fixed per-channel scale (a :class:`SkipJoin` in the stack, whos
 A decoder trained with weakened skips in its style steps has a ``skip_strength``
 below 1 (in the file's metadata; one for all skips, or one per skip): the skips
 it is fed are then scaled by :meth:`Decoder.skip_gains` of the stylization's alpha.
+A decoder with ``extra_convs`` has that many more 3x3 convs (and ReLUs) at its deepest resolution, after its first
+conv, as wide as that conv's output (the paper's decoder has three more convs at that resolution than the
+mirror of relu4_1 would have); they come before the rest, so the keys of the layers after them shift.
 """
 
 from __future__ import annotations
@@ -42,13 +45,17 @@ FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 #: Smallest image side the networks take: after three ceil-mode pools relu4_1 is ceil(side / 8)
 #: pixels, and the reflection padding before conv4_1 needs at least 2 of them.
 MIN_SIDE = 9
+MAX_EXTRA_CONVS = 8  # most extra convs a decoder may have at its deepest resolution
 
 
 def _conv3x3(cin: int, cout: int) -> list[nn.Module]:
     return [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
 
 
-def _check(arch: str, layer: str, skips: Sequence[str] = ()) -> None:
+def _check(arch: str, layer: str, skips: Sequence[str] = (), extra_convs: int = 0) -> None:
+    if not 0 <= extra_convs <= MAX_EXTRA_CONVS:
+        raise ValueError(f"a decoder may have 0 to {MAX_EXTRA_CONVS} extra convs at its deepest resolution, "
+                         f"not {extra_convs}")
     if arch not in _CONFIGS:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
     if layer not in LAYERS:
@@ -184,19 +191,21 @@ class Decoder(nn.Module):
     """Mirror of the encoder up to ``layer``: reflection padding, nearest 2x upsampling, ReLU.
 
     With ``skips``, a :class:`SkipJoin` follows the upsampling that reaches each skip's resolution, and the
-    conv after it takes the skip's channels too.
+    conv after it takes the skip's channels too. ``extra_convs``: extra convs after the first, at its resolution.
     """
 
     def __init__(self, arch: Arch = "vgg19", layer: Layer = "relu4_1", skips: Sequence[str] = (),
-                 skip_strength: float | Sequence[float] = 1.0, grain: float = 0.0, strokes: float = 0.0) -> None:
+                 skip_strength: float | Sequence[float] = 1.0, grain: float = 0.0, strokes: float = 0.0,
+                 extra_convs: int = 0) -> None:
         super().__init__()
-        _check(arch, layer, skips)
+        _check(arch, layer, skips, extra_convs)
         self.arch = arch
         self.layer = layer
         self.skips = tuple(sorted(set(skips), key=FEATURE_LAYERS.index))
         self.skip_strength = skip_strength
         self.grain = grain  # the grain it is meant to be stylized with (adain.stylizer), 0 for none
         self.strokes = strokes  # the stroke noise it was trained with (adain.strokes), 0 for none
+        self.extra_convs = extra_convs
         self.inputs = (*self.skips, layer)
         self.scale = scale_of(layer)
         widths = [3, *_config_to(arch, layer)]
@@ -217,6 +226,9 @@ class Decoder(nn.Module):
             layers += _conv3x3(cin, int(prev))
             if i > 1:
                 layers.append(nn.ReLU(inplace=True))
+            if len(layers) == 3:  # after the first conv and its ReLU
+                for _ in range(extra_convs):
+                    layers += [*_conv3x3(int(prev), int(prev)), nn.ReLU(inplace=True)]
         self.layers = nn.Sequential(*layers)
 
     @property
@@ -234,6 +246,11 @@ class Decoder(nn.Module):
         """What each skip is multiplied by at ``alpha``: 1 at alpha 0 (the photo's own features, as in
         reconstruction), its strength at alpha 1 (as in the style steps it was trained with), linear between."""
         return tuple(1.0 - alpha * (1.0 - s) for s in self.skip_strengths)
+
+    def convs(self) -> tuple[list[nn.Conv2d], list[nn.Conv2d]]:
+        """(the convs that mirror the encoder's, the ``extra_convs``), each in the order they run."""
+        convs = [m for m in self.layers if isinstance(m, nn.Conv2d)]
+        return [convs[0], *convs[1 + self.extra_convs:]], convs[1 : 1 + self.extra_convs]
 
     def forward(self, t: Tensor | Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
         """Decode features of ``inputs`` (one map, or one per input, shallowest first); crop to ``size`` (H, W)

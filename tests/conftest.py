@@ -74,11 +74,11 @@ def tiny_content(content_paths: list[Path]) -> torch.Tensor:
 
 
 def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1",
-                    skips: tuple[str, ...] = ()) -> tuple[Encoder, Decoder]:
-    """Encoder/decoder (AdaIN at ``layer``, and at ``skips``) with random weights scaled so activations stay
-    O(1) and outputs land in [0, 1]. The encoder's weights depend only on ``seed``."""
+                    skips: tuple[str, ...] = (), extra_convs: int = 0) -> tuple[Encoder, Decoder]:
+    """Encoder/decoder (AdaIN at ``layer``, and at ``skips``; ``extra_convs`` in the decoder) with random weights
+    scaled so activations stay O(1) and outputs land in [0, 1]. The encoder's weights depend only on ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    enc, dec = Encoder(arch, layer), Decoder(arch, layer, skips)
+    enc, dec = Encoder(arch, layer), Decoder(arch, layer, skips, extra_convs=extra_convs)
     for net in (enc, dec):
         for m in net.layers:
             if isinstance(m, torch.nn.Conv2d):
@@ -100,18 +100,20 @@ def random_networks(arch: str, seed: int = 0, layer: str = "relu4_1",
 WEAK_SKIP_STRENGTH = 0.4
 GRAIN = 0.2  # of "decoder_grain"
 STROKES = 2.0  # of "decoder_strokes"
+EXTRA_CONVS = 2  # of "decoder_extra"
 
 
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """{arch: {"encoder_pth", "decoder_pth", "encoder_st", "decoder_st", "encoder_relu3_1", "decoder_relu3_1",
     "encoder_skips", "decoder_skips", "encoder_weak", "decoder_weak", "encoder_deep", "decoder_deep",
-    "encoder_grain", "decoder_grain", "encoder_strokes", "decoder_strokes"}}: random
+    "encoder_grain", "decoder_grain", "encoder_strokes", "decoder_strokes", "encoder_extra", "decoder_extra"}}: random
     weights on disk. "decoder_relu3_1" (safetensors) decodes relu3_1 of the same encoder (so "encoder_relu3_1" is
     "encoder_st"); "decoder_skips" decodes relu3_1 with skips from relu1_1 and relu2_1; "decoder_weak" is it with
     a skip strength of WEAK_SKIP_STRENGTH in its metadata; "decoder_deep" decodes relu4_1 with skips from
     relu1_1, relu2_1 and relu3_1, the first two at that strength, relu3_1 whole; "decoder_grain" is "decoder_weak"
-    with a grain of GRAIN in its metadata, "decoder_strokes" with strokes of STROKES instead.
+    with a grain of GRAIN in its metadata, "decoder_strokes" with strokes of STROKES instead; "decoder_extra" is
+    a relu3_1 decoder with those weakened skips and EXTRA_CONVS extra convs.
 
     The .pth files are stored as the original release stores them (a flat state dict;
     the VGG19 encoder holds every layer of VGG19 up to relu5_4, keys '0.weight'...'51.bias').
@@ -154,5 +156,9 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
         paths["decoder_strokes"] = root / f"{arch}_decoder_strokes.safetensors"
         skip_decoder.grain, skip_decoder.strokes = 0.0, STROKES
         save_safetensors(skip_decoder, paths["decoder_strokes"], arch)
+        paths["encoder_extra"], paths["decoder_extra"] = paths["encoder_st"], root / f"{arch}_decoder_extra.safetensors"
+        extra = random_networks(arch, layer="relu3_1", skips=("relu1_1", "relu2_1"), extra_convs=EXTRA_CONVS)[1]
+        extra.skip_strength = WEAK_SKIP_STRENGTH
+        save_safetensors(extra, paths["decoder_extra"], arch)
         files[arch] = paths
     return files

@@ -67,10 +67,11 @@ def encoder_layout(arch: str) -> list[str]:
     return layout
 
 
-def decoder_layout(arch: str, depth: int = 4, skips: Sequence[int] = ()) -> list[str]:
+def decoder_layout(arch: str, depth: int = 4, skips: Sequence[int] = (), extra: int = 0) -> list[str]:
     """The encoder's blocks up to relu<depth>_1 backwards, pools becoming nearest 2x upsampling; no ReLU
-    after the last conv; a "join" after the upsampling that reaches relu<k>_1 for each k in ``skips``."""
-    blocks = (*BLOCKS[arch][: depth - 1], 1)[::-1]
+    after the last conv; a "join" after the upsampling that reaches relu<k>_1 for each k in ``skips``; ``extra``
+    more (pad, conv, relu) in the first block."""
+    blocks = (*BLOCKS[arch][: depth - 1], 1 + extra)[::-1]
     layout: list[str] = []
     for b, n in enumerate(blocks):
         layout += ["pad", "conv", "relu"] * n
@@ -84,6 +85,12 @@ def decoder_layout(arch: str, depth: int = 4, skips: Sequence[int] = ()) -> list
 def decoder_depth(dec: State) -> int:
     """Which relu<depth>_1 a decoder decodes, from the input channels of its first conv (256: 3, 512: 4)."""
     return {256: 3, 512: 4}[dec["1.weight"].shape[1]]
+
+
+def decoder_extra(arch: str, dec: State) -> int:
+    """How many more convs a decoder holds than the mirror of the encoder up to its layer."""
+    mirror = decoder_layout(arch, decoder_depth(dec), decoder_skips(dec)).count("conv")
+    return sum(k.endswith(".weight") and v.ndim == 4 for k, v in dec.items()) - mirror
 
 
 def decoder_skips(dec: State) -> list[int]:
@@ -146,7 +153,7 @@ def encode(img: np.ndarray, state: State, arch: str, depth: int = 4) -> np.ndarr
 def decode(feats: Sequence[np.ndarray], state: State, arch: str, size: tuple[int, int]) -> np.ndarray:
     """Decode features (of the decoder's skips, shallowest first, then its layer) to an image, keeping the
     top-left ``size`` (H, W), clipped."""
-    layout = decoder_layout(arch, decoder_depth(state), decoder_skips(state))
+    layout = decoder_layout(arch, decoder_depth(state), decoder_skips(state), decoder_extra(arch, state))
     out = run_layers(feats[-1], layout, state, skips=list(feats[:-1])[::-1])[0]
     return np.clip(out[:, : size[0], : size[1]], 0.0, 1.0)
 

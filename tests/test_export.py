@@ -238,11 +238,14 @@ def test_mix_refuses_what_does_not_fit(trained: tuple[TinyData, Path], tmp_path:
     save_safetensors(random_networks("vgg16")[1], other_encoder, "vgg16", metadata={"encoder_sha256": "f" * 64})
     vgg19 = tmp_path / "vgg19.safetensors"
     save_safetensors(random_networks("vgg19")[1], vgg19, "vgg19")
+    extra = tmp_path / "extra.safetensors"
+    save_safetensors(random_networks("vgg16", extra_convs=1)[1], extra, "vgg16")
     refused = {f"{fits}:0.5 {fits}:0.5": "add up to 1: they must leave the run a share",
                f"{tmp_path / 'missing.safetensors'}:0.5": "weight file not found",
                f"{other_layer}:0.5": "decodes relu3_1, the run's decoder decodes relu4_1",
                f"{other_encoder}:0.5": "trained against encoder ffffffffffff..., not the run's",
-               f"{vgg19}:0.5": "a vgg19 decoder, the run's is vgg16"}
+               f"{vgg19}:0.5": "a vgg19 decoder, the run's is vgg16",
+               f"{extra}:0.5": "extra convs: 1, the run's decoder's: 0"}
     for mixes, message in refused.items():
         argv = [a for m in mixes.split() for a in ("--mix", m)]
         assert export(data, run, "-o", out, "--no-eval", *argv) == 2
@@ -286,3 +289,35 @@ def test_a_term_newer_than_the_run_reads_as_off_in_the_card() -> None:
     objective = objective_of(older_run)
     assert objective["style_weight"] == 1.25 and objective["grid_weight"] == 1000.0
     assert objective["coarse_weight"] == 0.0 and objective["colour_weight"] == 0.0  # not null: it was off
+    assert objective["extra_convs"] == 0
+
+
+def test_a_run_grows_extra_convs_onto_a_decoder_and_exports_them(tmp_path: Path, weight_files: dict, capsys) -> None:
+    from adain.bundles.layouts import read_metadata
+    from tests.train_support import resume_argv
+
+    data = make_tiny_data(tmp_path, weight_files["vgg16"]["encoder_st"])
+    plain = random_networks("vgg16", seed=6, layer="relu3_1", skips=("relu1_1", "relu2_1"))[1]
+    save_safetensors(plain, tmp_path / "plain.safetensors", "vgg16")
+    run = tmp_path / "run"
+    assert run_train(data, train_argv(data, run, steps=1, lr=0, init_decoder=tmp_path / "plain.safetensors",
+                                      extra_convs=2)) == 0  # lr 0: the grown start
+    state = latest_checkpoint(run)[1]
+    assert (state["extra_convs"], state["skips"]) == (2, ["relu1_1", "relu2_1"])
+    assert run_train(data, resume_argv(run, steps=2, extra_convs=3)) == 2
+    assert "--extra-convs cannot change on --resume" in capsys.readouterr().err
+    out = tmp_path / "extra.safetensors"
+    assert export(data, run, "-o", out, "--dtype", "fp32", "--eval-pairs", 2) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["objective"]["extra_convs"] == 2
+    assert card["held_out"]["trained"] == card["held_out"]["step_0"]  # the step-0 reference is grown the same way
+    assert read_metadata(out)["extra_convs"] == "2"
+    grown = build_decoder(out, "vgg16")
+    assert grown.extra_convs == 2
+    feats = [torch.rand(1, 64, 32, 32), torch.rand(1, 128, 16, 16), torch.randn(1, 256, 8, 8)]
+    with torch.no_grad():
+        torch.testing.assert_close(grown(feats), plain(feats))
+
+    again = tmp_path / "again"  # a run from the grown file inherits its extra convs
+    assert run_train(data, train_argv(data, again, steps=1, lr=0, init_decoder=out)) == 0
+    assert latest_checkpoint(again)[1]["extra_convs"] == 2

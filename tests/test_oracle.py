@@ -32,7 +32,8 @@ MIN_AGREEMENT = 0.999
 
 #: case -> (arch, weight files (format, "relu3_1" for a decoder of that layer, "skips" for one with skips, "weak"
 #: for one with weakened skips, "deep" for a relu4_1 one with skips down from relu3_1, a strength for each, "grain"
-#: for the weakened one with a grain, "strokes" for it with strokes instead),
+#: for the weakened one with a grain, "strokes" for it with strokes instead, "extra" for a weakened one with extra
+#: convs),
 #: number of styles, keyword arguments, mask kind)
 CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     "single": ("vgg19", "pth", 1, {}, None),
@@ -61,6 +62,8 @@ CASES: dict[str, tuple[str, str, int, dict, str | None]] = {
     # the weak-skips decoder with strokes in its file: oriented noise added to its deepest input where it is flat
     "strokes": ("vgg16", "strokes", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),
     "sky_weak_skips": ("vgg16", "weak", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),  # "strokes" without them
+    # a relu3_1 decoder with weakened skips and extra convs at relu3_1's resolution
+    "extra_convs": ("vgg16", "extra", 2, {"weights": (0.3, 0.7), "alpha": 0.6}, None),
 }
 #: cases stylizing a photo of SKY_SIZE with a flat sky over its upper part ("sky"), where strokes show (the noise
 #: is weighted by flatness in a window of 4 cells, 16 px, at relu3_1), instead of "content"
@@ -226,7 +229,7 @@ def test_outputs_are_not_degenerate(oracle_outputs, name):
 @pytest.mark.parametrize(("a", "b"), [("single", "alpha"), ("single", "coral"), ("single", "luminance"),
                                       ("blend3", "single"), ("mask_labels", "mask_soft_alpha"),
                                       ("skips_single", "weak_skips"), ("weak_skips_alpha", "grain"),
-                                      ("sky_weak_skips", "strokes")])
+                                      ("sky_weak_skips", "strokes"), ("weak_skips_alpha", "extra_convs")])
 def test_cases_are_told_apart(oracle_outputs, a, b):
     """Negative control: the agreement measure fails clearly when the settings differ."""
     assert agreement(oracle_outputs[a], oracle_outputs[b]) < 0.5

@@ -53,9 +53,9 @@ def test_fuse_upsampling_replaces_only_the_runs_and_shares_the_rest():
     assert {id(m) for m in fused if isinstance(m, nn.Conv2d)} <= {id(m) for m in dec.layers}
 
 
-@pytest.mark.parametrize("layer", ["relu4_1", "relu3_1"])
-def test_fused_decoder_matches_decoder(layer):
-    _, dec = random_networks("vgg19", seed=2, layer=layer)
+@pytest.mark.parametrize(("layer", "extra_convs"), [("relu4_1", 0), ("relu3_1", 0), ("relu3_1", 2)])
+def test_fused_decoder_matches_decoder(layer, extra_convs):
+    _, dec = random_networks("vgg19", seed=2, layer=layer, extra_convs=extra_convs)
     fused = FusedDecoder(dec)
     assert (fused.arch, fused.layer, fused.scale) == (dec.arch, dec.layer, dec.scale)
     feats = torch.rand(2, dec.layers[1].in_channels, 5, 6).contiguous(memory_format=torch.channels_last)

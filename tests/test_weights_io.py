@@ -239,3 +239,50 @@ def test_a_relu3_1_decoder_deepens_to_relu4_1_passing_its_layer_through(tmp_path
     again = build_decoder(tmp_path / "deep.safetensors", "vgg16")
     assert (again.layer, again.skips, again.skip_strengths) == ("relu4_1", ("relu1_1", "relu2_1", "relu3_1"),
                                                                 strengths)
+
+
+def test_extra_convs_grow_as_the_identity_and_the_file_keeps_them(tmp_path) -> None:
+    """Extra convs at the deepest resolution start by passing their input on, so a grown decoder decodes as its
+    file; a file with extra convs says how many, loads back with them, and grows more keeping them; a decoder
+    with fewer refuses it."""
+    from adain.bundles.layouts import decoder_extra_convs, load_grown, load_or_grow, needs_growing, read_metadata
+    from tests.conftest import random_networks
+
+    skips = ("relu1_1", "relu2_1")
+    source = random_networks("vgg16", seed=3, layer="relu3_1", skips=skips)[1]
+    save_safetensors(source, tmp_path / "plain.safetensors", "vgg16")
+    grown = Decoder("vgg16", "relu3_1", skips, extra_convs=2)
+    assert load_or_grow(grown, tmp_path / "plain.safetensors")
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.rand(1, 64, 32, 32, generator=g), torch.rand(1, 128, 16, 16, generator=g),
+             torch.randn(1, 256, 8, 8, generator=g)]  # AdaIN's output dips below 0
+    with torch.no_grad():
+        torch.testing.assert_close(grown(feats), source(feats))
+        mirror, extra = grown.convs()
+        assert [(c.in_channels, c.out_channels) for c in extra] == [(128, 128), (128, 128)]
+        assert [c.in_channels for c in mirror] == [256, 256, 128, 128, 64]
+        for conv in extra:  # as if trained
+            conv.weight.add_(0.02 * torch.randn(conv.weight.shape, generator=g))
+        trained = grown(feats)
+    assert not torch.allclose(trained, source(feats), atol=1e-3)
+
+    save_safetensors(grown, tmp_path / "extra.safetensors", "vgg16")
+    assert read_metadata(tmp_path / "extra.safetensors")["extra_convs"] == "2"
+    assert "extra_convs" not in read_metadata(tmp_path / "plain.safetensors")
+    assert decoder_extra_convs(tmp_path / "plain.safetensors") == 0
+    again = build_decoder(tmp_path / "extra.safetensors", "vgg16")
+    assert (again.extra_convs, again.skips) == (2, skips)
+    assert not needs_growing(again, tmp_path / "extra.safetensors")
+    more = Decoder("vgg16", "relu3_1", skips, extra_convs=3)
+    assert load_or_grow(more, tmp_path / "extra.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(again(feats), trained)
+        torch.testing.assert_close(more(feats), trained)
+
+    with pytest.raises(WeightsError, match="and 1 extra conv cannot grow from this one, which decodes relu3_1 with "
+                                           r"skips \['relu1_1', 'relu2_1'\] and 2 extra convs"):
+        load_grown(Decoder("vgg16", "relu3_1", skips, extra_convs=1), tmp_path / "extra.safetensors")
+    with pytest.raises(WeightsError, match="without extra convs"):  # deepening the layer grows no extra convs
+        load_grown(Decoder("vgg16", "relu4_1", (*skips, "relu3_1"), extra_convs=1), tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="0 to 8 extra convs"):
+        Decoder("vgg16", "relu3_1", extra_convs=9)

@@ -8,7 +8,9 @@ metadata under ``"arch"``, and a decoder's layer and skips under ``"layer"`` and
 per-channel scale of each skip where it joins, and, when it was trained with
 weakened skips, their strength under ``"skip_strength"`` (one number, or one per skip; 1 when absent), and when
 it is meant to be stylized with grain (``adain.stylizer``), its amount under ``"grain"`` (0 when absent), and when it
-was trained with stroke noise (``adain.strokes``), its amount under ``"strokes"`` (0 when absent).
+was trained with stroke noise (``adain.strokes``), its amount under ``"strokes"`` (0 when absent), and when it has
+extra convs at its deepest resolution (``Decoder.extra_convs``), their number under ``"extra_convs"`` (for readers:
+the loader counts the convs).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..errors import InputError, WeightsError
 from ..net import (
     FEATURE_LAYERS,
     LAYERS,
+    MAX_EXTRA_CONVS,
     SKIP_LAYERS,
     Arch,
     Decoder,
@@ -129,7 +132,9 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
       resolution pass it through (identity over the skip's ``scale`` and its strength, zeros for the deeper
       path): as the file at alpha 1, the style steps, where its values are non-negative (AdaIN's may dip below 0,
       which the ReLUs clip). At a strength of 1 for that skip (the default when deepening) that holds at every
-      alpha; below 1 the skip comes 1 / strength times too strong at alpha 0 until training adapts.
+      alpha; below 1 the skip comes 1 / strength times too strong at alpha 0 until training adapts;
+    * more ``extra_convs`` (not with a deeper layer): the new ones pass their input on (identity kernels; it comes
+      after a ReLU, so this is exact).
 
     The file's skips keep its scales; the new skips keep ``decoder``'s (calibrate them first).
     """
@@ -137,24 +142,41 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
     depth = FEATURE_LAYERS.index
     deeper = source.layer != decoder.layer
     if (not set(source.skips) <= set(decoder.skips) or depth(source.layer) > depth(decoder.layer)
-            or (deeper and source.layer not in decoder.skips)):
-        raise WeightsError(f"{path}: a decoder of {decoder.layer} with skips {list(decoder.skips) or 'none'} "
-                           f"cannot grow from this one, which decodes {source.layer} with skips "
-                           f"{list(source.skips) or 'none'} (it may add skips, and deepen to a layer whose skips "
-                           "include the file's layer)")
-    old = [m for m in source.layers if isinstance(m, nn.Conv2d)]
-    new = [m for m in decoder.layers if isinstance(m, nn.Conv2d)]
+            or (deeper and source.layer not in decoder.skips) or source.extra_convs > decoder.extra_convs
+            or (deeper and decoder.extra_convs)):
+        raise WeightsError(f"{path}: a decoder of {decoder.layer} with {_inputs(decoder)} cannot grow from this one, "
+                           f"which decodes {source.layer} with {_inputs(source)} (it may add skips, add extra convs, "
+                           "or deepen to a layer whose skips include the file's layer, without extra convs)")
+    (old, old_extra), (new, new_extra) = source.convs(), decoder.convs()
     head = new[: len(new) - len(old)]
     joins = {m.layer: m for m in decoder.layers if isinstance(m, SkipJoin)}
     with torch.no_grad():
-        for o, n in zip(old, new[len(head):], strict=True):
+        for o, n in zip(old + old_extra, new[len(head):] + new_extra, strict=False):
             n.weight.zero_()
             n.weight[:, : o.in_channels].copy_(o.weight)
             n.bias.copy_(o.bias)
+        for conv in new_extra[len(old_extra):]:
+            _identity(conv)
         for join in (m for m in source.layers if isinstance(m, SkipJoin)):
             joins[join.layer].scale.copy_(join.scale)
         if deeper:
             _pass_through(decoder, joins[source.layer], head)
+
+
+def _inputs(decoder: Decoder) -> str:
+    """A decoder's skips and extra convs, for messages."""
+    n = decoder.extra_convs
+    extra = f" and {n} extra conv{'s' if n > 1 else ''}" if n else ""
+    return f"skips {list(decoder.skips) or 'none'}{extra}"
+
+
+def _identity(conv: nn.Conv2d) -> None:
+    """Make the square conv ``conv`` hand its input on unchanged (a centre tap of 1 from each channel to itself)."""
+    conv.weight.zero_()
+    conv.bias.zero_()
+    centre = conv.kernel_size[0] // 2
+    channels = torch.arange(conv.out_channels)
+    conv.weight[channels, channels, centre, centre] = 1.0
 
 
 def _pass_through(decoder: Decoder, join: SkipJoin, head: list[nn.Conv2d]) -> None:
@@ -175,7 +197,8 @@ def _pass_through(decoder: Decoder, join: SkipJoin, head: list[nn.Conv2d]) -> No
 
 def needs_growing(decoder: Decoder, path: str | Path, state: dict[str, Tensor] | None = None) -> bool:
     """Whether the decoder file at ``path`` takes other inputs than ``decoder`` (then :func:`load_grown`)."""
-    return decoder_skips(path, state) != decoder.skips or decoder_layer(path, state) != decoder.layer
+    return (decoder_skips(path, state) != decoder.skips or decoder_layer(path, state) != decoder.layer
+            or decoder_extra_convs(path, state) != decoder.extra_convs)
 
 
 def load_or_grow(decoder: Decoder, path: str | Path) -> bool:
@@ -218,6 +241,8 @@ def save_safetensors(module: nn.Module, path: str | Path, arch: Arch, dtype: tor
             skips["grain"] = repr(module.grain)
         if module.strokes:
             skips["strokes"] = repr(module.strokes)
+        if module.extra_convs:
+            skips["extra_convs"] = str(module.extra_convs)
         metadata = {"layer": module.layer, **skips, **(metadata or {})}
     # not save_file(): that makes the file private to its owner, whatever the umask
     Path(path).write_bytes(safetensors_bytes(state, {"arch": arch, **(metadata or {})}))
@@ -255,6 +280,20 @@ def decoder_skips(path: str | Path, state: dict[str, Tensor] | None = None) -> t
     return tuple(sorted((by_channels[v.numel()] for v in scales), key=FEATURE_LAYERS.index))
 
 
+def decoder_extra_convs(path: str | Path, state: dict[str, Tensor] | None = None) -> int:
+    """The extra convs a decoder file has at its deepest resolution (``Decoder.extra_convs``), told by the square
+    3x3 convs as wide as its first conv's output right after it (where a decoder without them upsamples).
+    ``state``: the file's contents when already read."""
+    state = read_state_dict(path) if state is None else state
+    first, count = state.get("1.weight"), 0
+    if first is None or first.ndim != 4:
+        return 0
+    square = (first.shape[0], first.shape[0], 3, 3)
+    while count < MAX_EXTRA_CONVS and tuple(getattr(state.get(f"{4 + 3 * count}.weight"), "shape", ())) == square:
+        count += 1
+    return count
+
+
 def decoder_skip_strength(path: str | Path) -> float | tuple[float, ...]:
     """The skip strength a decoder file was trained with (its ``skip_strength`` metadata: one number, or one per
     skip, comma-separated; 1 when absent)."""
@@ -285,14 +324,14 @@ def decoder_strokes(path: str | Path) -> float:
 
 def build_decoder(path: str | Path, arch: Arch) -> Decoder:
     """A Decoder of ``arch`` with the weights from ``path``, for the layer they decode (:func:`decoder_layer`),
-    the skips they take (:func:`decoder_skips`), the strength they were trained with
-    (:func:`decoder_skip_strength`), the grain they are meant for (:func:`decoder_grain`) and the stroke noise
-    they were trained with (:func:`decoder_strokes`)."""
+    the skips they take (:func:`decoder_skips`), its extra convs (:func:`decoder_extra_convs`), the strength they
+    were trained with (:func:`decoder_skip_strength`), the grain they are meant for (:func:`decoder_grain`) and the
+    stroke noise they were trained with (:func:`decoder_strokes`)."""
     state = read_state_dict(path)
     skips = decoder_skips(path, state)
     try:
         dec = Decoder(arch, decoder_layer(path, state), skips, decoder_skip_strength(path) if skips else 1.0,
-                      decoder_grain(path), decoder_strokes(path))
+                      decoder_grain(path), decoder_strokes(path), decoder_extra_convs(path, state))
     except ValueError as e:
         raise WeightsError(f"{path}: {e}") from e
     load_into(dec, path, state)

@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from ..arguments import count_arg
 from ..errors import AdainError, InputError, exit_status
-from ..net import LAYERS, SKIP_LAYERS
+from ..net import LAYERS, MAX_EXTRA_CONVS, SKIP_LAYERS
 from .loop import train
 from .recipes import LOSS_DEFAULTS, recipe_help
 from .resume import as_paths, resume_args
@@ -65,10 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated shallower layers AdaIN also works at, each fed to the decoder where its "
                         f"resolution is reached ({', '.join(SKIP_LAYERS)}; docs/training.md). Those of "
                         "--init-decoder, else " + recipe_help("skips"))
+    p.add_argument("--extra-convs", type=count_arg(0, MAX_EXTRA_CONVS),
+                   help="extra 3x3 convs in the decoder at its deepest resolution, after the first (the paper's "
+                        "decoder has three more there than a mirror of the encoder; docs/training.md). Those of "
+                        "--init-decoder (which grows more, each starting as the identity), else 0")
     p.add_argument("--init-decoder", type=Path, help="start from this decoder file instead of random weights "
                    "(to continue or fine-tune a released decoder; the step count and optimizer start afresh). "
                    "A file that takes less grows what is asked for: new --skips start at zero weights, and a "
-                   "relu3_1 file grows to --layer relu4_1 with relu3_1 among the --skips, passed through, so "
+                   "relu3_1 file grows to --layer relu4_1 with relu3_1 among the --skips, passed through, and more "
+                   "--extra-convs pass their input on, so "
                    "training starts from the file's pictures")
     p.add_argument("--steps", type=count_arg(0), default=160_000, help="train until this step")
     p.add_argument("--batch-size", type=count_arg(1), help=recipe_help("batch_size"))

@@ -36,18 +36,18 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 WINDOW = 10  # training log records averaged for the final training losses
 CARD_FORMAT = "adain-decoder-card/1"
 # What the decoder was trained to minimise, at the exported step (``changed_on_resume`` says since when)
-OBJECTIVE_ARGS = ("layer", "skips", "loss", "style_weight", "structure_weight", "layout_weight", "grid_weight",
-                  "colour_weight", "texture_weight", "features_weight", "coarse_weight", "skip_strength", "recon_steps",
-                  "recon_every", "warmup", "content_layers", "grain", "patch_weight", "strokes")
+OBJECTIVE_ARGS = ("layer", "skips", "extra_convs", "loss", "style_weight", "structure_weight", "layout_weight",
+                  "grid_weight", "colour_weight", "texture_weight", "features_weight", "coarse_weight", "skip_strength",
+                  "recon_steps", "recon_every", "warmup", "content_layers", "grain", "patch_weight", "strokes")
 
 
 def objective_of(args: dict) -> dict:
     """The :data:`OBJECTIVE_ARGS` of a run's arguments; a term its version of ``adain train`` did not have yet
-    reads as today's default (off), not as null."""
+    reads as today's default (off), not as null (no extra convs, for the option whose default is inherited)."""
     from .cli import build_parser
 
     defaults = build_parser()
-    return {k: args[k] if k in args else defaults.get_default(k) for k in OBJECTIVE_ARGS}
+    return {k: args[k] if k in args else 0 if k == "extra_convs" else defaults.get_default(k) for k in OBJECTIVE_ARGS}
 
 
 LOSS_DEFINITIONS = (
@@ -123,7 +123,7 @@ def write_decoder(state: dict, output: Path, dtype: str) -> Decoder:
     """Write the checkpoint's decoder to ``output``; returns it as read back from the file."""
     arch, layer = state["arch"], state.get("layer", "relu4_1")
     decoder = Decoder(arch, layer, state.get("skips", ()), state.get("skip_strength", 1.0),
-                      state["args"].get("grain", 0.0), state["args"].get("strokes", 0.0))
+                      state["args"].get("grain", 0.0), state["args"].get("strokes", 0.0), state.get("extra_convs", 0))
     decoder.layers.load_state_dict(state["decoder"])
     if dtype == "fp16":
         peak = max(v.abs().max().item() for v in state["decoder"].values())
@@ -175,7 +175,7 @@ def evaluate(state: dict, encoder: Path | None, exported: Decoder, n_pairs: int,
         encoder = Path(info["file"])
     layer = state.get("layer", "relu4_1")
     models, found = init_models(args["seed"], None if encoder else info.get("model"), encoder, state["arch"], layer,
-                                state.get("skips", ()), state.get("skip_strength", 1.0))
+                                state.get("skips", ()), state.get("skip_strength", 1.0), state.get("extra_convs", 0))
     if found["sha256"] != info.get("sha256"):
         raise WeightsError(f"encoder sha256 {found['sha256']} is not the run's ({info.get('sha256')})")
     if state.get("init_decoder"):

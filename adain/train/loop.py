@@ -100,6 +100,7 @@ class Run:
                 "args": {k: jsonable(v) for k, v in vars(self.args).items()},
                 "arch": self.models.encoder.arch, "layer": self.models.decoder.layer,
                 "skips": list(self.models.decoder.skips), "skip_strength": self.models.decoder.skip_strength,
+                "extra_convs": self.models.decoder.extra_convs,
                 "encoder": self.encoder_info,
                 "data": self.data,
                 "init_decoder": self.init_decoder, "changes": self.changes,
@@ -119,7 +120,7 @@ def set_up_run(args: argparse.Namespace, resume: dict | None) -> Run:
         args.layer, args.skips = args.layer or "relu4_1", [] if args.skips is None else args.skips
     fill_recipe_defaults(args, encoder_arch(args.model, args.encoder, args.arch))
     models, encoder_info = init_models(args.seed, args.model, args.encoder, args.arch, args.layer, args.skips,
-                                       args.skip_strength)
+                                       args.skip_strength, args.extra_convs)
     random.seed(args.seed)
     init = resume.get("init_decoder") if resume else None
     if resume:

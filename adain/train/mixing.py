@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..bundles.download import sha256_file
 from ..bundles.layouts import (
+    decoder_extra_convs,
     decoder_layer,
     decoder_skip_strength,
     decoder_skips,
@@ -76,12 +77,15 @@ def _checked_decoder(path: Path, state: dict) -> dict:
     skips, own = tuple(state.get("skips", ())), decoder_skips(path, weights)
     if own != skips:
         raise WeightsError(f"{path}: takes skips {list(own)}, the run's decoder takes {list(skips)}")
+    extra, own_extra = state.get("extra_convs", 0), decoder_extra_convs(path, weights)
+    if own_extra != extra:
+        raise WeightsError(f"{path}: extra convs: {own_extra}, the run's decoder's: {extra}")
     strength, theirs = decoder_skip_strength(path) if skips else 1.0, state.get("skip_strength", 1.0)
     if skip_strengths(strength, skips) != skip_strengths(theirs, skips):
         raise WeightsError(f"{path}: trained with skip strength {strength}, the run's decoder with {theirs}")
     encoder = metadata.get("encoder_sha256", "None")
     if encoder not in ("None", state["encoder"].get("sha256")):
         raise WeightsError(f"{path}: trained against encoder {encoder[:12]}..., not the run's")
-    decoder = Decoder(arch, layer, skips)
+    decoder = Decoder(arch, layer, skips, extra_convs=extra)
     load_into(decoder, path, weights)  # keys, shapes, finite values
     return decoder.layers.state_dict()

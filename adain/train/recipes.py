@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..bundles.layouts import decoder_layer, decoder_skip_strength, decoder_skips
+from ..bundles.layouts import decoder_extra_convs, decoder_layer, decoder_skip_strength, decoder_skips
 from ..errors import InputError
 from ..net import FEATURE_LAYERS, skip_strengths
 
@@ -40,7 +40,7 @@ def _inherited_strength(file_strength: float | tuple[float, ...], file_skips: tu
 
 
 def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
-    """What was not given: the --init-decoder's layer, skips and skip strength, else :data:`RECIPES` of the
+    """What was not given: the --init-decoder's layer, skips, extra convs and skip strength, else :data:`RECIPES` of the
     encoder's architecture (and full-strength skips); the loss's weights from :data:`LOSS_DEFAULTS`.
     InputError for a skip strength without skips, for more or fewer strengths than skips, or for content layers
     deeper than the decoder's."""
@@ -50,6 +50,10 @@ def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
         args.skips = list(file_skips) if args.skips is None else args.skips
         if args.skip_strength is None and args.skips:
             args.skip_strength = _inherited_strength(decoder_skip_strength(args.init_decoder), file_skips, args.skips)
+        if getattr(args, "extra_convs", None) is None:
+            args.extra_convs = decoder_extra_convs(args.init_decoder)
+    if getattr(args, "extra_convs", None) is None:
+        args.extra_convs = 0
     for key, value in RECIPES[arch].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)

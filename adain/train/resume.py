@@ -13,7 +13,7 @@ from .runs import jsonable, latest_checkpoint
 # Arguments that define the run: a resumed run must keep them (the data split, the optimisation).
 FIXED_ON_RESUME = ("content_dir", "style_dir", "batch_size", "lr", "lr_decay", "style_weight", "resize", "crop",
                    "holdout_content", "holdout_style", "seed", "init_decoder", "loss", "layer", "skips",
-                   "skip_strength")
+                   "skip_strength", "extra_convs")
 NOT_INHERITED = ("output_dir", "resume", "no_progress")  # everything else defaults to the checkpoint's value
 PATH_ARGS = ("content_dir", "style_dir", "encoder", "init_decoder", "output_dir")
 

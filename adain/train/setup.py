@@ -32,10 +32,10 @@ class Models:
 
 
 def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | None,
-                layer: Layer = "relu4_1", skips: Sequence[str] = (), skip_strength: float | Sequence[float] = 1.0
-                ) -> tuple[Models, dict]:
+                layer: Layer = "relu4_1", skips: Sequence[str] = (), skip_strength: float | Sequence[float] = 1.0,
+                extra_convs: int = 0) -> tuple[Models, dict]:
     """The encoder (a bundle's or a file) and a fresh decoder for ``layer`` (and ``skips``, fed at
-    ``skip_strength`` in style steps) whose initial weights depend only on ``seed``.
+    ``skip_strength`` in style steps, and ``extra_convs``) whose initial weights depend only on ``seed``.
 
     Seeds the global torch RNG. Returns the encoder description stored in checkpoints and model cards.
     """
@@ -43,7 +43,7 @@ def init_models(seed: int, model: str | None, encoder: Path | None, arch: str | 
 
     torch.manual_seed(seed)
     enc, info = resolve_encoder(model=model, encoder=encoder, arch=arch)
-    return Models(enc.at(layer), Decoder(enc.arch, layer, skips, skip_strength)), info
+    return Models(enc.at(layer), Decoder(enc.arch, layer, skips, skip_strength, extra_convs=extra_convs)), info
 
 
 @torch.no_grad()
