@@ -151,6 +151,7 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
     head = new[: len(new) - len(old)]
     joins = {m.layer: m for m in decoder.layers if isinstance(m, SkipJoin)}
     with torch.no_grad():
+        # each of the file's convs into its place; the extra convs beyond the file's are left to _identity
         for o, n in zip(old + old_extra, new[len(head):] + new_extra, strict=False):
             n.weight.zero_()
             n.weight[:, : o.in_channels].copy_(o.weight)
@@ -196,7 +197,8 @@ def _pass_through(decoder: Decoder, join: SkipJoin, head: list[nn.Conv2d]) -> No
 
 
 def needs_growing(decoder: Decoder, path: str | Path, state: dict[str, Tensor] | None = None) -> bool:
-    """Whether the decoder file at ``path`` takes other inputs than ``decoder`` (then :func:`load_grown`)."""
+    """Whether the decoder file at ``path`` takes other inputs or has other extra convs than ``decoder`` (then
+    :func:`load_grown`)."""
     return (decoder_skips(path, state) != decoder.skips or decoder_layer(path, state) != decoder.layer
             or decoder_extra_convs(path, state) != decoder.extra_convs)
 
