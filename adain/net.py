@@ -226,7 +226,7 @@ class Decoder(nn.Module):
             layers += _conv3x3(cin, int(prev))
             if i > 1:
                 layers.append(nn.ReLU(inplace=True))
-            if len(layers) == 3:  # after the first conv and its ReLU
+            if i == len(widths) - 1:  # after the first conv and its ReLU
                 for _ in range(extra_convs):
                     layers += [*_conv3x3(int(prev), int(prev)), nn.ReLU(inplace=True)]
         self.layers = nn.Sequential(*layers)

@@ -151,8 +151,7 @@ def load_grown(decoder: Decoder, path: str | Path) -> None:
     head = new[: len(new) - len(old)]
     joins = {m.layer: m for m in decoder.layers if isinstance(m, SkipJoin)}
     with torch.no_grad():
-        # each of the file's convs into its place; the extra convs beyond the file's are left to _identity
-        for o, n in zip(old + old_extra, new[len(head):] + new_extra, strict=False):
+        for o, n in zip(old + old_extra, new[len(head):] + new_extra[: len(old_extra)], strict=True):
             n.weight.zero_()
             n.weight[:, : o.in_channels].copy_(o.weight)
             n.bias.copy_(o.bias)

@@ -50,10 +50,8 @@ def fill_recipe_defaults(args: argparse.Namespace, arch: str) -> None:
         args.skips = list(file_skips) if args.skips is None else args.skips
         if args.skip_strength is None and args.skips:
             args.skip_strength = _inherited_strength(decoder_skip_strength(args.init_decoder), file_skips, args.skips)
-        if getattr(args, "extra_convs", None) is None:
-            args.extra_convs = decoder_extra_convs(args.init_decoder)
     if getattr(args, "extra_convs", None) is None:
-        args.extra_convs = 0
+        args.extra_convs = 0 if args.init_decoder is None else decoder_extra_convs(args.init_decoder)
     for key, value in RECIPES[arch].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
