@@ -28,7 +28,9 @@ FLOAT_RGB = 12  # float32 (3, H, W)
 FLOAT_MASK = 4  # float32 (H, W)
 CONTENT_COPIES = 6
 #: Bytes per pixel the networks hold while a batch runs (activations; bf16 on the CPU, the default bundle's
-#: vgg16 relu3_1 decoder with skips: about 1.1 GiB per megapixel above idle, docs/deploy.md "Sizing").
+#: vgg16 relu3_1 decoder with skips: about 1.1 GiB per megapixel above idle, docs/deploy.md "Sizing"). A decoder with
+#: strokes and three extra convs (weights/candidates/D2) holds about 65 bytes per pixel more, which would leave this
+#: no margin (docs/training.md, thirteenth session).
 ACTIVATION_BYTES = 1200
 #: Bytes per content pixel a tiled image holds besides its tiles: the feature maps of the decoder's inputs for the
 #: whole image, restyled level by level (with skips: relu1_1, relu2_1 and relu3_1 in bf16; measured 200-250).
