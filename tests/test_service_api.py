@@ -360,6 +360,9 @@ async def test_uploads_are_checked_like_stylize_inputs(tmp_path: Path, stylizers
         png = ("a.png", image_bytes((32, 32), "PNG"), "image/png")
         twice = await app.client.post("/v1/styles", files=[("image", png), ("image", png)])
         assert (twice.status_code, error_of(twice)["message"]) == (422, "image was given 2 times; it takes one value")
+        misspelt = await app.client.post("/v1/styles", files={"image": png}, data={"title": "sky"})
+        assert (misspelt.status_code, error_of(misspelt)["message"]) == (
+            422, "unknown field 'title': the fields are image, name")
         assert (await app.client.get("/v1/styles")).json() == {"styles": []}
 
 

@@ -109,6 +109,7 @@ def test_a_job_from_upload_to_result(server, keys, clips):
     ("short", {"style_size": "999999"}, 422, "invalid_request"),
     ("short", {"style_id": "nosuchstyle"}, 422, "unknown_style"),
     ("short", {"quality": "101"}, 422, "invalid_request"),
+    ("short", {"stabilty": "2"}, 422, "invalid_request"),  # misspelt: refused, not ignored
 ])
 def test_bad_requests(server, keys, clips, clip, data, status, code):
     body = b"not a video at all\n" * 10 if clip == "text" else clips[clip]

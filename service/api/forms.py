@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,8 +41,8 @@ class StyleFields:
         return len(self.styles) + len(self.style_ids)
 
 
-#: the single-valued fields among :class:`StyleFields`
-SINGLE_STYLE_FIELDS = ("alpha", "preserve_color", "content_size", "style_size", "style_scale", "grain")
+#: the fields a form may repeat (one per style); every other field takes one value
+REPEATABLE_FIELDS = ("style", "style_id", "weights", "mask")
 
 
 @dataclass
@@ -75,12 +77,18 @@ def parse_weights(values: list[str] | None) -> list[float] | None:
     return weights
 
 
-def given_once(*names: str) -> Callable[[Request], Awaitable[None]]:
-    """A dependency: 422 naming the first of the single-valued fields ``names`` that the form repeats (it
-    would otherwise be silently last-wins)."""
+def checked_form(*known: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency: 422 for a field not in ``known`` (naming the nearest known one: a misspelt field would
+    otherwise be silently ignored), and for the first field the form repeats that is not one of
+    :data:`REPEATABLE_FIELDS` (it would otherwise be silently last-wins)."""
     async def check(request: Request) -> None:
         form = await request.form()  # parsed once per request: FastAPI reads the same, cached form
-        for name in names:
+        for name in form.keys():
+            if name not in known:
+                near = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {near[0]}?" if near else f"the fields are {', '.join(known)}"
+                raise ServiceError(422, "invalid_request", f"unknown field {clip(name)!r}: {hint}")
+        for name in (n for n in known if n not in REPEATABLE_FIELDS):
             count = len(form.getlist(name))
             if count > 1:
                 raise ServiceError(422, "invalid_request", f"{name} was given {count} times; it takes one value")
@@ -119,12 +127,16 @@ def style_fields(
                        preserve_color, mask or [], content_size, style_size, style_scale, grain)
 
 
+#: the form fields :func:`style_fields` takes
+STYLE_FIELD_NAMES = tuple(inspect.signature(style_fields).parameters)
+
+
 def _fields(fields: StyleFields) -> dict:
     return {f.name: getattr(fields, f.name) for f in dataclasses.fields(StyleFields)}
 
 
 def stylize_form(
-    _: Annotated[None, Depends(given_once("content", *SINGLE_STYLE_FIELDS, "format", "quality"))],
+    _: Annotated[None, Depends(checked_form("content", *STYLE_FIELD_NAMES, "format", "quality"))],
     content: Annotated[UploadFile, File(description="The content image (JPEG, PNG or WebP by default).")],
     fields: Annotated[StyleFields, Depends(style_fields)],
     format: Annotated[OutputFormat | None, Form(description="Output format. Default: from the Accept "
@@ -136,7 +148,7 @@ def stylize_form(
 
 
 def video_form(
-    _: Annotated[None, Depends(given_once("clip", *SINGLE_STYLE_FIELDS, "stability", "audio", "quality"))],
+    _: Annotated[None, Depends(checked_form("clip", *STYLE_FIELD_NAMES, "stability", "audio", "quality"))],
     clip: Annotated[UploadFile, File(description="The clip (any format FFmpeg reads).")],
     fields: Annotated[StyleFields, Depends(style_fields)],
     stability: Annotated[int, Form(description="0 per frame .. 3 most stable (docs/video.md).")] = DEFAULT_LEVEL,

@@ -23,7 +23,7 @@ from .. import intake
 from ..access import admin, charge_megapixels, writer
 from ..dependencies import EngineDep, PoolDep, SettingsDep, StoreDep, TimeoutDep, in_pool
 from ..disconnect import hang_up
-from ..forms import given_once
+from ..forms import checked_form
 
 router = APIRouter(prefix="/v1/styles", tags=["styles"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such style (or another key's private one)"}}
@@ -57,7 +57,7 @@ def _not_found(style_id: str) -> ServiceError:
 
 
 @router.post("", status_code=201, summary="Store a style", response_model=StyleInfo,
-             dependencies=[Depends(writer), Depends(given_once("image", "name"))],
+             dependencies=[Depends(writer), Depends(checked_form("image", "name"))],
              responses={**FORBIDDEN, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
                         422: {"model": ErrorResponse}, 429: {"model": ErrorResponse, "description": "rate limit "
                         "(with Retry-After) or quota (quota_exceeded) reached"}, 503: {"model": ErrorResponse},
