@@ -80,17 +80,13 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return error_response(_request_id(request), exc.status_code, code, str(exc.detail), exc.headers)
 
 
-#: pydantic's message for text where a file upload belongs, and what the client is told instead
-NOT_A_FILE = ("Expected UploadFile", "must be a file (curl: -F NAME=@FILE), not text")
-
-
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "header"))
         msg = err.get("msg", "invalid")
-        if NOT_A_FILE[0] in msg:
-            msg = NOT_A_FILE[1].replace("NAME", where or "field")
+        if "Expected UploadFile" in msg:  # pydantic's words for text where a file upload belongs
+            msg = f"must be a file (curl: -F {where or 'field'}=@FILE), not text"
         problems.append(f"{where}: {msg}" if where else msg)
     return error_response(_request_id(request), 422, "invalid_request", "; ".join(problems) or "invalid request")
 
